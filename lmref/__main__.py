@@ -1,0 +1,3 @@
+from lmref.cli import main
+
+raise SystemExit(main())

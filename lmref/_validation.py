@@ -1,0 +1,134 @@
+"""Input validation shared by every family: validate in Python, compute in numba.
+
+Every public function funnels its arguments through these helpers, so bad input produces a
+``TypeError``/``ValueError`` that names the argument, what was expected and what was received,
+instead of a silent broadcast or a numba typing traceback.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from typing import Sequence
+
+import numpy as np
+
+__all__: list[str] = []  # private module
+
+#: Largest single array lmref will allocate (bytes); override with ``LMREF_MAX_BYTES``.
+_DEFAULT_MAX_BYTES = 8 * 2**30
+
+
+def max_bytes() -> int:
+    return int(os.environ.get("LMREF_MAX_BYTES", _DEFAULT_MAX_BYTES))
+
+
+def _describe(x) -> str:
+    if isinstance(x, np.ndarray):
+        return f"array of shape {x.shape} and dtype {x.dtype}"
+    return f"{type(x).__name__} {x!r}"[:200]
+
+
+def as_float64(x, name: str, *, ndim: int | Sequence[int] | None = None,
+               allow_empty: bool = False) -> np.ndarray:
+    """Return ``x`` as a new-or-shared C-contiguous float64 array after checking it.
+
+    Accepts real integer and floating arrays (and nested lists of numbers); rejects bool,
+    complex, object, string and datetime dtypes with a ``TypeError`` naming ``name``. The
+    returned array may share memory with ``x``; callers never write into it.
+    """
+    if isinstance(x, (str, bytes)) or x is None:
+        raise TypeError(f"{name} must be a real array, got {_describe(x)}")
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be a real array, got {type(x).__name__} ({exc})") from None
+    kind = arr.dtype.kind
+    if kind not in "iuf":
+        what = {"b": "bool", "c": "complex", "O": "object", "U": "string", "S": "bytes",
+                "M": "datetime", "m": "timedelta", "V": "structured"}.get(kind, str(arr.dtype))
+        raise TypeError(f"{name} must have a real integer or floating dtype, got {what} "
+                        f"({_describe(arr)})")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in allowed:
+            exp = " or ".join(str(a) for a in allowed)
+            raise ValueError(f"{name} must be {exp}-dimensional, got {arr.ndim}-dimensional "
+                             f"{_describe(arr)}")
+    if arr.size == 0 and not allow_empty:
+        raise ValueError(f"{name} must not be empty, got {_describe(arr)}")
+    return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+def as_int(value, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """Check that ``value`` is an integer (not bool, not a float) within bounds."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) \
+                and math.isfinite(value) and float(value).is_integer():
+            value = int(value)
+        else:
+            raise TypeError(f"{name} must be an integer, got {_describe(value)}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def as_real(value, name: str, *, finite: bool = True) -> float:
+    """Check that ``value`` is a real scalar (and finite unless ``finite=False``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+            value = value.item()
+        else:
+            raise TypeError(f"{name} must be a real number, got {_describe(value)}")
+    value = float(value)
+    if finite and not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def as_tuple(value, name: str, n: int, *, minimum: int | None = None) -> tuple[int, ...]:
+    """Expand an int or a length-``n`` sequence of ints into an ``n``-tuple of ints."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        seq = list(np.asarray(value, dtype=object).ravel()) if isinstance(value, np.ndarray) \
+            else list(value)
+        if len(seq) != n:
+            raise ValueError(f"{name} must be an int or a sequence of {n} ints, got {value!r}")
+        return tuple(as_int(v, f"{name}[{i}]", minimum=minimum) for i, v in enumerate(seq))
+    v = as_int(value, name, minimum=minimum)
+    return (v,) * n
+
+
+def one_of(value, name: str, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def check_shape(arr: np.ndarray, name: str, expected: tuple, what: str = "") -> None:
+    """Raise if ``arr.shape != expected`` (``None`` entries in ``expected`` match anything)."""
+    ok = arr.ndim == len(expected) and all(e is None or e == s for e, s in zip(expected, arr.shape))
+    if not ok:
+        exp = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
+        extra = f" ({what})" if what else ""
+        raise ValueError(f"{name} must have shape {exp}{extra}, got {arr.shape}")
+
+
+def check_finite(arr: np.ndarray, name: str) -> None:
+    if not np.isfinite(arr).all():
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or Inf)")
+
+
+def check_alloc(shape: Sequence[int], name: str, itemsize: int = 8) -> None:
+    """Memory guard: refuse to allocate an array larger than :func:`max_bytes`."""
+    n = 1
+    for s in shape:
+        n *= int(s)
+    nbytes = n * itemsize
+    if nbytes > max_bytes():
+        raise ValueError(f"{name} would need {nbytes / 2**30:.3g} GiB (shape {tuple(shape)}), "
+                         f"more than the {max_bytes() / 2**30:.3g} GiB limit "
+                         f"(set LMREF_MAX_BYTES to raise it)")

@@ -1,0 +1,347 @@
+"""Tools for testing your own (PyTorch/JAX/NumPy) code against lmref.
+
+* :func:`compare` returns a :class:`Report` (mismatch count, worst element, ULP distance and a
+  diagnosis of the mismatch pattern); :func:`assert_close` raises with that report.
+* :func:`gradcheck` holds a manual backward (vector-Jacobian product) against central finite
+  differences in float64; :func:`check_vjp` holds a user's backward against lmref's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+__all__ = ["Report", "compare", "assert_close", "default_tolerances", "gradcheck",
+           "GradcheckReport", "check_vjp", "ulp_distance"]
+
+#: (rtol, atol) per dtype of the *less precise* operand. float64 is an oracle's tolerance:
+#: it admits reordered sums, not algorithmic error. ``bfloat16`` arrives as float32 in NumPy,
+#: so pass ``dtype="bfloat16"`` to :func:`compare` to get its tolerance.
+_TOLERANCES = {
+    "float64": (1e-10, 1e-12),
+    "float32": (1.3e-6, 1e-5),
+    "bfloat16": (1.6e-2, 1e-5),
+    "float16": (1e-3, 1e-5),
+}
+
+
+def default_tolerances(dtype) -> tuple[float, float]:
+    """Default ``(rtol, atol)`` for results computed in ``dtype`` (integers compare exactly)."""
+    name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    if name in _TOLERANCES:
+        return _TOLERANCES[name]
+    kind = np.dtype(dtype).kind if not isinstance(dtype, str) else "f"
+    if kind in "iub":
+        return (0.0, 0.0)
+    return _TOLERANCES["float64"]
+
+
+def _to_numpy(x):
+    """Accept NumPy arrays, lists, and framework tensors (torch/JAX) without importing them."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":
+            return x.float().numpy(), "bfloat16"
+        return x.numpy(), None
+    arr = np.asarray(x)
+    if arr.dtype.name == "bfloat16":  # ml_dtypes / JAX
+        return arr.astype(np.float32), "bfloat16"
+    return arr, None
+
+
+def ulp_distance(a, b) -> np.ndarray:
+    """Number of representable float64 values between ``a`` and ``b`` (elementwise, int64)."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+
+    def key(x):
+        i = x.view(np.int64)
+        return np.where(i < 0, np.int64(-2**63) - i, i)
+
+    with np.errstate(over="ignore"):
+        return np.abs(key(np.ascontiguousarray(a)) - key(np.ascontiguousarray(b)))
+
+
+@dataclass
+class Report:
+    """Outcome of :func:`compare`. ``bool(report)`` is True when everything matched."""
+
+    ok: bool
+    shape: tuple
+    rtol: float
+    atol: float
+    n_mismatch: int = 0
+    n_total: int = 0
+    worst_index: tuple | None = None
+    worst_actual: float | None = None
+    worst_desired: float | None = None
+    max_abs_err: float = 0.0
+    max_rel_err: float = 0.0
+    max_ulp: int = 0
+    diagnosis: list[str] = field(default_factory=list)
+    message: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _border_only(bad: np.ndarray) -> bool:
+    """True if every mismatch lies in the outer ring of the last two (spatial) axes."""
+    if bad.ndim < 1:
+        return False
+    axes = (-1,) if bad.ndim == 1 else (-2, -1)
+    inner = [slice(None)] * bad.ndim
+    for ax in axes:
+        n = bad.shape[ax]
+        if n < 3:
+            return False
+        inner[ax] = slice(1, n - 1)
+    return not bad[tuple(inner)].any()
+
+
+def _diagnose(actual, desired, bad, rtol, atol) -> list[str]:
+    notes = []
+    if _border_only(bad):
+        notes.append("mismatches only on the border (one-pixel frame of the spatial axes): "
+                     "look at padding (size, mode, which side gets the extra pixel of 'same')")
+    # a shift by one pixel along a spatial axis: origin / flip / 'same' asymmetry
+    for ax in ((-1,) if actual.ndim == 1 else (-2, -1)):
+        for s in (1, -1):
+            rolled = np.roll(desired, s, axis=ax)
+            sl = [slice(None)] * actual.ndim
+            sl[ax] = slice(1, -1)
+            if actual.shape[ax] > 2 and np.allclose(actual[tuple(sl)], rolled[tuple(sl)],
+                                                    rtol=rtol, atol=atol, equal_nan=True):
+                notes.append(f"actual equals desired shifted by {s:+d} along axis "
+                             f"{actual.ndim + ax}: kernel origin, flip (convolution vs "
+                             f"cross-correlation) or flow sign convention")
+    if actual.ndim >= 2 and actual.shape[-1] == actual.shape[-2] and \
+            np.allclose(actual, np.swapaxes(desired, -1, -2), rtol=rtol, atol=atol, equal_nan=True):
+        notes.append("actual equals desired with the last two axes swapped: layout (HW vs WH, "
+                     "flow component order dx/dy)")
+    if actual.ndim >= 3:
+        ch_axis = 1 if actual.ndim >= 4 else 0
+        per_ch = bad.any(axis=tuple(a for a in range(actual.ndim) if a != ch_axis))
+        if per_ch.any() and not per_ch.all():
+            idx = np.flatnonzero(per_ch)
+            notes.append(f"only channels {idx.tolist()[:8]}{'...' if idx.size > 8 else ''} of "
+                         f"{per_ch.size} differ: grouping or channel order")
+    if np.allclose(actual, -desired, rtol=rtol, atol=atol, equal_nan=True):
+        notes.append("actual equals -desired: sign convention")
+    if np.isnan(actual).any() != np.isnan(desired).any():
+        notes.append("NaN appears in only one of the arrays")
+    return notes
+
+
+def compare(actual, desired, *, rtol=None, atol=None, dtype=None, equal_nan=True) -> Report:
+    """Compare ``actual`` (your result) with ``desired`` (lmref's) elementwise.
+
+    An element matches when ``|actual - desired| <= atol + rtol * |desired|`` (NaN matches NaN
+    when ``equal_nan``). Default tolerances come from :func:`default_tolerances` for the less
+    precise dtype of the two (or ``dtype``, e.g. ``"bfloat16"``). Shapes must be equal: no
+    broadcasting (a silent broadcast hides layout bugs).
+
+    Returns
+    -------
+    Report
+        Mismatch count, worst element (index, values), max abs/rel error, max ULP distance and
+        a diagnosis of the mismatch pattern (border-only, one-pixel shift, transposed,
+        some channels, sign).
+    """
+    a_np, a_dt = _to_numpy(actual)
+    d_np, d_dt = _to_numpy(desired)
+    if a_np.shape != d_np.shape:
+        msg = f"shape mismatch: actual {a_np.shape} vs desired {d_np.shape}"
+        if sorted(a_np.shape) == sorted(d_np.shape):
+            msg += " (same sizes in another order: layout, e.g. NCHW vs NHWC)"
+        return Report(False, a_np.shape, 0.0, 0.0, message=msg,
+                      diagnosis=[msg])
+    for nm, arr in (("actual", a_np), ("desired", d_np)):
+        if arr.dtype.kind not in "iufb":
+            raise TypeError(f"{nm} must be a real array, got dtype {arr.dtype}")
+    if dtype is None:
+        cands = [a_dt or a_np.dtype.name, d_dt or d_np.dtype.name]
+        order = ["float16", "bfloat16", "float32", "float64"]
+        floats = [c for c in cands if c in order]
+        dtype = min(floats, key=order.index) if floats else a_np.dtype
+    drt, dat = default_tolerances(dtype)
+    rtol = drt if rtol is None else float(rtol)
+    atol = dat if atol is None else float(atol)
+    a = a_np.astype(np.float64)
+    d = d_np.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(a - d)
+        bad = ~(err <= atol + rtol * np.abs(d))
+        both_nan = np.isnan(a) & np.isnan(d)
+        same_inf = np.isinf(a) & (a == d)
+        bad &= ~same_inf
+        if equal_nan:
+            bad &= ~both_nan
+    n_bad = int(bad.sum())
+    finite = np.isfinite(err)
+    rep = Report(ok=n_bad == 0, shape=a.shape, rtol=rtol, atol=atol, n_mismatch=n_bad,
+                 n_total=int(a.size))
+    if a.size:
+        rep.max_abs_err = float(err[finite].max()) if finite.any() else 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.where(np.abs(d) > 0, err / np.abs(d), np.where(err > 0, np.inf, 0.0))
+        rep.max_rel_err = float(np.nanmax(rel)) if rel.size else 0.0
+        rep.max_ulp = int(ulp_distance(a[finite], d[finite]).max()) if finite.any() else 0
+    if n_bad:
+        score = np.where(bad, np.nan_to_num(err - rtol * np.abs(d), nan=np.inf, posinf=np.inf), -np.inf)
+        flat = int(np.argmax(score))
+        idx = np.unravel_index(flat, a.shape)
+        rep.worst_index = tuple(int(i) for i in idx)
+        rep.worst_actual = float(a[idx])
+        rep.worst_desired = float(d[idx])
+        rep.diagnosis = _diagnose(a, d, bad, rtol, atol)
+        lines = [
+            f"{n_bad} of {a.size} elements mismatch (rtol={rtol:g}, atol={atol:g})",
+            f"worst at index {rep.worst_index}: actual {rep.worst_actual!r}, "
+            f"desired {rep.worst_desired!r} (abs err {abs(rep.worst_actual - rep.worst_desired):.3g})",
+            f"max abs err {rep.max_abs_err:.3g}, max rel err {rep.max_rel_err:.3g}, "
+            f"max ULP distance {rep.max_ulp}",
+        ]
+        where = "only on the border" if _border_only(bad) else "spread over the array"
+        lines.append(f"mismatches lie {where}")
+        lines += [f"diagnosis: {n}" for n in rep.diagnosis]
+        rep.message = "\n".join(lines)
+    else:
+        rep.message = (f"all {a.size} elements match (rtol={rtol:g}, atol={atol:g}); "
+                       f"max abs err {rep.max_abs_err:.3g}, max ULP {rep.max_ulp}")
+    return rep
+
+
+def assert_close(actual, desired, *, rtol=None, atol=None, dtype=None, equal_nan=True,
+                 msg: str = "") -> Report:
+    """Raise ``AssertionError`` with :func:`compare`'s report unless ``actual`` matches ``desired``.
+
+    Default tolerances depend on the dtype (float64 tight: rtol 1e-10, atol 1e-12; float32:
+    1.3e-6, 1e-5). The message gives the mismatch count, the worst index with expected and
+    actual values there, and whether mismatches sit only at the border (a padding bug) or
+    spread.
+    """
+    rep = compare(actual, desired, rtol=rtol, atol=atol, dtype=dtype, equal_nan=equal_nan)
+    if not rep.ok:
+        raise AssertionError((msg + "\n" if msg else "") + rep.message)
+    return rep
+
+
+@dataclass
+class GradcheckReport:
+    ok: bool
+    max_abs_err: float
+    max_rel_err: float
+    checked: int
+    message: str
+
+    def __bool__(self):
+        return self.ok
+
+
+def _as_tuple(x):
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def gradcheck(fn: Callable, inputs: Sequence, grad_outputs, backward: Callable, *,
+              eps: float = 1e-6, rtol: float = 1e-6, atol: float = 1e-8,
+              wrt: Sequence[int] | None = None, max_checks: int | None = 200,
+              seed: int = 0, raise_on_failure: bool = True) -> GradcheckReport:
+    """Check a manual backward against central finite differences in float64.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(*inputs) -> output`` (an array, or a tuple of arrays).
+    inputs : sequence of arrays
+        Inputs, converted to float64 copies (never modified).
+    grad_outputs : array or tuple of arrays
+        Cotangent(s) ``g`` of the output(s). The checked scalar is ``L = sum(g * fn(x))``.
+    backward : callable
+        ``backward(grad_outputs, *inputs) -> tuple`` of gradients, one per input (``None``
+        for inputs it does not differentiate).
+    eps : float
+        Finite-difference step. ``dL/dx_i ~ (L(x + eps e_i) - L(x - eps e_i)) / (2 eps)``.
+    wrt : sequence of int, optional
+        Which inputs to check (default: every input ``backward`` returns a gradient for).
+    max_checks : int or None
+        Check at most this many randomly chosen (seeded) elements per input; None checks all.
+    """
+    xs = [np.array(x, dtype=np.float64) for x in inputs]
+    g_out = tuple(np.asarray(g, np.float64) for g in _as_tuple(grad_outputs))
+    single = not isinstance(grad_outputs, (tuple, list))
+    analytic = _as_tuple(backward(g_out[0] if single else g_out, *[x.copy() for x in xs]))
+    if len(analytic) != len(xs):
+        raise ValueError(f"backward returned {len(analytic)} gradients for {len(xs)} inputs")
+
+    def loss(args):
+        outs = _as_tuple(fn(*args))
+        return sum(float(np.sum(g * np.asarray(o, np.float64))) for g, o in zip(g_out, outs))
+
+    rng = np.random.default_rng(seed)
+    worst_abs = worst_rel = 0.0
+    failures = []
+    checked = 0
+    idx_list = range(len(xs)) if wrt is None else wrt
+    for i in idx_list:
+        if analytic[i] is None:
+            continue
+        ga = np.asarray(analytic[i], np.float64)
+        if ga.shape != xs[i].shape:
+            raise ValueError(f"gradient {i} has shape {ga.shape}, input has {xs[i].shape}")
+        n = xs[i].size
+        picks = np.arange(n) if max_checks is None or n <= max_checks else \
+            rng.choice(n, size=max_checks, replace=False)
+        for flat in picks:
+            idx = np.unravel_index(int(flat), xs[i].shape)
+            args_p = [x.copy() for x in xs]
+            args_m = [x.copy() for x in xs]
+            args_p[i][idx] += eps
+            args_m[i][idx] -= eps
+            num = (loss(args_p) - loss(args_m)) / (2 * eps)
+            ana = float(ga[idx])
+            err = abs(num - ana)
+            rel = err / max(abs(num), abs(ana), 1e-300)
+            worst_abs = max(worst_abs, err)
+            if err > atol:
+                worst_rel = max(worst_rel, rel)
+            checked += 1
+            if err > atol + rtol * abs(num):
+                failures.append((i, tuple(int(j) for j in idx), ana, num))
+    ok = not failures
+    if ok:
+        msg = f"gradcheck passed: {checked} elements, max abs err {worst_abs:.3g}"
+    else:
+        lines = [f"gradcheck failed on {len(failures)} of {checked} elements "
+                 f"(rtol={rtol:g}, atol={atol:g}, eps={eps:g})"]
+        for i, idx, ana, num in failures[:5]:
+            lines.append(f"  input {i} at {idx}: backward {ana!r}, finite difference {num!r}")
+        msg = "\n".join(lines)
+    rep = GradcheckReport(ok, worst_abs, worst_rel, checked, msg)
+    if not ok and raise_on_failure:
+        raise AssertionError(msg)
+    return rep
+
+
+def check_vjp(user_backward: Callable, reference_backward: Callable, grad_out, *inputs,
+              rtol=None, atol=None, **kwargs) -> list[Report]:
+    """Hold a user's backward against lmref's on the same ``grad_out`` and inputs.
+
+    Both are called as ``backward(grad_out, *inputs, **kwargs)`` and must return a tuple of
+    gradients; each pair is compared with :func:`assert_close` (raising on the first
+    mismatch). Returns the list of reports.
+    """
+    mine = _as_tuple(user_backward(grad_out, *inputs, **kwargs))
+    ref = _as_tuple(reference_backward(grad_out, *inputs, **kwargs))
+    if len(mine) != len(ref):
+        raise AssertionError(f"user backward returned {len(mine)} gradients, lmref {len(ref)}")
+    reports = []
+    for k, (m, r) in enumerate(zip(mine, ref)):
+        if m is None and r is None:
+            continue
+        reports.append(assert_close(m, r, rtol=rtol, atol=atol, msg=f"gradient {k}"))
+    return reports
