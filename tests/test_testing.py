@@ -53,3 +53,267 @@ def test_gradcheck_catches_wrong_backward(rng):
     gradcheck(np.sin, [x], g, lambda go, x: (go * np.cos(x),))
     with pytest.raises(AssertionError, match="gradcheck failed"):
         gradcheck(np.sin, [x], g, lambda go, x: (go * np.cos(x) * 1.001,))
+
+
+# --- diagnosis on constructed bugs -------------------------------------------------------------
+# A tiny, obviously-correct NumPy cross-correlation (groups, per-side zero padding) so these tests
+# do not depend on lmref.conv: the point is what compare() says about the *pattern* of errors.
+
+from numpy.lib.stride_tricks import sliding_window_view  # noqa: E402
+
+from lmref.testing import check_vjp, default_tolerances, torch_backward, torch_forward  # noqa: E402
+
+
+def _conv(x, w, pad=((0, 0), (0, 0)), groups=1, mode="constant"):
+    x = np.pad(x, ((0, 0), (0, 0), *pad), mode=mode)
+    n, c, _, _ = x.shape
+    co, cig, kh, kw = w.shape
+    cog = co // groups
+    win = sliding_window_view(x, (kh, kw), axis=(2, 3))  # n, c, ho, wo, kh, kw
+    out = [np.einsum("nchwij,ocij->nohw", win[:, g * cig:(g + 1) * cig], w[g * cog:(g + 1) * cog])
+           for g in range(groups)]
+    return np.concatenate(out, axis=1)
+
+
+def _diag(rep):
+    assert not rep.ok
+    return "\n".join(rep.diagnosis)
+
+
+def test_wrong_padding_mode_is_a_border_bug(rng):
+    x, w = rng.standard_normal((2, 3, 12, 12)), rng.standard_normal((4, 3, 3, 3))
+    desired = _conv(x, w, ((1, 1), (1, 1)))
+    actual = _conv(x, w, ((1, 1), (1, 1)), mode="edge")  # replicate instead of zeros
+    d = _diag(compare(actual, desired))
+    assert "only on the border (one-pixel frame" in d and "top, bottom" in d and "left, right" in d
+    # a 5x5 kernel with the same bug leaves a 2-pixel frame
+    w5 = rng.standard_normal((4, 3, 5, 5))
+    d5 = _diag(compare(_conv(x, w5, ((2, 2), (2, 2)), mode="reflect"), _conv(x, w5, ((2, 2), (2, 2)))))
+    assert "2-pixel frame" in d5
+
+
+def test_same_padding_extra_pixel_on_the_wrong_side(rng):
+    # even kernel, 'same': lmref puts the extra padding pixel at the end (bottom/right)
+    x, w = rng.standard_normal((1, 2, 10, 10)), rng.standard_normal((3, 2, 2, 2))
+    desired = _conv(x, w, ((0, 1), (0, 1)))
+    actual = _conv(x, w, ((1, 0), (1, 0)))
+    d = _diag(compare(actual, desired))
+    assert "shifted by +1 along axis 2 and +1 along axis 3" in d
+    # only the last row computed with the wrong padding: a one-sided border bug
+    actual2 = desired.copy()
+    actual2[..., -1, :] = 0
+    d2 = _diag(compare(actual2, desired))
+    assert "sides: bottom" in d2 and "extra pixel of 'same'" in d2
+
+
+def test_flipped_kernel_shows_as_shift_for_offcentre_kernels_and_via_suspects(rng):
+    x = rng.standard_normal((1, 1, 9, 9))
+    w = np.zeros((1, 1, 3, 3))
+    w[0, 0, 1, 2] = 1.0  # an off-centre tap: flipping it moves the output by two pixels
+    desired = _conv(x, w, ((1, 1), (1, 1)))
+    actual = _conv(x, w[..., ::-1, ::-1], ((1, 1), (1, 1)))  # true convolution, not correlation
+    # actual[..., j] = x[..., j - 1] = desired[..., j - 2]
+    assert "shifted by +2 along axis 3" in _diag(compare(actual, desired))
+    # a general kernel: the pattern says nothing, a suspect computed with lmref does
+    wr = rng.standard_normal((1, 1, 3, 3))
+    desired = _conv(x, wr, ((1, 1), (1, 1)))
+    actual = _conv(x, wr[..., ::-1, ::-1], ((1, 1), (1, 1)))
+    rep = compare(actual, desired, suspects={"kernel flipped": actual.copy(),
+                                             "zero padding 0": _conv(x, wr)})
+    assert rep.diagnosis[0] == "actual matches the suspect 'kernel flipped'"
+    assert "zero padding 0" not in rep.message
+
+
+def test_wrong_groups_names_the_channels(rng):
+    x, w = rng.standard_normal((2, 6, 7, 7)), rng.standard_normal((6, 2, 3, 3))
+    desired = _conv(x, w, groups=3)
+    # bug: the last group reads the first group's input channels
+    xb = x.copy()
+    xb[:, 4:6] = x[:, 0:2]
+    actual = _conv(xb, w, groups=3)
+    d = _diag(compare(actual, desired))
+    assert "only channels 4-5 of 6 differ: grouping" in d
+
+
+def test_channel_order_reversed_and_permuted(rng):
+    a = rng.standard_normal((2, 3, 5, 5))
+    assert "reversed (e.g. RGB vs BGR)" in _diag(compare(a[:, ::-1], a))
+    perm = [1, 2, 0, 3]
+    b = rng.standard_normal((4, 5, 6))  # (C, H, W)
+    assert "desired channel [1, 2, 0, 3][i]" in _diag(compare(b[perm], b))
+
+
+def test_nhwc_layout(rng):
+    x, w = rng.standard_normal((2, 3, 6, 7)), rng.standard_normal((4, 3, 3, 3))
+    desired = _conv(x, w)  # (2, 4, 4, 5)
+    nhwc = desired.transpose(0, 2, 3, 1)
+    rep = compare(nhwc, desired)
+    assert "shape mismatch" in rep.message and "NHWC (channels-last)" in rep.message
+    # the NHWC buffer reshaped (instead of permuted) into NCHW keeps the shape but not the data
+    reshaped = np.ascontiguousarray(nhwc).reshape(desired.shape)
+    assert "channels-last order (NHWC) reinterpreted as NCHW" in _diag(compare(reshaped, desired))
+    # kernels in HWIO
+    rep = compare(w.transpose(2, 3, 1, 0), w)
+    assert "HWIO" in rep.message
+
+
+def test_transposed_mirrored_sign_scale_offset(rng):
+    a = rng.standard_normal((3, 6, 6))
+    assert "last two axes swapped" in _diag(compare(np.swapaxes(a, -1, -2), a))
+    assert "mirrored along axis 1" in _diag(compare(a[:, ::-1], a))
+    assert "actual equals -desired" in _diag(compare(-a, a))
+    assert "actual = 1/9 x desired" in _diag(compare(a / 9, a))
+    assert "actual = desired + 0.5" in _diag(compare(a + 0.5, a))
+
+
+def test_output_size_off_by_one(rng):
+    a = rng.standard_normal((1, 2, 8, 8))
+    rep = compare(a[..., :7, :7], a)
+    assert "spatial size differs by [-1, -1]" in rep.message
+
+
+def test_flow_component_order_and_sign(rng):
+    flow = rng.standard_normal((5, 6, 2))
+    assert "flow component order" in _diag(compare(flow[..., ::-1], flow))
+    flipped = flow.copy()
+    flipped[..., 1] *= -1
+    assert "component 1 (dy) has the opposite sign" in _diag(compare(flipped, flow))
+
+
+def test_float32_rounding_and_nan_notes(rng):
+    a = rng.standard_normal((4, 8, 8))
+    d = _diag(compare(a.astype(np.float32).astype(np.float64), a))
+    assert "float32 rounding" in d
+    b = a.copy()
+    b[0, 1, 1] = np.nan
+    assert "desired is NaN at 1 position(s)" in _diag(compare(a, b))
+    assert "NaN in actual at 1 position(s)" in _diag(compare(b, a))
+    c = a.copy()
+    c[1, 2, 3] = np.inf
+    assert "infinity at 1 position(s)" in _diag(compare(c, a))
+
+
+def test_no_false_diagnosis_on_random_error(rng):
+    a = rng.standard_normal((2, 4, 8, 8))
+    rep = compare(a + 0.1 * rng.standard_normal(a.shape), a)
+    assert not rep.ok and rep.diagnosis == []
+    assert "spread over the array" in rep.message
+
+
+def test_constant_desired_does_not_claim_a_shift():
+    a = np.ones((6, 6))
+    rep = compare(a * 2, a)
+    assert not any("shifted" in n or "mirrored" in n or "swapped" in n for n in rep.diagnosis)
+
+
+# --- tolerances per dtype, ULP, worst element ---------------------------------------------------
+
+@pytest.mark.parametrize("dtype, expected", [
+    (np.float64, (1e-10, 1e-12)), (np.float32, (1.3e-6, 1e-5)), (np.float16, (1e-3, 1e-5)),
+    ("bfloat16", (1.6e-2, 1e-5)), (np.int32, (0.0, 0.0)), (np.bool_, (0.0, 0.0)),
+    ("torch.float32", (1.3e-6, 1e-5)), ("half", (1e-3, 1e-5))])
+def test_default_tolerances(dtype, expected):
+    assert default_tolerances(dtype) == expected
+
+
+@pytest.mark.parametrize("low", [np.float16, np.float32])
+def test_tolerance_follows_the_less_precise_operand(rng, low):
+    a = rng.standard_normal(1000)
+    low_a = a.astype(low)
+    assert compare(low_a, a).ok and compare(a, low_a).ok
+    assert compare(low_a, a).rtol == default_tolerances(low)[0]
+    # one ULP-level error of the low dtype passes, a 10x bigger one does not
+    eps = np.finfo(low).eps
+    assert not compare(a * (1 + 10 * default_tolerances(low)[0]) + 1, a + 1, dtype=low).ok
+    assert compare((a * (1 + eps / 4)).astype(low), a).ok
+
+
+def test_bfloat16_from_torch_gets_bfloat16_tolerance(torch, rng):
+    a = rng.standard_normal(200)
+    t = torch.from_numpy(a).to(torch.bfloat16)
+    rep = compare(t, a)
+    assert rep.ok and rep.rtol == 1.6e-2
+    assert not compare(t.float().numpy().astype(np.float64), a).ok  # float64 tolerance
+
+
+def test_ulp_and_worst_element():
+    a = np.array([1.0, 2.0, 3.0, -1.0])
+    b = a.copy()
+    b[2] = np.nextafter(np.nextafter(3.0, 4.0), 4.0)
+    rep = compare(b, a, rtol=0, atol=0)
+    assert rep.max_ulp == 2 and rep.worst_index == (2,) and rep.n_mismatch == 1
+    assert rep.worst_desired == 3.0
+    assert ulp_distance(-1.0, np.nextafter(-1.0, 0.0)) == 1
+    assert ulp_distance(np.nextafter(0.0, -1.0), np.nextafter(0.0, 1.0)) == 2
+
+
+def test_compare_refuses_complex_and_accepts_lists():
+    with pytest.raises(TypeError, match="actual must be a real array"):
+        compare(np.ones(3) * 1j, np.ones(3))
+    assert compare([[1.0, 2.0]], np.array([[1.0, 2.0]])).ok
+
+
+def test_infinities_match_only_with_the_same_sign():
+    assert compare(np.array([np.inf, 1.0]), np.array([np.inf, 1.0])).ok
+    assert not compare(np.array([-np.inf, 1.0]), np.array([np.inf, 1.0])).ok
+
+
+# --- check_vjp, torch helpers -------------------------------------------------------------------
+
+def _mul_backward(g, a, b):
+    return g * b, g * a
+
+
+def test_check_vjp_accepts_equal_and_names_the_wrong_gradient(rng):
+    a, b, g = (rng.standard_normal((3, 4)) for _ in range(3))
+    reps = check_vjp(_mul_backward, _mul_backward, g, a, b)
+    assert len(reps) == 2 and all(reps)
+    with pytest.raises(AssertionError, match="gradient 1"):
+        check_vjp(lambda g, a, b: (g * b, g * a * 1.01), _mul_backward, g, a, b)
+    with pytest.raises(AssertionError, match="returned 1 gradients, lmref 2"):
+        check_vjp(lambda g, a, b: (g * b,), _mul_backward, g, a, b)
+
+
+def test_check_vjp_passes_kwargs_and_skips_none(rng):
+    x, g = rng.standard_normal(5), rng.standard_normal(5)
+
+    def ref(g, x, y, *, scale):
+        return g * scale, None
+
+    assert len(check_vjp(lambda g, x, y, *, scale: (g * scale, None), ref, g, x, x, scale=2.0)) == 1
+    with pytest.raises(AssertionError, match="gradient 0"):
+        check_vjp(lambda g, x, y, *, scale: (g, None), ref, g, x, x, scale=2.0)
+
+
+def test_torch_helpers_gradcheck_and_check_vjp(torch, rng):
+    def my_layer(a, b, *, scale):  # a user's torch function
+        return scale * torch.sin(a) * b
+
+    def lmref_like_backward(g, a, b, *, scale):
+        return g * scale * np.cos(a) * b, g * scale * np.sin(a)
+
+    a, b, g = (rng.standard_normal((3, 4)) for _ in range(3))
+    fwd = torch_forward(my_layer)
+    np.testing.assert_allclose(fwd(a, b, scale=2.0), 2 * np.sin(a) * b, rtol=1e-15)
+    check_vjp(torch_backward(my_layer), lmref_like_backward, g, a, b, scale=2.0)
+    gradcheck(lambda a, b: fwd(a, b, scale=2.0), [a, b], g,
+              lambda go, a, b: torch_backward(my_layer)(go, a, b, scale=2.0))
+    # nondiff inputs give None, float32 autograd needs float32 tolerances
+    grads = torch_backward(my_layer, nondiff=(1,))(g, a, b, scale=1.0)
+    assert grads[1] is None
+    g32 = torch_backward(my_layer, dtype="float32")(g, a, b, scale=2.0)
+    assert g32[0].dtype == np.float64
+    with pytest.raises(AssertionError):
+        check_vjp(torch_backward(my_layer, dtype="float32"), lmref_like_backward, g, a, b, scale=2.0)
+    check_vjp(torch_backward(my_layer, dtype="float32"), lmref_like_backward, g, a, b, scale=2.0,
+              rtol=1.3e-6, atol=1e-5)
+
+
+def test_gradcheck_reports_without_raising_and_respects_wrt(rng):
+    x, y, g = rng.standard_normal(4), rng.standard_normal(4), rng.standard_normal(4)
+    rep = gradcheck(lambda x, y: x * y, [x, y], g, lambda go, x, y: (go * y, go * x * 2),
+                    raise_on_failure=False)
+    assert not rep.ok and "input 1" in rep.message
+    assert gradcheck(lambda x, y: x * y, [x, y], g, lambda go, x, y: (go * y, go * x * 2), wrt=[0])
+    with pytest.raises(ValueError, match="backward returned 1 gradients for 2 inputs"):
+        gradcheck(lambda x, y: x * y, [x, y], g, lambda go, x, y: (go * y,))

@@ -1,9 +1,26 @@
 """Tools for testing your own (PyTorch/JAX/NumPy) code against lmref.
 
 * :func:`compare` returns a :class:`Report` (mismatch count, worst element, ULP distance and a
-  diagnosis of the mismatch pattern); :func:`assert_close` raises with that report.
+  diagnosis of the mismatch pattern: border only -> padding, a one-pixel shift -> origin/flip,
+  some channels -> grouping, transposed -> layout, a constant factor -> normalisation...);
+  :func:`assert_close` raises with that report.
 * :func:`gradcheck` holds a manual backward (vector-Jacobian product) against central finite
-  differences in float64; :func:`check_vjp` holds a user's backward against lmref's.
+  differences in float64; :func:`check_vjp` holds a user's backward against lmref's;
+  :func:`torch_forward` / :func:`torch_backward` turn a PyTorch function into the NumPy
+  callables both expect (autograd supplies the backward).
+* :mod:`lmref.testing.strategies` (needs ``hypothesis``): strategies for valid argument sets.
+* ``python -m lmref.testing.conformance --framework torch``: the installed framework against
+  every registered op, as a table.
+
+Example (your PyTorch layer against lmref)::
+
+    import torch, numpy as np
+    from lmref.conv import conv2d
+    from lmref.testing import assert_close
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    mine = my_conv(torch.from_numpy(x), torch.from_numpy(w))   # float32 tensor
+    assert_close(mine, conv2d(x, w, padding=1))                # float32 tolerances, diagnosis
 """
 from __future__ import annotations
 
@@ -12,29 +29,59 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Report", "compare", "assert_close", "default_tolerances", "gradcheck",
-           "GradcheckReport", "check_vjp", "ulp_distance"]
+from lmref.testing import _diagnose as _diag
 
-#: (rtol, atol) per dtype of the *less precise* operand. float64 is an oracle's tolerance:
-#: it admits reordered sums, not algorithmic error. ``bfloat16`` arrives as float32 in NumPy,
-#: so pass ``dtype="bfloat16"`` to :func:`compare` to get its tolerance.
+__all__ = ["Report", "compare", "assert_close", "default_tolerances", "gradcheck",
+           "GradcheckReport", "check_vjp", "ulp_distance", "torch_forward", "torch_backward"]
+
+#: (rtol, atol) per dtype of the *less precise* operand (the values of ``torch.testing``).
+#: float64 is an oracle's tolerance: it admits reordered sums, not algorithmic error.
+#: ``bfloat16`` arrives as float32 in NumPy, so pass ``dtype="bfloat16"`` to :func:`compare`
+#: to get its tolerance (torch bfloat16 tensors and ml_dtypes arrays are recognised).
 _TOLERANCES = {
     "float64": (1e-10, 1e-12),
     "float32": (1.3e-6, 1e-5),
     "bfloat16": (1.6e-2, 1e-5),
     "float16": (1e-3, 1e-5),
 }
+_PRECISION_ORDER = ("float16", "bfloat16", "float32", "float64")
+
+
+def _dtype_name(dtype) -> str:
+    """Name of a NumPy, PyTorch (``torch.float32``) or JAX dtype, or a dtype string."""
+    if isinstance(dtype, str):
+        name = dtype
+    else:
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = str(dtype)
+    name = name.removeprefix("torch.")
+    return {"half": "float16", "float": "float32", "double": "float64", "bf16": "bfloat16"}.get(
+        name, name)
 
 
 def default_tolerances(dtype) -> tuple[float, float]:
-    """Default ``(rtol, atol)`` for results computed in ``dtype`` (integers compare exactly)."""
-    name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    """Default ``(rtol, atol)`` for results computed in ``dtype`` (integers compare exactly).
+
+    ``dtype`` may be a NumPy dtype, a PyTorch dtype (``torch.float16``) or a name
+    (``"bfloat16"``). Unknown floating names get the float64 tolerances.
+    """
+    name = _dtype_name(dtype)
     if name in _TOLERANCES:
         return _TOLERANCES[name]
-    kind = np.dtype(dtype).kind if not isinstance(dtype, str) else "f"
+    try:
+        kind = np.dtype(name).kind
+    except TypeError:
+        kind = "f"
     if kind in "iub":
         return (0.0, 0.0)
     return _TOLERANCES["float64"]
+
+
+def _less_precise(a: str, b: str):
+    floats = [c for c in (a, b) if c in _PRECISION_ORDER]
+    return min(floats, key=_PRECISION_ORDER.index) if floats else a
 
 
 def _to_numpy(x):
@@ -90,84 +137,55 @@ class Report:
 
 
 def _border_only(bad: np.ndarray) -> bool:
-    """True if every mismatch lies in the outer ring of the last two (spatial) axes."""
-    if bad.ndim < 1:
-        return False
-    axes = (-1,) if bad.ndim == 1 else (-2, -1)
-    inner = [slice(None)] * bad.ndim
-    for ax in axes:
-        n = bad.shape[ax]
-        if n < 3:
-            return False
-        inner[ax] = slice(1, n - 1)
-    return not bad[tuple(inner)].any()
+    """True if every mismatch lies in a thin outer frame of the spatial axes."""
+    return _diag.border_width(bad) is not None
 
 
-def _diagnose(actual, desired, bad, rtol, atol) -> list[str]:
-    notes = []
-    if _border_only(bad):
-        notes.append("mismatches only on the border (one-pixel frame of the spatial axes): "
-                     "look at padding (size, mode, which side gets the extra pixel of 'same')")
-    # a shift by one pixel along a spatial axis: origin / flip / 'same' asymmetry
-    for ax in ((-1,) if actual.ndim == 1 else (-2, -1)):
-        for s in (1, -1):
-            rolled = np.roll(desired, s, axis=ax)
-            sl = [slice(None)] * actual.ndim
-            sl[ax] = slice(1, -1)
-            if actual.shape[ax] > 2 and np.allclose(actual[tuple(sl)], rolled[tuple(sl)],
-                                                    rtol=rtol, atol=atol, equal_nan=True):
-                notes.append(f"actual equals desired shifted by {s:+d} along axis "
-                             f"{actual.ndim + ax}: kernel origin, flip (convolution vs "
-                             f"cross-correlation) or flow sign convention")
-    if actual.ndim >= 2 and actual.shape[-1] == actual.shape[-2] and \
-            np.allclose(actual, np.swapaxes(desired, -1, -2), rtol=rtol, atol=atol, equal_nan=True):
-        notes.append("actual equals desired with the last two axes swapped: layout (HW vs WH, "
-                     "flow component order dx/dy)")
-    if actual.ndim >= 3:
-        ch_axis = 1 if actual.ndim >= 4 else 0
-        per_ch = bad.any(axis=tuple(a for a in range(actual.ndim) if a != ch_axis))
-        if per_ch.any() and not per_ch.all():
-            idx = np.flatnonzero(per_ch)
-            notes.append(f"only channels {idx.tolist()[:8]}{'...' if idx.size > 8 else ''} of "
-                         f"{per_ch.size} differ: grouping or channel order")
-    if np.allclose(actual, -desired, rtol=rtol, atol=atol, equal_nan=True):
-        notes.append("actual equals -desired: sign convention")
-    if np.isnan(actual).any() != np.isnan(desired).any():
-        notes.append("NaN appears in only one of the arrays")
-    return notes
-
-
-def compare(actual, desired, *, rtol=None, atol=None, dtype=None, equal_nan=True) -> Report:
+def compare(actual, desired, *, rtol=None, atol=None, dtype=None, equal_nan=True,
+            suspects=None) -> Report:
     """Compare ``actual`` (your result) with ``desired`` (lmref's) elementwise.
 
     An element matches when ``|actual - desired| <= atol + rtol * |desired|`` (NaN matches NaN
-    when ``equal_nan``). Default tolerances come from :func:`default_tolerances` for the less
-    precise dtype of the two (or ``dtype``, e.g. ``"bfloat16"``). Shapes must be equal: no
-    broadcasting (a silent broadcast hides layout bugs).
+    when ``equal_nan``; infinities match when equal). Default tolerances come from
+    :func:`default_tolerances` for the less precise dtype of the two (or ``dtype``, e.g.
+    ``"bfloat16"``). Shapes must be equal: no broadcasting (a silent broadcast hides layout
+    bugs). Arrays, nested lists, PyTorch tensors (any device, bfloat16 included) and JAX arrays
+    are accepted; the comparison itself is done in float64.
+
+    Parameters
+    ----------
+    suspects : mapping of str to array, optional
+        Results of likely mistakes computed with lmref (e.g. ``{"kernel flipped":
+        conv2d(x, w[..., ::-1, ::-1])}``); a suspect that ``actual`` matches is named first in
+        the diagnosis. :func:`conv_suspects` builds the usual ones for a convolution.
 
     Returns
     -------
     Report
         Mismatch count, worst element (index, values), max abs/rel error, max ULP distance and
-        a diagnosis of the mismatch pattern (border-only, one-pixel shift, transposed,
-        some channels, sign).
+        a diagnosis of the mismatch pattern: border only (padding; which sides), a shift of up to
+        two pixels (origin / flip / 'same' split / flow sign), mirrored, transposed (layout),
+        channels-last data reshaped as NCHW, only some channels or permuted channels (grouping,
+        channel order), flow components swapped or one sign flipped, ``-desired`` (sign),
+        ``c x desired`` (normalisation), ``desired + c`` (bias), float32-level errors, NaN or
+        Inf in only one array; on a shape mismatch, the transpose that maps one onto the other
+        or the spatial size difference.
     """
     a_np, a_dt = _to_numpy(actual)
     d_np, d_dt = _to_numpy(desired)
-    if a_np.shape != d_np.shape:
-        msg = f"shape mismatch: actual {a_np.shape} vs desired {d_np.shape}"
-        if sorted(a_np.shape) == sorted(d_np.shape):
-            msg += " (same sizes in another order: layout, e.g. NCHW vs NHWC)"
-        return Report(False, a_np.shape, 0.0, 0.0, message=msg,
-                      diagnosis=[msg])
     for nm, arr in (("actual", a_np), ("desired", d_np)):
         if arr.dtype.kind not in "iufb":
             raise TypeError(f"{nm} must be a real array, got dtype {arr.dtype}")
+    if a_np.shape != d_np.shape:
+        drt, dat = default_tolerances(dtype or _less_precise(a_dt or a_np.dtype.name,
+                                                             d_dt or d_np.dtype.name))
+        notes = _diag.diagnose_shape(a_np.astype(np.float64), d_np.astype(np.float64),
+                                     drt if rtol is None else rtol, dat if atol is None else atol)
+        msg = f"shape mismatch: actual {a_np.shape} vs desired {d_np.shape}"
+        msg += "".join(f"\ndiagnosis: {n}" for n in notes)
+        return Report(False, a_np.shape, 0.0, 0.0, message=msg, diagnosis=notes)
     if dtype is None:
-        cands = [a_dt or a_np.dtype.name, d_dt or d_np.dtype.name]
-        order = ["float16", "bfloat16", "float32", "float64"]
-        floats = [c for c in cands if c in order]
-        dtype = min(floats, key=order.index) if floats else a_np.dtype
+        dtype = _less_precise(a_dt or a_np.dtype.name, d_dt or d_np.dtype.name)
     drt, dat = default_tolerances(dtype)
     rtol = drt if rtol is None else float(rtol)
     atol = dat if atol is None else float(atol)
@@ -178,6 +196,7 @@ def compare(actual, desired, *, rtol=None, atol=None, dtype=None, equal_nan=True
         bad = ~(err <= atol + rtol * np.abs(d))
         both_nan = np.isnan(a) & np.isnan(d)
         same_inf = np.isinf(a) & (a == d)
+        bad |= (np.isinf(a) | np.isinf(d)) & ~same_inf  # inf - (-inf) is not "within inf"
         bad &= ~same_inf
         if equal_nan:
             bad &= ~both_nan
@@ -192,13 +211,16 @@ def compare(actual, desired, *, rtol=None, atol=None, dtype=None, equal_nan=True
         rep.max_rel_err = float(np.nanmax(rel)) if rel.size else 0.0
         rep.max_ulp = int(ulp_distance(a[finite], d[finite]).max()) if finite.any() else 0
     if n_bad:
-        score = np.where(bad, np.nan_to_num(err - rtol * np.abs(d), nan=np.inf, posinf=np.inf), -np.inf)
+        with np.errstate(invalid="ignore", over="ignore"):
+            score = np.where(bad, np.nan_to_num(err - rtol * np.abs(d), nan=np.inf,
+                                                posinf=np.inf), -np.inf)
         flat = int(np.argmax(score))
         idx = np.unravel_index(flat, a.shape)
         rep.worst_index = tuple(int(i) for i in idx)
         rep.worst_actual = float(a[idx])
         rep.worst_desired = float(d[idx])
-        rep.diagnosis = _diagnose(a, d, bad, rtol, atol)
+        rep.diagnosis = _suspect_notes(a, suspects, rtol, atol) + \
+            _diag.diagnose(a, d, bad, rtol, atol)
         lines = [
             f"{n_bad} of {a.size} elements mismatch (rtol={rtol:g}, atol={atol:g})",
             f"worst at index {rep.worst_index}: actual {rep.worst_actual!r}, "
@@ -216,8 +238,17 @@ def compare(actual, desired, *, rtol=None, atol=None, dtype=None, equal_nan=True
     return rep
 
 
+def _suspect_notes(actual, suspects, rtol, atol) -> list[str]:
+    notes = []
+    for name, value in (suspects or {}).items():
+        cand = np.asarray(_to_numpy(value)[0], np.float64)
+        if cand.shape == actual.shape and _diag._close(actual, cand, rtol, atol):
+            notes.append(f"actual matches the suspect {name!r}")
+    return notes
+
+
 def assert_close(actual, desired, *, rtol=None, atol=None, dtype=None, equal_nan=True,
-                 msg: str = "") -> Report:
+                 msg: str = "", suspects=None) -> Report:
     """Raise ``AssertionError`` with :func:`compare`'s report unless ``actual`` matches ``desired``.
 
     Default tolerances depend on the dtype (float64 tight: rtol 1e-10, atol 1e-12; float32:
@@ -225,7 +256,8 @@ def assert_close(actual, desired, *, rtol=None, atol=None, dtype=None, equal_nan
     actual values there, and whether mismatches sit only at the border (a padding bug) or
     spread.
     """
-    rep = compare(actual, desired, rtol=rtol, atol=atol, dtype=dtype, equal_nan=equal_nan)
+    rep = compare(actual, desired, rtol=rtol, atol=atol, dtype=dtype, equal_nan=equal_nan,
+                  suspects=suspects)
     if not rep.ok:
         raise AssertionError((msg + "\n" if msg else "") + rep.message)
     return rep
@@ -345,3 +377,69 @@ def check_vjp(user_backward: Callable, reference_backward: Callable, grad_out, *
             continue
         reports.append(assert_close(m, r, rtol=rtol, atol=atol, msg=f"gradient {k}"))
     return reports
+
+
+def torch_forward(fn: Callable, *, dtype: str = "float64") -> Callable:
+    """Wrap a PyTorch function ``fn(*tensors, **kwargs)`` as ``f(*arrays, **kwargs) -> ndarray``.
+
+    Inputs are converted to tensors of ``dtype`` (``"float64"`` by default, so the result can be
+    held to float64 tolerances); the output comes back as a NumPy array (a tuple of outputs as a
+    tuple). Use it with :func:`gradcheck` and :func:`compare`. Imports torch on first call.
+    """
+    def forward(*arrays, **kwargs):
+        import torch
+        tdt = getattr(torch, _dtype_name(dtype))
+        ts = [torch.as_tensor(np.asarray(a, np.float64)).to(tdt) for a in arrays]
+        with torch.no_grad():
+            out = fn(*ts, **kwargs)
+        return _tensors_to_numpy(out)
+
+    return forward
+
+
+def torch_backward(fn: Callable, *, dtype: str = "float64", nondiff: Sequence[int] = ()) -> Callable:
+    """Backward of a PyTorch function by autograd, in lmref's backward signature.
+
+    Returns ``backward(grad_out, *arrays, **kwargs) -> tuple`` with one gradient per array
+    (``None`` for the indices in ``nondiff`` and for inputs the output does not depend on is a
+    zero array), i.e. the vector-Jacobian product ``grad_out^T J``. That is the signature of
+    ``lmref``'s ``*_backward`` functions, of :func:`gradcheck`'s ``backward`` and of
+    :func:`check_vjp`::
+
+        check_vjp(torch_backward(my_conv), lmref.conv.conv2d_backward, g, x, w, padding=1)
+        gradcheck(torch_forward(my_conv), [x, w], g, torch_backward(my_conv))
+    """
+    def backward(grad_out, *arrays, **kwargs):
+        import torch
+        tdt = getattr(torch, _dtype_name(dtype))
+        ts = []
+        for i, a in enumerate(arrays):
+            t = torch.as_tensor(np.asarray(a, np.float64)).to(tdt)
+            ts.append(t.requires_grad_(i not in nondiff))
+        out = fn(*ts, **kwargs)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        gos = grad_out if isinstance(grad_out, (tuple, list)) else (grad_out,)
+        if len(gos) != len(outs):
+            raise ValueError(f"grad_out has {len(gos)} entries for {len(outs)} outputs")
+        diff = [t for i, t in enumerate(ts) if i not in nondiff]
+        grads = iter(torch.autograd.grad(
+            outs, diff, [torch.as_tensor(np.asarray(g, np.float64)).to(tdt) for g in gos],
+            allow_unused=True))
+        result = []
+        for i, t in enumerate(ts):
+            if i in nondiff:
+                result.append(None)
+                continue
+            g = next(grads)
+            result.append(np.zeros(t.shape) if g is None else
+                          g.detach().to(torch.float64).numpy().copy())
+        return tuple(result)
+
+    return backward
+
+
+def _tensors_to_numpy(out):
+    if isinstance(out, (tuple, list)):
+        return tuple(_tensors_to_numpy(o) for o in out)
+    arr, _ = _to_numpy(out)
+    return np.array(arr, copy=True)
