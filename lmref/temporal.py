@@ -1,0 +1,755 @@
+"""Arithmetic temporal operations of ATM: context spanning, +, -, local x and log-division.
+
+Wu et al., "What Can Simple Arithmetic Operations Do for Temporal Modeling?" (ICCV 2023), as
+summarised in seed ``003`` (section 2), and its official code (``whwu95/ATM``,
+``modules/ATM.py``). For every frame of a clip (the *anchor*) ATM takes ``Z`` context frames
+and combines anchor and context pixel-wise with four operations; the results are concatenated
+and fed to convolutions (not part of this module).
+
+The seed and the official code differ in three places; lmref offers both, the seed's as
+default, the official one by a keyword:
+
+=================  ===========================================  ===========================================
+what               seed (default)                               official code (keyword)
+=================  ===========================================  ===========================================
+context frames     Z = 1: next; Z = 2: previous and next;       ``layout="atm"``: the Z frames centred on
+(``context_span``) Z = 4: two each side (clamped at the ends)   the anchor, anchor included, zero frames
+                                                                beyond the ends; Z = 1: the previous frame
+division           ``log(a + eps) - log(b + eps)``, eps = 1     ``absolute=True``:
+(``log_divide``)                                                ``log1p(|a|) - log1p(|b|)``
+multiplication     raw products summed over channels            ``normalize="l2"``: both maps L2-normalised
+(``local_multiply``)                                            over channels first, eps 1e-6 under the root
+=================  ===========================================  ===========================================
+
+Where the seed is ambiguous or wrong, and what lmref does:
+
+* The seed's Multiplication formula ``A(h, w) . B(h + i, w + j)`` has no channel index: lmref
+  reads ``A(h, w)`` as the C-vector at a pixel, so the product is a dot product over channels
+  (what ``spatial_correlation_sampler`` computes and the stated ``P^2 x H x W`` shape implies).
+* The seed's Division has ``(h, w)`` on the left but ``(c, h, w)`` on the right: it is per
+  channel, ``C x H x W`` like addition and subtraction.
+* The seed's log-division is undefined where ``a + eps <= 0``: after a BatchNorm without ReLU,
+  ``a = -2`` gives ``log(-1)`` = NaN. lmref refuses such input with a ``ValueError`` (never NaN);
+  the official ``log1p(|.|)`` form is defined everywhere but loses the sign
+  (``a = -3, b = 3`` gives 0 although ``a / b = -1``).
+* The seed's rule for Z (1: next; 2: previous and next; 4: two each side) is extended to any Z
+  as offsets ``-(Z // 2) .. -1`` then ``+1 .. +(Z - Z // 2)``; odd Z > 1 is an extrapolation.
+* The official window for even Z > 1 is not centred: its ``F.pad(Z // 2, Z // 2)`` +
+  ``unfold(Z)`` yields T + 1 windows and the block fails with a shape mismatch, so
+  ``layout="atm"`` accepts Z = 1 and odd Z only.
+
+All results are float64 whatever real dtype comes in; inputs are never modified and outputs
+never alias them.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from lmref._numba import jit, pjit, prange
+from lmref._validation import (as_float64, as_int, as_real, check_alloc, check_finite,
+                               check_shape, one_of)
+from lmref.registry import Op
+
+__all__ = ["context_span", "context_offsets", "add", "add_backward", "subtract",
+           "subtract_backward", "log_divide", "log_divide_backward", "local_multiply",
+           "local_multiply_backward", "arithmetic_features", "L2_EPS", "LAYOUTS", "NORMALIZATIONS",
+           "ARITHMETIC_OPS"]
+
+#: eps under the square root of the official L2 normalisation (``SimTransform._L2normalize``)
+L2_EPS = 1e-6
+LAYOUTS = ("seed", "atm")
+NORMALIZATIONS = ("none", "channels", "l2")
+ARITHMETIC_OPS = ("add", "sub", "mul", "div")
+
+# modes of the element-wise kernels
+_ADD, _SUB, _LOG_EPS, _LOG1P_ABS = 0, 1, 2, 3
+
+
+# ----------------------------------------------------------------------------------------------
+# context spanning
+# ----------------------------------------------------------------------------------------------
+
+def context_offsets(z, *, layout="seed"):
+    """Time offsets of the ``z`` context frames relative to the anchor, in output order.
+
+    ``layout="seed"``: ``-(z // 2), ..., -1, +1, ..., +(z - z // 2)`` (seed section 2.1:
+    Z = 1 -> ``[1]``, Z = 2 -> ``[-1, 1]``, Z = 4 -> ``[-2, -1, 1, 2]``).
+    ``layout="atm"``: ``-(z // 2), ..., 0, ..., +(z // 2)`` for odd ``z`` (the anchor itself is
+    the middle context frame) and ``[-1]`` for ``z = 1``; even ``z > 1`` raises ``ValueError``.
+
+    Returns
+    -------
+    list of int
+    """
+    z = as_int(z, "z", minimum=1)
+    layout = one_of(layout, "layout", LAYOUTS)
+    if layout == "seed":
+        return list(range(-(z // 2), 0)) + list(range(1, z - z // 2 + 1))
+    if z == 1:
+        return [-1]
+    if z % 2 == 0:
+        raise ValueError(
+            f"z must be 1 or odd with layout='atm' (the official window of z frames centred on "
+            f"the anchor; its pad + unfold breaks for even z > 1), got z={z}")
+    return list(range(-(z // 2), z // 2 + 1))
+
+
+def _context_indices(t, z, layout):
+    """``(T, Z)`` frame indices of the context frames; -1 marks a zero frame."""
+    offsets = np.asarray(context_offsets(z, layout=layout), dtype=np.int64)
+    idx = np.arange(t, dtype=np.int64)[:, None] + offsets[None, :]
+    if layout == "seed" or z == 1:
+        # seed: clamp at both ends; official Z = 1: the first frame is paired with itself
+        return np.clip(idx, 0, t - 1)
+    return np.where((idx >= 0) & (idx < t), idx, -1)  # official: zero frames beyond the ends
+
+
+def _as_clip(frames):
+    """``frames`` as a float64 ``(N, T, C, H, W)`` array and whether a batch axis was added."""
+    arr = as_float64(frames, "frames", ndim=(4, 5))
+    batched = arr.ndim == 5
+    if not batched:
+        arr = arr[None]
+    if arr.shape[1] < 2:
+        raise ValueError(f"frames must hold at least 2 frames (T >= 2) along axis "
+                         f"{1 if batched else 0} to have temporal context, got shape "
+                         f"{arr.shape if batched else arr.shape[1:]}")
+    return arr, batched
+
+
+def _span(clip, z, layout):
+    """Context frames of a ``(N, T, C, H, W)`` clip: ``(N, T, Z, C, H, W)``, a new array."""
+    n, t, c, h, w = clip.shape
+    idx = _context_indices(t, z, layout)
+    check_alloc((n, t, idx.shape[1], c, h, w), "context_span output")
+    out = clip[:, np.maximum(idx, 0)]  # fancy indexing copies: never aliases frames
+    out[:, idx < 0] = 0.0
+    return out
+
+
+def context_span(frames, z, *, layout="seed"):
+    """For each anchor frame of a clip, its ``z`` context frames (seed section 2.1).
+
+    Parameters
+    ----------
+    frames : array_like, shape ``(N, T, C, H, W)`` or ``(T, C, H, W)``
+        The clip(s), time on axis 1 (axis 0 without a batch axis); ``T >= 2``.
+    z : int
+        Number of context frames per anchor, ``>= 1``.
+    layout : {"seed", "atm"}
+        ``"seed"`` (default): offsets of :func:`context_offsets` (Z = 1: next frame; Z = 2:
+        previous and next; Z = 4: two each side), indices **clamped** to the first/last frame at
+        the clip ends (the last anchor's "next" frame is itself). ``"atm"``: the official code's
+        ``F.pad(x, (..., z // 2, z // 2)).unfold(1, z, 1)``: the ``z`` frames centred on the
+        anchor, anchor included, **zero frames** beyond the ends (odd ``z`` only); for ``z = 1``
+        the previous frame, the first frame paired with itself.
+
+    Returns
+    -------
+    ndarray, float64, shape ``(N, T, Z, C, H, W)`` (``(T, Z, C, H, W)`` without a batch axis)
+        ``out[n, t, k] = frames[n, t + context_offsets(z)[k]]`` (clamped or zero as above).
+    """
+    clip, batched = _as_clip(frames)
+    z = as_int(z, "z", minimum=1)
+    layout = one_of(layout, "layout", LAYOUTS)
+    out = _span(clip, z, layout)
+    return out if batched else out[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# element-wise operations: add, subtract, log_divide
+# ----------------------------------------------------------------------------------------------
+
+@jit
+def _elementwise_kernel(a, b, mode, eps, out):
+    for k in range(a.size):
+        x = a[k]
+        y = b[k]
+        if mode == 0:
+            out[k] = x + y
+        elif mode == 1:
+            out[k] = x - y
+        elif mode == 2:
+            out[k] = math.log(x + eps) - math.log(y + eps)
+        else:
+            out[k] = math.log1p(abs(x)) - math.log1p(abs(y))
+
+
+@jit
+def _log_divide_grad_kernel(g, a, b, mode, eps, ga, gb):
+    for k in range(g.size):
+        if mode == 2:
+            ga[k] = g[k] / (a[k] + eps)
+            gb[k] = -g[k] / (b[k] + eps)
+        else:
+            # d log1p(|x|) / dx = sign(x) / (1 + |x|), with sign(0) = 0 as torch.abs's backward
+            ga[k] = g[k] * np.sign(a[k]) / (1.0 + abs(a[k]))
+            gb[k] = -g[k] * np.sign(b[k]) / (1.0 + abs(b[k]))
+
+
+def _pair(a, b):
+    """Validate the two operands of an element-wise op: real, same shape (no broadcasting)."""
+    a = as_float64(a, "a")
+    b = as_float64(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape (no broadcasting), got {a.shape} "
+                         f"and {b.shape}")
+    return a, b
+
+
+def _grad_like(grad_out, a):
+    g = as_float64(grad_out, "grad_out")
+    check_shape(g, "grad_out", a.shape, "the shape of a and b")
+    return g
+
+
+def _run_elementwise(a, b, mode, eps=0.0):
+    out = np.empty_like(a)
+    _elementwise_kernel(a.reshape(-1), b.reshape(-1), np.int64(mode), float(eps), out.reshape(-1))
+    return out
+
+
+def add(a, b):
+    """ATM addition (seed section 2.2): ``out[c, h, w] = a[c, h, w] + b[c, h, w]``.
+
+    ``a`` and ``b`` are arrays of the same shape (any layout; no broadcasting). Returns a new
+    float64 array; NaN and Inf propagate as in IEEE arithmetic.
+    """
+    a, b = _pair(a, b)
+    return _run_elementwise(a, b, _ADD)
+
+
+def add_backward(grad_out, a, b):
+    """Gradients ``(grad_a, grad_b) = (grad_out, grad_out)`` of :func:`add` (new arrays)."""
+    a, b = _pair(a, b)
+    g = _grad_like(grad_out, a)
+    return g.copy(), g.copy()
+
+
+def subtract(a, b):
+    """ATM subtraction (seed section 2.2): ``out[c, h, w] = a[c, h, w] - b[c, h, w]``.
+
+    Same conventions as :func:`add`. Note the official code computes *context - anchor*
+    (``x_post - x_pre``) for Z > 1, see :func:`arithmetic_features`.
+    """
+    a, b = _pair(a, b)
+    return _run_elementwise(a, b, _SUB)
+
+
+def subtract_backward(grad_out, a, b):
+    """Gradients ``(grad_out, -grad_out)`` of :func:`subtract` (new arrays)."""
+    a, b = _pair(a, b)
+    g = _grad_like(grad_out, a)
+    return g.copy(), -g
+
+
+def _check_log_domain(x, eps, name):
+    """Refuse input on which ``log(x + eps)`` is NaN or -inf (rather than returning it)."""
+    check_finite(x, name)
+    bad = ~(x + eps > 0.0)
+    if bad.any():
+        first = np.unravel_index(int(np.argmax(bad)), x.shape)
+        raise ValueError(
+            f"log_divide needs {name} + eps > 0 everywhere (log({name} + eps)); "
+            f"{int(bad.sum())} element(s) are not, e.g. {name}[{', '.join(map(str, first))}] = "
+            f"{float(x[first])!r} with eps = {eps!r}. Shift or rescale the data, raise eps, or use "
+            f"absolute=True (the official log1p(|a|) - log1p(|b|), defined everywhere)")
+
+
+def _log_divide_args(a, b, eps, absolute):
+    a, b = _pair(a, b)
+    eps = as_real(eps, "eps")
+    if not isinstance(absolute, (bool, np.bool_)):
+        raise TypeError(f"absolute must be a bool, got {type(absolute).__name__} {absolute!r}")
+    if absolute:
+        if eps != 1.0:
+            raise ValueError(f"absolute=True is the official log1p(|a|) - log1p(|b|), whose "
+                             f"eps is fixed at 1; got eps={eps!r}")
+        return a, b, eps, _LOG1P_ABS
+    _check_log_domain(a, eps, "a")
+    _check_log_domain(b, eps, "b")
+    return a, b, eps, _LOG_EPS
+
+
+def log_divide(a, b, eps=1.0, *, absolute=False):
+    """ATM log-division (seed section 2.2): ``log(a + eps) - log(b + eps)``, per element.
+
+    Parameters
+    ----------
+    a, b : array_like, same shape (any layout; no broadcasting)
+        Anchor and context features in the seed's ``Division(A, B)``.
+    eps : float
+        The seed's ``epsilon`` (1, "so that the log stays non-negative" for non-negative
+        features). Must be 1 when ``absolute=True``.
+    absolute : bool
+        False (default): the seed's form; ``a + eps`` and ``b + eps`` must be > 0 and finite
+        everywhere, otherwise ``ValueError`` naming the first offending element (never NaN).
+        True: the official ``torch.log1p(torch.abs(a)) - torch.log1p(torch.abs(b))``
+        (``DivBlock``), defined for every real input; NaN/Inf propagate as in ``log1p``.
+
+    Returns
+    -------
+    ndarray, float64, the shape of ``a``.
+    """
+    a, b, eps, mode = _log_divide_args(a, b, eps, absolute)
+    return _run_elementwise(a, b, mode, eps)
+
+
+def log_divide_backward(grad_out, a, b, eps=1.0, *, absolute=False):
+    """Gradients of :func:`log_divide`: ``(g / (a + eps), -g / (b + eps))``.
+
+    With ``absolute=True``: ``(g sign(a) / (1 + |a|), -g sign(b) / (1 + |b|))`` with
+    ``sign(0) = 0`` (the subgradient autograd takes for ``abs`` at 0).
+    """
+    a, b, eps, mode = _log_divide_args(a, b, eps, absolute)
+    g = _grad_like(grad_out, a)
+    ga, gb = np.empty_like(a), np.empty_like(b)
+    _log_divide_grad_kernel(g.reshape(-1), a.reshape(-1), b.reshape(-1), np.int64(mode), eps,
+                            ga.reshape(-1), gb.reshape(-1))
+    return ga, gb
+
+
+def _add_reference(a, b):
+    a, b = _pair(a, b)
+    return a + b
+
+
+def _subtract_reference(a, b):
+    a, b = _pair(a, b)
+    return a - b
+
+
+def _log_divide_reference(a, b, eps=1.0, *, absolute=False):
+    a, b, eps, mode = _log_divide_args(a, b, eps, absolute)
+    if mode == _LOG1P_ABS:
+        return np.log1p(np.abs(a)) - np.log1p(np.abs(b))
+    return np.log(a + eps) - np.log(b + eps)
+
+
+# ----------------------------------------------------------------------------------------------
+# local multiplication (correlation)
+# ----------------------------------------------------------------------------------------------
+
+@pjit
+def _l2_normalize_kernel(x, eps, out):
+    n, c, h, w = x.shape
+    for k in prange(n * h):  # independent (image, row) pairs; channel sum in order c = 0..C-1
+        i, row = k // h, k % h
+        norm = np.zeros(w)
+        for ch in range(c):
+            xr = x[i, ch, row]
+            for col in range(w):
+                norm[col] += xr[col] * xr[col]
+        for col in range(w):
+            norm[col] = math.sqrt(norm[col] + eps)
+        for ch in range(c):
+            xr = x[i, ch, row]
+            orow = out[i, ch, row]
+            for col in range(w):
+                orow[col] = xr[col] / norm[col]
+
+
+@pjit
+def _l2_normalize_backward_kernel(g, x, eps, gx):
+    # y = x / s, s = sqrt(sum_c x^2 + eps)  =>  gx = (g - y * sum_c(g * y)) / s
+    n, c, h, w = x.shape
+    for k in prange(n * h):
+        i, row = k // h, k % h
+        norm = np.zeros(w)
+        dot = np.zeros(w)
+        for ch in range(c):
+            xr = x[i, ch, row]
+            for col in range(w):
+                norm[col] += xr[col] * xr[col]
+        for col in range(w):
+            norm[col] = math.sqrt(norm[col] + eps)
+        for ch in range(c):
+            xr = x[i, ch, row]
+            gr = g[i, ch, row]
+            for col in range(w):
+                dot[col] += gr[col] * (xr[col] / norm[col])
+        for ch in range(c):
+            xr = x[i, ch, row]
+            gr = g[i, ch, row]
+            gxr = gx[i, ch, row]
+            for col in range(w):
+                gxr[col] = (gr[col] - (xr[col] / norm[col]) * dot[col]) / norm[col]
+
+
+@jit
+def _valid_range(size, shift):
+    """Output positions ``p`` with ``0 <= p + shift < size`` as ``[lo, hi)``."""
+    return max(0, -shift), min(size, size - shift)
+
+
+@pjit
+def _local_multiply_kernel(a, b, patch, dilation, divisor, out):
+    n, c, h, w = a.shape
+    r = patch // 2
+    npp = patch * patch
+    for task in prange(n * npp):  # each task owns the output plane out[i, p]
+        i, p = task // npp, task % npp
+        dh = (p // patch - r) * dilation
+        dw = (p % patch - r) * dilation
+        h0, h1 = _valid_range(h, dh)
+        w0, w1 = _valid_range(w, dw)
+        width = w1 - w0  # <= 0 when the shifted frame lies wholly outside: zeros
+        for ch in range(c):  # channel sum in order c = 0..C-1 for every output element
+            for row in range(h0, h1):
+                arow = a[i, ch, row, w0:w1]
+                brow = b[i, ch, row + dh, w0 + dw:w1 + dw]
+                orow = out[i, p, row, w0:w1]
+                for k in range(width):
+                    orow[k] += arow[k] * brow[k]
+        if divisor != 1.0:
+            plane = out[i, p]
+            for row in range(h):
+                for col in range(w):
+                    plane[row, col] /= divisor
+
+
+@pjit
+def _local_multiply_backward_kernel(g, a, b, patch, dilation, ga, gb):
+    # Each task owns the planes ga[i, ch] and gb[i, ch], so the scatter into gb below is
+    # race-free; both sums run over displacements p = 0..P*P-1 in order (deterministic).
+    n, c, h, w = a.shape
+    r = patch // 2
+    npp = patch * patch
+    for task in prange(n * c):
+        i, ch = task // c, task % c
+        for p in range(npp):
+            dh = (p // patch - r) * dilation
+            dw = (p % patch - r) * dilation
+            h0, h1 = _valid_range(h, dh)
+            w0, w1 = _valid_range(w, dw)
+            width = w1 - w0
+            for row in range(h0, h1):
+                grow = g[i, p, row, w0:w1]
+                arow = a[i, ch, row, w0:w1]
+                brow = b[i, ch, row + dh, w0 + dw:w1 + dw]
+                garow = ga[i, ch, row, w0:w1]
+                gbrow = gb[i, ch, row + dh, w0 + dw:w1 + dw]
+                for k in range(width):
+                    garow[k] += grow[k] * brow[k]
+                    gbrow[k] += grow[k] * arow[k]
+
+
+def _check_patch(patch_size):
+    patch = as_int(patch_size, "patch_size", minimum=1)
+    if patch % 2 == 0:
+        raise ValueError(f"patch_size must be odd (displacements -r..r with r = patch_size // 2, "
+                         f"centred on the pixel), got {patch}")
+    return patch
+
+
+def _local_multiply_args(a, b, patch_size, dilation, normalize):
+    a = as_float64(a, "a", ndim=4)
+    b = as_float64(b, "b", ndim=4)
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape (N, C, H, W), got {a.shape} and "
+                         f"{b.shape}")
+    patch = _check_patch(patch_size)
+    dilation = as_int(dilation, "dilation", minimum=1)
+    normalize = one_of(normalize, "normalize", NORMALIZATIONS)
+    check_alloc((a.shape[0], patch * patch, a.shape[2], a.shape[3]), "local_multiply output")
+    return a, b, patch, dilation, normalize
+
+
+def _l2_normalize(x):
+    out = np.empty_like(x)
+    _l2_normalize_kernel(x, L2_EPS, out)
+    return out
+
+
+def _divisor(normalize, channels):
+    return float(channels) if normalize == "channels" else 1.0
+
+
+def local_multiply(a, b, patch_size, *, dilation=1, normalize="none"):
+    """ATM local multiplication (seed section 2.2): correlation in a P x P neighbourhood.
+
+    ``out[n, (i+r)*P + (j+r), h, w] = sum_c a[n, c, h, w] * b[n, c, h + i*dilation,
+    w + j*dilation]`` for ``i, j in [-r, r]``, ``r = P // 2``; terms with ``b`` outside the
+    frame are zero (no wrap-around). ``i`` is the vertical (row) displacement and varies
+    slowest; the centre ``(i, j) = (0, 0)`` is channel ``P*P // 2``.
+
+    Parameters
+    ----------
+    a, b : array_like, shape ``(N, C, H, W)``
+        ``a`` stays at the pixel (the seed's ``A``, the official ``feature1``); ``b`` is
+        displaced (``B``, ``feature2``).
+    patch_size : int
+        ``P``, odd, ``>= 1``.
+    dilation : int
+        Step between displacements, ``>= 1``.
+    normalize : {"none", "channels", "l2"}
+        ``"none"`` (seed): raw sums. ``"channels"``: divided by ``C`` (FlowNet-style
+        correlation layers). ``"l2"`` (official ``SimTransform._correlation``): ``a`` and ``b``
+        each replaced first by ``x / sqrt(sum_c x**2 + 1e-6)`` (``_L2normalize``: the eps is
+        *under* the square root, so an all-zero pixel gives 0, never NaN).
+
+    Returns
+    -------
+    ndarray, float64, shape ``(N, P*P, H, W)``
+
+    Notes
+    -----
+    ``spatial_correlation_sampler.spatial_correlation_sample(a, b, kernel_size=1,
+    patch_size=P, stride=1, padding=0, dilation=1, dilation_patch=dilation)`` (the official
+    ``SpatialCorrelationSampler(1, P, 1, 0, 1)``) returns ``(N, P, P, H, W)`` with
+    ``[n, i+r, j+r, h, w]`` the same sum, so ``corr.reshape(N, P*P, H, W)`` equals ours and
+    ``ours.reshape(N, P, P, H, W)`` equals ``corr``. Its ``max_displacement`` is
+    ``dilation * r``. The official fallback (``einsum`` + ``_corr_abs_to_rel``) gives the same
+    ``(N, P, P, H, W)`` tensor.
+    """
+    a, b, patch, dilation, normalize = _local_multiply_args(a, b, patch_size, dilation, normalize)
+    if normalize == "l2":
+        a, b = _l2_normalize(a), _l2_normalize(b)
+    n, c, h, w = a.shape
+    out = np.zeros((n, patch * patch, h, w))
+    _local_multiply_kernel(a, b, np.int64(patch), np.int64(dilation),
+                           _divisor(normalize, c), out)
+    return out
+
+
+def local_multiply_backward(grad_out, a, b, patch_size, *, dilation=1, normalize="none"):
+    """Gradients ``(grad_a, grad_b)`` of :func:`local_multiply` (same options).
+
+    ``grad_a[n, c, h, w] = sum_{i,j} g[n, p, h, w] b[n, c, h + i d, w + j d]`` and
+    ``grad_b[n, c, h', w'] = sum_{i,j} g[n, p, h' - i d, w' - j d] a[n, c, h' - i d, w' - j d]``
+    (``p = (i+r)*P + (j+r)``, out-of-frame terms zero), then, for ``normalize="l2"``, through
+    ``y = x / s``: ``grad_x = (grad_y - y * sum_c(grad_y * y)) / s``. ``grad_out`` has shape
+    ``(N, P*P, H, W)``. Sums run in a fixed order, so results do not depend on the thread count.
+    """
+    a, b, patch, dilation, normalize = _local_multiply_args(a, b, patch_size, dilation, normalize)
+    n, c, h, w = a.shape
+    g = as_float64(grad_out, "grad_out", ndim=4)
+    check_shape(g, "grad_out", (n, patch * patch, h, w), "the output of local_multiply")
+    if normalize == "channels":
+        g = g / c
+    an, bn = (_l2_normalize(a), _l2_normalize(b)) if normalize == "l2" else (a, b)
+    ga, gb = np.zeros_like(a), np.zeros_like(b)
+    _local_multiply_backward_kernel(g, an, bn, np.int64(patch), np.int64(dilation), ga, gb)
+    if normalize == "l2":
+        ga, gb = _l2_normalize_backward(ga, a), _l2_normalize_backward(gb, b)
+    return ga, gb
+
+
+def _l2_normalize_backward(g, x):
+    gx = np.empty_like(x)
+    _l2_normalize_backward_kernel(g, x, L2_EPS, gx)
+    return gx
+
+
+def _l2_normalize_reference(x):
+    return x / np.sqrt((x * x).sum(axis=1, keepdims=True) + L2_EPS)
+
+
+def _l2_normalize_backward_reference(g, x):
+    s = np.sqrt((x * x).sum(axis=1, keepdims=True) + L2_EPS)
+    y = x / s
+    return (g - y * (g * y).sum(axis=1, keepdims=True)) / s
+
+
+def _displacements(patch, dilation):
+    """``(p, dh, dw)`` for every output channel ``p``, row displacement slowest."""
+    r = patch // 2
+    return [((i + r) * patch + (j + r), i * dilation, j * dilation)
+            for i in range(-r, r + 1) for j in range(-r, r + 1)]
+
+
+def _local_multiply_reference(a, b, patch_size, *, dilation=1, normalize="none"):
+    """The definition, pixel by pixel (slow: for small inputs)."""
+    a, b, patch, dilation, normalize = _local_multiply_args(a, b, patch_size, dilation, normalize)
+    if normalize == "l2":
+        a, b = _l2_normalize_reference(a), _l2_normalize_reference(b)
+    n, c, h, w = a.shape
+    out = np.zeros((n, patch * patch, h, w))
+    for p, dh, dw in _displacements(patch, dilation):
+        for row in range(h):
+            for col in range(w):
+                if 0 <= row + dh < h and 0 <= col + dw < w:
+                    for i in range(n):
+                        out[i, p, row, col] = np.dot(a[i, :, row, col], b[i, :, row + dh, col + dw])
+    return out / _divisor(normalize, c)
+
+
+def _local_multiply_backward_reference(grad_out, a, b, patch_size, *, dilation=1,
+                                       normalize="none"):
+    a, b, patch, dilation, normalize = _local_multiply_args(a, b, patch_size, dilation, normalize)
+    n, c, h, w = a.shape
+    g = as_float64(grad_out, "grad_out", ndim=4)
+    check_shape(g, "grad_out", (n, patch * patch, h, w), "the output of local_multiply")
+    g = g / _divisor(normalize, c)
+    an, bn = (_l2_normalize_reference(a), _l2_normalize_reference(b)) if normalize == "l2" \
+        else (a, b)
+    ga, gb = np.zeros_like(a), np.zeros_like(b)
+    for p, dh, dw in _displacements(patch, dilation):
+        for row in range(h):
+            for col in range(w):
+                if 0 <= row + dh < h and 0 <= col + dw < w:
+                    for i in range(n):
+                        ga[i, :, row, col] += g[i, p, row, col] * bn[i, :, row + dh, col + dw]
+                        gb[i, :, row + dh, col + dw] += g[i, p, row, col] * an[i, :, row, col]
+    if normalize == "l2":
+        ga, gb = _l2_normalize_backward_reference(ga, a), _l2_normalize_backward_reference(gb, b)
+    return ga, gb
+
+
+# ----------------------------------------------------------------------------------------------
+# the ATM features of a clip
+# ----------------------------------------------------------------------------------------------
+
+def _check_ops(ops):
+    if isinstance(ops, str):
+        ops = (ops,)
+    try:
+        ops = tuple(ops)
+    except TypeError:
+        raise TypeError(f"ops must be a sequence of names from {ARITHMETIC_OPS}, got "
+                        f"{type(ops).__name__} {ops!r}") from None
+    if not ops:
+        raise ValueError(f"ops must name at least one of {ARITHMETIC_OPS}, got an empty sequence")
+    for op in ops:
+        one_of(op, "ops entry", ARITHMETIC_OPS)
+    if len(set(ops)) != len(ops):
+        raise ValueError(f"ops must not repeat an operation, got {ops!r}")
+    return ops
+
+
+def _operands(clip, z, layout):
+    """``(first, second)`` operands, each ``(N*T*Z, C, H, W)``, in the order each layout uses.
+
+    seed: ``(anchor, context)``, the seed's ``(A, B)``. atm: the official ``(x_post, x_pre)``:
+    ``(context, anchor)`` for Z > 1, but ``(anchor, previous frame)`` for Z = 1.
+    """
+    n, t, c, h, w = clip.shape
+    context = _span(clip, z, layout)
+    zz = context.shape[2]
+    anchor = np.repeat(clip[:, :, None], zz, axis=2)
+    anchor, context = anchor.reshape(-1, c, h, w), context.reshape(-1, c, h, w)
+    if layout == "atm" and z > 1:
+        return context, anchor
+    return anchor, context
+
+
+def arithmetic_features(frames, z, ops=ARITHMETIC_OPS, patch_size=9, *, layout="seed",
+                        dilation=1, eps=1.0, normalize=None, absolute=None):
+    """The concatenated anchor-vs-context features of ATM for a clip (seed section 2.1).
+
+    For every anchor frame ``t`` and context frame ``k`` (:func:`context_span`), the
+    operations in ``ops`` are applied and their results concatenated along the feature axis.
+
+    Parameters
+    ----------
+    frames : array_like, shape ``(N, T, C, H, W)`` or ``(T, C, H, W)``, ``T >= 2``.
+    z : int
+        Context frames per anchor (see :func:`context_offsets`).
+    ops : sequence of {"add", "sub", "mul", "div"}
+        Operations, in output order (no repeats).
+    patch_size : int
+        ``P`` of ``"mul"`` (default 9, the official ``window=(5, 9, 9)``).
+    layout : {"seed", "atm"}
+        Which context frames and which operand order (below).
+    dilation : int
+        Displacement step of ``"mul"``.
+    eps : float
+        ``eps`` of ``"div"`` (seed form; must be 1 with ``absolute=True``).
+    normalize : {"none", "channels", "l2"} or None
+        Of ``"mul"``; None follows ``layout``: ``"none"`` for seed, ``"l2"`` for atm.
+    absolute : bool or None
+        Of ``"div"``; None follows ``layout``: False for seed, True for atm.
+
+    Returns
+    -------
+    ndarray, float64, shape ``(N, T, Z, F, H, W)`` (``(T, Z, F, H, W)`` without a batch axis)
+        ``F`` is the sum over ``ops`` of ``C`` (add, sub, div) and ``P*P`` (mul), blocks in the
+        order of ``ops``. Reshape to ``(N, T, Z*F, H, W)`` to regroup the ``Z*C`` channels.
+
+    Notes
+    -----
+    Operand order, with ``A`` = anchor frame ``t`` and ``B`` = context frame ``k``:
+
+    * ``layout="seed"``: ``A + B``, ``A - B``, ``local_multiply(A, B)``,
+      ``log_divide(A, B)`` (the seed's ``Op(A, B)`` with the anchor first).
+    * ``layout="atm"``, Z > 1: the official ``x_post`` = context, ``x_pre`` = anchor:
+      ``B + A``, ``B - A``, ``local_multiply(A, B)`` (``_correlation(x_pre, x_post)``),
+      ``log_divide(B, A)``. The middle context frame is the anchor itself (sub gives 0).
+    * ``layout="atm"``, Z = 1: ``x_post`` = anchor, ``x_pre`` = previous frame ``B``:
+      ``A + B``, ``A - B``, ``local_multiply(B, A)``, ``log_divide(A, B)``.
+    """
+    clip, batched = _as_clip(frames)
+    z = as_int(z, "z", minimum=1)
+    layout = one_of(layout, "layout", LAYOUTS)
+    ops = _check_ops(ops)
+    if normalize is None:
+        normalize = "l2" if layout == "atm" else "none"
+    if absolute is None:
+        absolute = layout == "atm"
+    patch = _check_patch(patch_size)
+    if "div" in ops and not absolute:  # name the frames, not the internal operands
+        _check_log_domain(clip, as_real(eps, "eps"), "frames")
+    first, second = _operands(clip, z, layout)
+    blocks = []
+    for op in ops:
+        if op == "add":
+            blocks.append(add(first, second))
+        elif op == "sub":
+            blocks.append(subtract(first, second))
+        elif op == "div":
+            blocks.append(log_divide(first, second, eps, absolute=absolute))
+        else:  # the official correlation keeps x_pre at the pixel: (second, first) there
+            mul_a, mul_b = (second, first) if layout == "atm" else (first, second)
+            blocks.append(local_multiply(mul_a, mul_b, patch, dilation=dilation,
+                                         normalize=normalize))
+    n, t, _, h, w = clip.shape
+    out = np.concatenate(blocks, axis=1).reshape(n, t, -1, sum(x.shape[1] for x in blocks), h, w)
+    return out if batched else out[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# registry
+# ----------------------------------------------------------------------------------------------
+
+def _example_add(rng):
+    return (rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((2, 3, 4, 5))), {}
+
+
+def _example_subtract(rng):
+    return _example_add(rng)
+
+
+def _example_log_divide(rng):
+    # a + eps and b + eps stay >= 0.5: well inside the domain, also for finite differences
+    shape = (2, 3, 4, 5)
+    return (rng.uniform(-0.5, 2.0, shape), rng.uniform(-0.5, 2.0, shape)), {"eps": 1.0}
+
+
+def _example_local_multiply(rng):
+    shape = (2, 3, 5, 6)
+    return (rng.standard_normal(shape), rng.standard_normal(shape)), \
+        {"patch_size": 3, "dilation": 2, "normalize": "l2"}
+
+
+_M = "lmref.temporal"
+_P = "lmref.peers.torch_temporal"
+
+_OPS = [
+    Op(name="add", cpu=f"{_M}:add", reference=f"{_M}:_add_reference",
+       backward=f"{_M}:add_backward", peer=f"{_P}:add", peer_name="torch.add (a + b)",
+       example=f"{_M}:_example_add", tags=("temporal",)),
+    Op(name="subtract", cpu=f"{_M}:subtract", reference=f"{_M}:_subtract_reference",
+       backward=f"{_M}:subtract_backward", peer=f"{_P}:subtract", peer_name="torch.sub (a - b)",
+       example=f"{_M}:_example_subtract", tags=("temporal",)),
+    Op(name="log_divide", cpu=f"{_M}:log_divide", reference=f"{_M}:_log_divide_reference",
+       backward=f"{_M}:log_divide_backward", peer=f"{_P}:log_divide",
+       peer_name="torch.log(a + eps) - torch.log(b + eps)", example=f"{_M}:_example_log_divide",
+       tags=("temporal",)),
+    Op(name="local_multiply", cpu=f"{_M}:local_multiply",
+       reference=f"{_M}:_local_multiply_reference", backward=f"{_M}:local_multiply_backward",
+       peer=f"{_P}:local_multiply",
+       peer_name="loop over shifts (F.pad + slicing) = spatial_correlation_sample(kernel_size=1)",
+       example=f"{_M}:_example_local_multiply", tags=("temporal",)),
+]
