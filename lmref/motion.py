@@ -1,0 +1,958 @@
+"""Motion as a matrix: flow fields, warps, affine motion, feature flow and error propagation.
+
+Seed ``000`` (Lemma 1, Theorems 2 and 3) and the motion models of seed ``001``.
+
+Conventions
+-----------
+Flow field
+    ``(H, W, 2)`` or ``(N, H, W, 2)``; ``flow[..., 0] = dx`` (columns), ``flow[..., 1] = dy``
+    (rows). A flow is a *backward* map (OpenCV ``remap``)::
+
+        out[..., y, x] = src[..., y + dy[y, x], x + dx[y, x]]
+
+    Pixel ``(y, x)`` has its centre at integer coordinates; row 0 is the top row.
+Relation to ``torch.nn.functional.grid_sample(..., align_corners=True)``
+    ``grid[..., 0] = 2 (x + dx) / (W - 1) - 1`` and ``grid[..., 1] = 2 (y + dy) / (H - 1) - 1``
+    (``grid`` holds *normalised source positions*, x first). ``boundary="zeros"`` is
+    ``padding_mode="zeros"`` and ``"border"`` is ``padding_mode="border"``; ``"wrap"`` (periodic)
+    has no ``grid_sample`` mode (:mod:`lmref.peers.torch_motion` emulates it).
+Bilinear sampling
+    The source point ``p`` lies in the cell ``[floor(p), floor(p) + 1]`` on each axis; the four
+    corners are combined in the fixed order (top-left, top-right, bottom-left, bottom-right).
+    ``"zeros"``: corners outside the frame count as 0 (per corner, like ``grid_sample``).
+    ``"border"``: the coordinate is clamped to ``[0, size - 1]`` before sampling.
+    ``"wrap"``: the coordinate is taken modulo ``size`` (corner ``size`` is pixel ``0``).
+    Corners whose weight is exactly 0 are not read (so an integer flow returns ``src`` values
+    bit-exactly even when a neighbour is ``inf``; ``grid_sample`` reads them and returns NaN).
+Nearest sampling
+    Index ``floor(p + 0.5)`` evaluated in float64: ties round *up* (half up), so a uniform flow
+    of 0.5 shifts every pixel by one. ``grid_sample`` rounds half to even (``nearbyint``), which
+    makes a uniform half-pixel shift move odd and even columns differently; the two agree
+    everywhere except at exact ties.
+Derivatives at kinks
+    The bilinear sample is piecewise linear in the flow; at integer source positions (and at the
+    clamp points of ``"border"``) :func:`warp_backward` returns the *right-sided* derivative
+    (the one of the cell ``[floor(p), floor(p) + 1]``, i.e. ``(f(p + h) - f(p)) / h`` for small
+    ``h > 0``). PyTorch agrees inside the frame but returns 0 at the ``"border"`` clamp point
+    ``p = 0``; away from kinks every convention agrees.
+Non-finite flow
+    A pixel whose flow (``dx`` or ``dy``) is NaN or +-inf samples nothing: its output is NaN in
+    every channel, its ``grad_flow`` is NaN and it contributes nothing to ``grad_x``. No memory
+    outside the frame is ever read, whatever the flow (huge values included).
+Dtypes
+    Integer and floating inputs are accepted; every result is float64.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from lmref._numba import jit, pjit, prange
+from lmref._validation import (as_float64, as_int, as_real, as_tuple, check_alloc, check_finite,
+                               check_shape, one_of)
+from lmref.registry import Op
+
+__all__ = [
+    "warp", "warp_backward", "motion_matrix", "valid_mask",
+    "affine_flow", "block_vectors_to_flow", "scale_flow",
+    "FeatureTransfer", "feature_transfer",
+    "unit_normal_weights", "noise_gain", "NoiseEstimate", "propagate_noise",
+    "MODES", "BOUNDARIES", "FEATURE_TRANSFER_MAX_SIZE",
+]
+
+MODES = ("bilinear", "nearest")
+BOUNDARIES = ("zeros", "border", "wrap")
+#: default largest side of the dense matrices :func:`feature_transfer` accepts
+FEATURE_TRANSFER_MAX_SIZE = 4096
+
+_BILINEAR, _NEAREST = 0, 1
+_ZEROS, _BORDER, _WRAP = 0, 1, 2
+_NAN_TAP = -2  # tap index marking a pixel with non-finite flow
+_OUT_TAP = -1  # tap index of a corner that is not read
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _check_flow(flow, name: str = "flow", ndim=(3, 4)) -> np.ndarray:
+    f = as_float64(flow, name, ndim=ndim)
+    if f.shape[-1] != 2:
+        raise ValueError(f"{name} must have a last axis of size 2 (dx, dy), got shape {f.shape}")
+    return f
+
+
+def _check_warp_inputs(x, flow, mode, boundary):
+    """Return ``x`` as (N, C, H, W), ``flow`` as (Nf, H, W, 2) with Nf in {1, N}, codes."""
+    one_of(mode, "mode", MODES)
+    one_of(boundary, "boundary", BOUNDARIES)
+    xa = as_float64(x, "x", ndim=(2, 3, 4))
+    f = _check_flow(flow)
+    H, W = xa.shape[-2:]
+    if f.shape[-3:-1] != (H, W):
+        raise ValueError(f"flow must have spatial size (H, W) = ({H}, {W}) of x {xa.shape}, "
+                         f"got flow of shape {f.shape}")
+    if f.ndim == 4:
+        if xa.ndim != 4:
+            raise ValueError(f"a batched flow {f.shape} needs x of shape (N, C, H, W), "
+                             f"got x of shape {xa.shape}")
+        if f.shape[0] not in (1, xa.shape[0]):
+            raise ValueError(f"flow batch size {f.shape[0]} does not match x batch size "
+                             f"{xa.shape[0]} (flow {f.shape}, x {xa.shape})")
+    x4 = xa.reshape((1,) * (4 - xa.ndim) + xa.shape)
+    f4 = f.reshape((1,) * (4 - f.ndim) + f.shape)
+    return xa.shape, x4, f4, MODES.index(mode), BOUNDARIES.index(boundary)
+
+
+def _check_taps_alloc(x4, f4):
+    n_taps = f4.shape[0] * f4.shape[1] * f4.shape[2]
+    check_alloc((n_taps, 4, 4), "the warp's sampling table")
+    check_alloc(x4.shape, "the warp's output")
+
+
+# ----------------------------------------------------------------------------- numba kernels
+
+@jit
+def _wrap_coord(p, size):
+    """``p`` modulo ``size`` in ``[0, size)`` (fmod is exact; the +size may round up to size)."""
+    q = np.fmod(p, float(size))
+    if q < 0.0:
+        q += size
+    if q >= size:
+        q -= size
+    return q
+
+
+@jit
+def _bilinear_axis(p, size, boundary):
+    """One axis of a bilinear sample: ``(i0, i1, w0, w1, in0, in1, dq)``.
+
+    ``in0``/``in1`` tell whether the corners are read; ``dq`` is the right-sided derivative of
+    the (clamped / wrapped) coordinate with respect to ``p``.
+    """
+    if boundary == 0:  # zeros: outside [-1, size) no corner is inside the frame
+        if p < -1.0 or p >= size:
+            return 0, 0, 0.0, 0.0, False, False, 0.0
+        f = math.floor(p)
+        i0 = int(f)
+        t = p - f
+        return i0, i0 + 1, 1.0 - t, t, i0 >= 0, i0 + 1 < size, 1.0
+    if boundary == 1:  # border: clamp the coordinate; right-sided slope is 0 from size-1 on
+        dq = 1.0 if (p >= 0.0 and p < size - 1.0) else 0.0
+        q = min(max(p, 0.0), size - 1.0)
+        f = math.floor(q)
+        i0 = int(f)
+        return i0, min(i0 + 1, size - 1), 1.0 - (q - f), q - f, True, True, dq
+    q = _wrap_coord(p, size)  # wrap
+    f = math.floor(q)
+    i0 = int(f)
+    i1 = i0 + 1
+    if i1 >= size:
+        i1 = 0
+    return i0, i1, 1.0 - (q - f), q - f, True, True, 1.0
+
+
+@jit
+def _nearest_axis(p, size, boundary):
+    """One axis of a nearest sample: ``(index, inside)`` with ``index = floor(p + 0.5)``."""
+    if boundary == 0:
+        if p < -0.5 or p >= size - 0.5:
+            return 0, False
+        return int(math.floor(p + 0.5)), True
+    if boundary == 1:
+        q = min(max(p, 0.0), size - 1.0)
+        return int(math.floor(q + 0.5)), True
+    i = int(math.floor(_wrap_coord(p, size) + 0.5))
+    if i >= size:
+        i = 0
+    return i, True
+
+
+@jit
+def _pixel_taps(px, py, H, W, mode, boundary, idx, w, ax, ay):
+    """Fill the 4 taps of one output pixel (flat source index, weight, d/dpx and d/dpy of the
+    weight). Corners in the order TL, TR, BL, BR; ``idx = -1``: not read; ``-2``: NaN flow."""
+    for k in range(4):
+        idx[k] = _OUT_TAP
+        w[k] = 0.0
+        ax[k] = 0.0
+        ay[k] = 0.0
+    if not (math.isfinite(px) and math.isfinite(py)):
+        idx[0] = _NAN_TAP
+        return
+    if mode == 1:
+        j, okx = _nearest_axis(px, W, boundary)
+        i, oky = _nearest_axis(py, H, boundary)
+        if okx and oky:
+            idx[0] = i * W + j
+            w[0] = 1.0
+        return
+    j0, j1, wx0, wx1, inx0, inx1, dqx = _bilinear_axis(px, W, boundary)
+    i0, i1, wy0, wy1, iny0, iny1, dqy = _bilinear_axis(py, H, boundary)
+    if iny0 and inx0:
+        idx[0] = i0 * W + j0
+    if iny0 and inx1:
+        idx[1] = i0 * W + j1
+    if iny1 and inx0:
+        idx[2] = i1 * W + j0
+    if iny1 and inx1:
+        idx[3] = i1 * W + j1
+    w[0] = wy0 * wx0
+    w[1] = wy0 * wx1
+    w[2] = wy1 * wx0
+    w[3] = wy1 * wx1
+    ax[0] = -wy0 * dqx
+    ax[1] = wy0 * dqx
+    ax[2] = -wy1 * dqx
+    ax[3] = wy1 * dqx
+    ay[0] = -wx0 * dqy
+    ay[1] = -wx1 * dqy
+    ay[2] = wx0 * dqy
+    ay[3] = wx1 * dqy
+
+
+@pjit
+def _build_taps(flow, mode, boundary):
+    """Sampling table of every flow pixel: (Nf*H*W, 4) indices, weights, d/dpx, d/dpy."""
+    nf, H, W = flow.shape[0], flow.shape[1], flow.shape[2]
+    idx = np.empty((nf * H * W, 4), np.int64)
+    w = np.empty((nf * H * W, 4))
+    ax = np.empty((nf * H * W, 4))
+    ay = np.empty((nf * H * W, 4))
+    for r in prange(nf * H):
+        n = r // H
+        y = r - n * H
+        for x in range(W):
+            p = r * W + x
+            _pixel_taps(x + flow[n, y, x, 0], y + flow[n, y, x, 1], H, W, mode, boundary,
+                        idx[p], w[p], ax[p], ay[p])
+    return idx, w, ax, ay
+
+
+@jit
+def _gather(plane, idx, w, p):
+    """Weighted sum of the taps of output pixel ``p`` from a flat source plane."""
+    if idx[p, 0] == _NAN_TAP:
+        return np.nan
+    s = 0.0
+    for k in range(4):
+        if idx[p, k] >= 0 and w[p, k] != 0.0:
+            s += w[p, k] * plane[idx[p, k]]
+    return s
+
+
+@pjit
+def _warp_kernel(x, flow, mode, boundary):
+    N, C, H, W = x.shape
+    nf = flow.shape[0]
+    idx, w, _, _ = _build_taps(flow, mode, boundary)
+    xs = x.reshape((N * C, H * W))
+    out = np.empty((N * C, H * W))
+    for r in prange(N * C * H):  # one output row per iteration: independent outputs
+        plane = r // H
+        y = r - plane * H
+        base = (plane // C if nf > 1 else 0) * H * W + y * W
+        for xx in range(W):
+            out[plane, y * W + xx] = _gather(xs[plane], idx, w, base + xx)
+    return out.reshape((N, C, H, W))
+
+
+@pjit
+def _warp_backward_kernel(g, x, flow, mode, boundary):
+    N, C, H, W = x.shape
+    nf = flow.shape[0]
+    idx, w, ax, ay = _build_taps(flow, mode, boundary)
+    xs = x.reshape((N * C, H * W))
+    gs = g.reshape((N * C, H * W))
+    grad_flow = np.zeros((nf, H, W, 2))
+    # grad_flow: one flow row per iteration, summed over (n, c) in increasing order
+    for r in prange(nf * H):
+        fn = r // H
+        y = r - fn * H
+        n_lo, n_hi = (fn, fn + 1) if nf > 1 else (0, N)
+        for xx in range(W):
+            p = r * W + xx
+            if idx[p, 0] == _NAN_TAP:
+                grad_flow[fn, y, xx, 0] = np.nan
+                grad_flow[fn, y, xx, 1] = np.nan
+                continue
+            sx = 0.0
+            sy = 0.0
+            for n in range(n_lo, n_hi):
+                for c in range(C):
+                    plane = n * C + c
+                    gv = gs[plane, y * W + xx]
+                    vx = 0.0
+                    vy = 0.0
+                    for k in range(4):
+                        if idx[p, k] >= 0:
+                            v = xs[plane, idx[p, k]]
+                            vx += ax[p, k] * v
+                            vy += ay[p, k] * v
+                    sx += gv * vx
+                    sy += gv * vy
+            grad_flow[fn, y, xx, 0] = sx
+            grad_flow[fn, y, xx, 1] = sy
+    # grad_x: scatter, one (n, c) plane per iteration (no two iterations touch the same plane),
+    # pixels in increasing order inside a plane: race-free and independent of the thread count
+    grad_x = np.zeros((N * C, H * W))
+    for plane in prange(N * C):
+        base = (plane // C if nf > 1 else 0) * H * W
+        for q in range(H * W):
+            p = base + q
+            gv = gs[plane, q]
+            for k in range(4):
+                if idx[p, k] >= 0 and w[p, k] != 0.0:
+                    grad_x[plane, idx[p, k]] += w[p, k] * gv
+    return grad_x.reshape((N, C, H, W)), grad_flow
+
+
+# ----------------------------------------------------------------------------- warp
+
+def warp(x, flow, mode="bilinear", boundary="zeros"):
+    """Warp ``x`` with a backward flow: ``out[..., y, x] = x[..., y + dy, x + dx]``.
+
+    Parameters
+    ----------
+    x : array_like, shape (H, W), (C, H, W) or (N, C, H, W)
+        Source frame(s) (NCHW). Any real dtype; computed in float64.
+    flow : array_like, shape (H, W, 2) or (N, H, W, 2)
+        ``flow[..., 0] = dx`` (columns), ``flow[..., 1] = dy`` (rows), in pixels. A batched
+        flow needs a 4-D ``x`` with the same ``N`` (or ``N = 1``); an unbatched one is used for
+        every image and channel.
+    mode : {"bilinear", "nearest"}
+        Interpolation (nearest: index ``floor(p + 0.5)``, ties round up).
+    boundary : {"zeros", "border", "wrap"}
+        Outside samples are 0 (per bilinear corner), clamped to the edge, or periodic.
+
+    Returns
+    -------
+    ndarray, float64, same shape as ``x``
+        NaN at pixels whose flow is NaN or infinite (every channel). See the module docstring
+        for the relation to ``grid_sample(align_corners=True)``.
+    """
+    shape, x4, f4, m, b = _check_warp_inputs(x, flow, mode, boundary)
+    _check_taps_alloc(x4, f4)
+    return _warp_kernel(x4, f4, m, b).reshape(shape)
+
+
+def warp_backward(grad_out, x, flow, mode="bilinear", boundary="zeros"):
+    """Vector-Jacobian product of :func:`warp`: ``(grad_x, grad_flow)``.
+
+    ``grad_x`` scatters ``grad_out`` back along the sampling weights (the transpose of the
+    motion matrix); ``grad_flow`` is the derivative of the bilinear sample with respect to the
+    source position summed over batch (for a shared flow) and channels. At integer source
+    positions and at the ``"border"`` clamp points the derivative is the right-sided one (cell
+    ``[floor(p), floor(p) + 1]``); ``mode="nearest"`` gives ``grad_flow = 0``. Pixels with a
+    non-finite flow get NaN in ``grad_flow`` and send nothing to ``grad_x``. Results are float64,
+    deterministic and independent of the number of threads.
+    """
+    shape, x4, f4, m, b = _check_warp_inputs(x, flow, mode, boundary)
+    g = as_float64(grad_out, "grad_out")
+    check_shape(g, "grad_out", shape, "the shape of warp's output, i.e. of x")
+    _check_taps_alloc(x4, f4)
+    gx, gf = _warp_backward_kernel(g.reshape(x4.shape), x4, f4, m, b)
+    return gx.reshape(shape), gf.reshape(np.shape(flow))
+
+
+# ----------------------------------------------------------------------------- references
+
+def _read_reference(plane, i, j, boundary):
+    """Pixel (i, j) of a 2-D plane under the boundary rule (integer indices)."""
+    H, W = plane.shape
+    if boundary == "zeros":
+        return plane[i, j] if 0 <= i < H and 0 <= j < W else 0.0
+    if boundary == "border":
+        return plane[min(max(i, 0), H - 1), min(max(j, 0), W - 1)]
+    return plane[i % H, j % W]
+
+
+def _sample_reference(plane, py, px, mode, boundary):
+    """Value of a 2-D plane at the real position (py, px), written the obvious way."""
+    H, W = plane.shape
+    if not (math.isfinite(px) and math.isfinite(py)):
+        return math.nan
+    if boundary == "border":
+        px, py = min(max(px, 0.0), W - 1.0), min(max(py, 0.0), H - 1.0)
+    elif boundary == "wrap":
+        px, py = px % W, py % H  # Python's float % is exact, like fmod
+    if mode == "nearest":
+        return _read_reference(plane, math.floor(py + 0.5), math.floor(px + 0.5), boundary)
+    i0, j0 = math.floor(py), math.floor(px)  # Python ints: no overflow for huge positions
+    ty, tx = py - i0, px - j0
+    total = 0.0
+    for di, wy in ((0, 1.0 - ty), (1, ty)):
+        for dj, wx in ((0, 1.0 - tx), (1, tx)):
+            if wy * wx != 0.0:
+                total += wy * wx * _read_reference(plane, i0 + di, j0 + dj, boundary)
+    return total
+
+
+def _warp_reference(x, flow, mode="bilinear", boundary="zeros"):
+    """Plain-loop :func:`warp` (the oracle of the oracle)."""
+    shape, x4, f4, _, _ = _check_warp_inputs(x, flow, mode, boundary)
+    N, C, H, W = x4.shape
+    out = np.empty(x4.shape)
+    for n in range(N):
+        fl = f4[n if f4.shape[0] > 1 else 0]
+        for y in range(H):
+            for xx in range(W):
+                px, py = xx + fl[y, xx, 0], y + fl[y, xx, 1]
+                for c in range(C):
+                    out[n, c, y, xx] = _sample_reference(x4[n, c], py, px, mode, boundary)
+    return out.reshape(shape)
+
+
+def _corner_slopes_reference(plane, py, px, boundary):
+    """Right-sided derivatives (d/dpx, d/dpy) of the bilinear sample at (py, px)."""
+    H, W = plane.shape
+    dqx = dqy = 1.0
+    if boundary == "border":
+        dqx = 1.0 if 0.0 <= px < W - 1.0 else 0.0
+        dqy = 1.0 if 0.0 <= py < H - 1.0 else 0.0
+        px, py = min(max(px, 0.0), W - 1.0), min(max(py, 0.0), H - 1.0)
+    elif boundary == "wrap":
+        px, py = px % W, py % H
+    i0, j0 = math.floor(py), math.floor(px)
+    ty, tx = py - i0, px - j0
+    v = [[_read_reference(plane, i0 + a, j0 + b, boundary) for b in (0, 1)] for a in (0, 1)]
+    ddx = (1.0 - ty) * (v[0][1] - v[0][0]) + ty * (v[1][1] - v[1][0])
+    ddy = (1.0 - tx) * (v[1][0] - v[0][0]) + tx * (v[1][1] - v[0][1])
+    return dqx * ddx, dqy * ddy
+
+
+def _warp_backward_reference(grad_out, x, flow, mode="bilinear", boundary="zeros"):
+    """Plain-loop :func:`warp_backward`: scatter for grad_x, corner slopes for grad_flow."""
+    shape, x4, f4, _, _ = _check_warp_inputs(x, flow, mode, boundary)
+    g4 = as_float64(grad_out, "grad_out").reshape(x4.shape)
+    N, C, H, W = x4.shape
+    gx = np.zeros(x4.shape)
+    gf = np.zeros(f4.shape)
+    for n in range(N):
+        fn = n if f4.shape[0] > 1 else 0
+        for y in range(H):
+            for xx in range(W):
+                px, py = xx + f4[fn, y, xx, 0], y + f4[fn, y, xx, 1]
+                if not (math.isfinite(px) and math.isfinite(py)):
+                    gf[fn, y, xx] = np.nan
+                    continue
+                # grad_x: the sample is linear in x; its weights are samples of one-hot planes
+                weights = _sample_weights_reference(py, px, H, W, mode, boundary)
+                for c in range(C):
+                    gv = g4[n, c, y, xx]
+                    for (i, j), wgt in weights:
+                        gx[n, c, i, j] += wgt * gv
+                    if mode == "bilinear":
+                        sx, sy = _corner_slopes_reference(x4[n, c], py, px, boundary)
+                        gf[fn, y, xx, 0] += gv * sx
+                        gf[fn, y, xx, 1] += gv * sy
+    return gx.reshape(shape), gf.reshape(np.shape(flow))
+
+
+def _sample_weights_reference(py, px, H, W, mode, boundary):
+    """[((i, j), weight)] read by one sample: probe the sampler with one-hot planes."""
+    out = []
+    probe = np.zeros((H, W))
+    for i in range(H):
+        for j in range(W):
+            probe[i, j] = 1.0
+            wgt = _sample_reference(probe, py, px, mode, boundary)
+            probe[i, j] = 0.0
+            if wgt != 0.0:
+                out.append(((i, j), wgt))
+    return out
+
+
+# ----------------------------------------------------------------------------- motion matrix
+
+def _axis_taps_numpy(p, size, mode, boundary):
+    """Vectorised per-axis taps: list of (index, weight, read) arrays (1 for nearest, 2 else)."""
+    ok = np.isfinite(p)
+    p = np.where(ok, p, 0.0)
+    if boundary == "border":
+        p = np.clip(p, 0.0, size - 1.0)
+    elif boundary == "wrap":
+        p = np.mod(p, size)  # may round up to size; the index is wrapped below
+    if mode == "nearest":
+        if boundary == "zeros":
+            ok = ok & (p >= -0.5) & (p < size - 0.5)
+            p = np.where(ok, p, 0.0)
+        i = np.floor(p + 0.5).astype(np.int64)
+        return [(i % size, np.ones_like(p), ok)]
+    if boundary == "zeros":
+        ok = ok & (p >= -1.0) & (p < size)
+        p = np.where(ok, p, 0.0)
+    f = np.floor(p)
+    t = p - f
+    i0 = f.astype(np.int64)
+    if boundary == "zeros":
+        return [(i0, 1.0 - t, ok & (i0 >= 0)), (i0 + 1, t, ok & (i0 + 1 < size))]
+    return [(i0 % size, 1.0 - t, ok), ((i0 + 1) % size if boundary == "wrap"
+                                       else np.minimum(i0 + 1, size - 1), t, ok)]
+
+
+def motion_matrix(flow, mode="bilinear", boundary="zeros", channels=1):
+    """The warp as a sparse matrix (Lemma 1 of seed 000): ``M @ x.ravel() == warp(x).ravel()``.
+
+    Parameters
+    ----------
+    flow : array_like, shape (H, W, 2)
+        Backward flow (see :func:`warp`).
+    mode, boundary : str
+        As in :func:`warp`.
+    channels : int
+        ``C``: ``M`` acts on ``x`` of shape (C, H, W) raveled in C order (block diagonal, the
+        same motion for every channel).
+
+    Returns
+    -------
+    scipy.sparse.csr_array, shape (C*H*W, C*H*W), float64
+        Row ``y*W + x`` holds the bilinear weights of output pixel (y, x), built directly from
+        the flow (not by warping unit vectors); zero weights are not stored. For integer flow it
+        is a 0/1 selection matrix, and a permutation matrix under ``"wrap"`` when the flow is a
+        bijection of the pixel grid. A pixel with non-finite flow gets a row with a single NaN
+        (on the diagonal), so ``M @ x`` is NaN there as ``warp`` is. Column-vector form: the
+        paper's row-vector ``V' = V M`` uses the transpose.
+    """
+    one_of(mode, "mode", MODES)
+    one_of(boundary, "boundary", BOUNDARIES)
+    f = _check_flow(flow, ndim=(3, 4))
+    if f.ndim == 4:
+        if f.shape[0] != 1:
+            raise ValueError(f"motion_matrix takes one flow (H, W, 2), got a batch of shape "
+                             f"{f.shape}")
+        f = f[0]
+    C = as_int(channels, "channels", minimum=1)
+    H, W = f.shape[:2]
+    P = H * W
+    check_alloc((4 * P * C, 3), "the motion matrix")
+    gx = np.arange(W, dtype=np.float64)[None, :] + f[..., 0]
+    gy = np.arange(H, dtype=np.float64)[:, None] + f[..., 1]
+    finite = (np.isfinite(gx) & np.isfinite(gy)).ravel()
+    rows, cols, vals = [], [], []
+    pixel = np.arange(P)
+    for iy, wy, oky in _axis_taps_numpy(gy, H, mode, boundary):
+        for ix, wx, okx in _axis_taps_numpy(gx, W, mode, boundary):
+            wgt = (wy * wx).ravel()
+            keep = (oky & okx).ravel() & (wgt != 0.0) & finite
+            rows.append(pixel[keep])
+            cols.append((iy * W + ix).ravel()[keep])
+            vals.append(wgt[keep])
+    rows.append(pixel[~finite])
+    cols.append(pixel[~finite])
+    vals.append(np.full(int((~finite).sum()), np.nan))
+    m1 = sp.csr_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(P, P))
+    m1.sum_duplicates()  # wrap/border on a size-1 axis reads one pixel twice
+    if C == 1:
+        return m1
+    return sp.csr_array(sp.block_diag([m1] * C, format="csr"))
+
+
+def valid_mask(flow, shape=None, *, mode="bilinear"):
+    """Where the sample lies inside the source frame (seed 001's predictable region).
+
+    Parameters
+    ----------
+    flow : array_like, shape (H, W, 2) or (N, H, W, 2)
+    shape : tuple, optional
+        Shape of the frame the flow is applied to (``(H, W)``, ``(C, H, W)`` or
+        ``(N, C, H, W)``); its last two entries must equal the flow's ``(H, W)``. Default: the
+        flow's own.
+    mode : {"bilinear", "nearest"}
+        Bilinear: ``0 <= x + dx <= W - 1`` and ``0 <= y + dy <= H - 1`` (every corner with a
+        non-zero weight is in the frame). Nearest: the rounded index is in the frame
+        (``-0.5 <= x + dx < W - 0.5``).
+
+    Returns
+    -------
+    ndarray of bool, shape (H, W) or (N, H, W)
+        False where the source falls outside the frame (regions "entering the frame", which
+        no boundary rule can predict) and where the flow is not finite.
+    """
+    one_of(mode, "mode", MODES)
+    f = _check_flow(flow)
+    H, W = f.shape[-3:-1]
+    if shape is not None:
+        if not isinstance(shape, (tuple, list)) or len(shape) not in (2, 3, 4):
+            raise ValueError(f"shape must be a frame shape (H, W), (C, H, W) or (N, C, H, W), "
+                             f"got {shape!r}")
+        shp = tuple(as_int(s, f"shape[{i}]", minimum=1) for i, s in enumerate(shape))
+        if shp[-2:] != (H, W):
+            raise ValueError(f"shape {shp} does not end in the flow's spatial size (H, W) = "
+                             f"({H}, {W}) (flow of shape {f.shape})")
+    px = np.arange(W, dtype=np.float64)[None, :] + f[..., 0]
+    py = np.arange(H, dtype=np.float64)[:, None] + f[..., 1]
+    with np.errstate(invalid="ignore"):
+        if mode == "nearest":
+            return (px >= -0.5) & (px < W - 0.5) & (py >= -0.5) & (py < H - 0.5)
+        return (px >= 0.0) & (px <= W - 1.0) & (py >= 0.0) & (py <= H - 1.0)
+
+
+# ----------------------------------------------------------------------------- motion models
+
+def _cos_sin_degrees(angle: float) -> tuple[float, float]:
+    """cos and sin of an angle in degrees, exact at multiples of 90 (so rot90 is exact)."""
+    quarter, rest = divmod(angle, 90.0)
+    if rest == 0.0:
+        return ((1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0))[int(quarter) % 4]
+    rad = math.radians(angle)
+    return math.cos(rad), math.sin(rad)
+
+
+def _affine_matrix(rotation: float, scale, shear) -> np.ndarray:
+    """Forward linear part ``A = R(rotation) @ Shx @ Shy @ S`` on (x, y) with y pointing down."""
+    c, s = _cos_sin_degrees(rotation)
+    rot = np.array([[c, s], [-s, c]])  # counter-clockwise as displayed (row 0 on top)
+    shx = math.tan(math.radians(shear[0]))
+    shy = math.tan(math.radians(shear[1]))
+    return rot @ np.array([[1.0, shx], [0.0, 1.0]]) @ np.array([[1.0, 0.0], [shy, 1.0]]) \
+        @ np.diag([float(scale[0]), float(scale[1])])
+
+
+def _real_pair(value, name: str) -> tuple[float, float]:
+    """A real number (used for x and y) or a pair (x, y) of real numbers."""
+    if np.ndim(value) == 0:
+        v = as_real(value, name)
+        return v, v
+    seq = list(np.ravel(np.asarray(value, dtype=object)))
+    if np.ndim(value) != 1 or len(seq) != 2:
+        raise ValueError(f"{name} must be a number or a pair (x, y), got {value!r}")
+    return as_real(seq[0], f"{name}[0]"), as_real(seq[1], f"{name}[1]")
+
+
+def _frame_hw(shape, name: str = "shape") -> tuple[int, int]:
+    if not isinstance(shape, (tuple, list)) or len(shape) != 2:
+        raise ValueError(f"{name} must be (H, W), got {shape!r}")
+    return tuple(as_int(s, f"{name}[{i}]", minimum=1) for i, s in enumerate(shape))
+
+
+def affine_flow(shape, *, translation=(0.0, 0.0), rotation=0.0, scale=(1.0, 1.0),
+                shear=(0.0, 0.0), center=None):
+    """Backward flow of the seven-parameter affine motion of seed 001 (Fig. 6).
+
+    The *content* moves by the forward map (points ``p = (x, y)``, y pointing down)::
+
+        p' = A (p - c) + c + t,    A = R(rotation) @ Shx(shear[0]) @ Shy(shear[1]) @ S(scale)
+
+    i.e. scale first, then y-shear, x-shear, rotation about the centre ``c``, translation last;
+    ``R`` turns counter-clockwise as displayed (row 0 on top; ``rotation=90`` is ``np.rot90``),
+    ``Shx`` maps ``x -> x + tan(shear[0]) y``, ``Shy`` maps ``y -> y + tan(shear[1]) x`` (shears in
+    degrees, ``|shear| < 90``), ``S = diag(scale)``. The returned flow is the backward map that
+    :func:`warp` needs to produce the moved frame: ``flow(p') = A^-1 (p' - c - t) + c - p'``.
+    A pure translation ``t`` therefore gives ``flow = -t``.
+
+    Parameters
+    ----------
+    shape : (H, W)
+    translation : (tx, ty), pixels
+    rotation : float, degrees
+    scale : float or (sx, sy), non-zero
+    shear : (shear_x, shear_y), degrees
+    center : (cx, cy), optional
+        Default: the image centre ``((W - 1) / 2, (H - 1) / 2)`` in pixel-centre coordinates.
+
+    Returns
+    -------
+    ndarray, float64, shape (H, W, 2)
+        Exact at multiples of 90 degrees (cos and sin are taken exactly there).
+    """
+    H, W = _frame_hw(shape)
+    t = np.array(_real_pair(translation, "translation"))
+    rot = as_real(rotation, "rotation")
+    sc = _real_pair(scale, "scale")
+    if 0.0 in sc:
+        raise ValueError(f"scale must be non-zero, got {scale!r}")
+    sh = _real_pair(shear, "shear")
+    if any(abs(v) >= 90.0 for v in sh):
+        raise ValueError(f"shear angles must lie in (-90, 90) degrees, got {shear!r}")
+    c = np.array(((W - 1) / 2.0, (H - 1) / 2.0) if center is None
+                 else _real_pair(center, "center"))
+    a = _affine_matrix(rot, sc, sh)
+    det = a[0, 0] * a[1, 1] - a[0, 1] * a[1, 0]
+    a_inv = np.array([[a[1, 1], -a[0, 1]], [-a[1, 0], a[0, 0]]]) / det
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float64)
+    rel_x = xs - c[0] - t[0]
+    rel_y = ys - c[1] - t[1]
+    src_x = a_inv[0, 0] * rel_x + a_inv[0, 1] * rel_y + c[0]
+    src_y = a_inv[1, 0] * rel_x + a_inv[1, 1] * rel_y + c[1]
+    return np.stack([src_x - xs, src_y - ys], axis=-1)
+
+
+def block_vectors_to_flow(vectors, block_size, shape):
+    """Dense flow from per-macroblock motion vectors (compressed video).
+
+    Parameters
+    ----------
+    vectors : array_like, shape (Hb, Wb, 2) or (N, Hb, Wb, 2)
+        One ``(dx, dy)`` per block in the flow convention of :func:`warp` (the block at
+        ``(by, bx)`` of the current frame is predicted from the reference frame displaced by
+        the vector, as H.264/HEVC motion vectors are; ffmpeg's exported ``AVMotionVector``
+        gives it as ``(src_x - dst_x, src_y - dst_y)``). NaN (e.g. for intra blocks) passes
+        through, and :func:`warp` turns it into NaN pixels.
+    block_size : int or (bh, bw)
+    shape : (H, W)
+        Frame size; ``Hb = ceil(H / bh)`` and ``Wb = ceil(W / bw)`` (partial edge blocks).
+
+    Returns
+    -------
+    ndarray, float64, shape (H, W, 2) or (N, H, W, 2)
+        ``flow[..., y, x, :] = vectors[..., y // bh, x // bw, :]``.
+    """
+    v = _check_flow(vectors, "vectors")
+    bh, bw = as_tuple(block_size, "block_size", 2, minimum=1)
+    H, W = _frame_hw(shape)
+    need = (-(-H // bh), -(-W // bw))
+    if v.shape[-3:-1] != need:
+        raise ValueError(f"vectors must hold ceil(H/bh) x ceil(W/bw) = {need[0]} x {need[1]} "
+                         f"blocks for shape {(H, W)} and block_size {(bh, bw)}, got {v.shape}")
+    check_alloc(v.shape[:-3] + (H, W, 2), "the flow")
+    dense = np.repeat(np.repeat(v, bh, axis=-3), bw, axis=-2)
+    return np.ascontiguousarray(dense[..., :H, :W, :])
+
+
+def scale_flow(flow, stride, *, sample="corner"):
+    """Flow of a feature map ``stride`` times smaller (seed 001 eq. 12: ``v' = v / n^k``).
+
+    Parameters
+    ----------
+    flow : array_like, shape (H, W, 2) or (N, H, W, 2)
+    stride : int or (sh, sw)
+        Total downscaling ``n^k`` between the frame and the feature map.
+    sample : {"corner", "center"}
+        Which input position feature pixel ``(i, j)`` stands for:
+
+        * ``"corner"``: input pixel ``(sh i, sw j)``: a stride-``s`` conv with ``padding =
+          k // 2`` (odd ``k``) centres output ``i`` there. Output size ``ceil(H / sh)``; the
+          flow is subsampled exactly.
+        * ``"center"``: the centre ``sh i + (sh - 1) / 2`` of the ``s x s`` window of a
+          non-overlapping pooling (kernel = stride, no padding). Output size ``floor(H / sh)``;
+          the flow is bilinearly sampled there (the mean of the 2 x 2 central pixels when
+          ``s`` is even, the central pixel when odd), which is exact for affine flows.
+
+    Returns
+    -------
+    ndarray, float64, shape (H', W', 2) or (N, H', W', 2)
+        ``dx / sw`` and ``dy / sh`` at the sampled positions (NaN passes through).
+    """
+    f = _check_flow(flow)
+    sh, sw = as_tuple(stride, "stride", 2, minimum=1)
+    one_of(sample, "sample", ("corner", "center"))
+    H, W = f.shape[-3:-1]
+    if sample == "corner":
+        sub = f[..., ::sh, ::sw, :]
+    else:
+        if H < sh or W < sw:
+            raise ValueError(f"flow of spatial size {(H, W)} is smaller than one pooling "
+                             f"window of stride {(sh, sw)}")
+        rows = [np.arange(H // sh) * sh + (sh - 1) // 2, np.arange(H // sh) * sh + sh // 2]
+        cols = [np.arange(W // sw) * sw + (sw - 1) // 2, np.arange(W // sw) * sw + sw // 2]
+        by_rows = 0.5 * (f[..., rows[0], :, :] + f[..., rows[1], :, :])
+        sub = 0.5 * (by_rows[..., cols[0], :] + by_rows[..., cols[1], :])
+    return sub / np.array([sw, sh], dtype=np.float64)  # eq. 12: v' = v / n^k
+
+
+# ----------------------------------------------------------------------------- Theorem 2
+
+class FeatureTransfer(NamedTuple):
+    """Result of :func:`feature_transfer`: ``T`` and its relative residual."""
+
+    #: dense (m, m) matrix with ``T @ vec(A') ~ vec(B')`` (column-vector form)
+    T: np.ndarray
+    #: ``||C M - T C||_F / ||C M||_F``; ~1e-15 when the transfer is exact
+    residual: float
+
+
+def _dense_matrix(m, name: str, max_size: int) -> np.ndarray:
+    shape = getattr(m, "shape", None) if sp.issparse(m) else np.shape(m)
+    if shape is not None and len(shape) == 2 and max(shape) > max_size:
+        raise ValueError(f"{name} has shape {tuple(shape)}: feature_transfer works with dense "
+                         f"matrices and accepts sides up to max_size={max_size} (pass a larger "
+                         f"max_size, knowing T costs O(n^3) time and O(n^2) memory)")
+    dense = m.toarray() if sp.issparse(m) else m
+    a = as_float64(dense, name, ndim=2)
+    check_finite(a, name)
+    return a
+
+
+def _layers(conv_matrix) -> list:
+    """A chain is a list/tuple of 2-D arrays or sparse matrices; anything else is one matrix
+    (so a nested list of numbers stays a single dense matrix)."""
+    if isinstance(conv_matrix, (list, tuple)):
+        if not conv_matrix:
+            raise ValueError("conv_matrix must be a matrix or a non-empty sequence of matrices")
+        if all(sp.issparse(m) or (isinstance(m, np.ndarray) and m.ndim == 2)
+               for m in conv_matrix):
+            return list(conv_matrix)
+    return [conv_matrix]
+
+
+def feature_transfer(conv_matrix, motion_matrix, *, max_size=FEATURE_TRANSFER_MAX_SIZE,
+                     rcond=None) -> FeatureTransfer:
+    """Theorem 2 of seed 000: the linear map ``T`` from key-frame to moved-frame features.
+
+    With ``A' = C vec(A)`` and ``B' = C M vec(A)`` (column vectors, ``M`` from
+    :func:`motion_matrix`, ``C`` from :func:`lmref.conv.conv2d_matrix`),
+    ``T = C M C^+`` is the least-squares solution of ``T C = C M`` (minimum norm). The paper
+    writes row vectors, ``B' = A' T`` with ``T = C^-1 M C``; that is the transpose of this
+    ``T`` with ``C`` and ``M`` transposed too. ``T`` is exact (``residual ~ 1e-15``) when ``C``
+    has full column rank, e.g. a stride-1 circular convolution whose kernel's DFT has no zeros,
+    or a chain of such (the seed's Remark); strides and zero padding lose information and
+    leave a residual.
+
+    Parameters
+    ----------
+    conv_matrix : (m, n) matrix or sequence of matrices
+        Dense or scipy.sparse. A list/tuple of 2-D arrays or sparse matrices ``[C1, C2, ...]``
+        is a chain of layers applied first to last: ``C = ... C2 @ C1``.
+    motion_matrix : (n, n) matrix
+    max_size : int
+        Largest side of any matrix accepted (default 4096): everything is dense and the
+        pseudo-inverse costs O(n^3); a larger input raises ``ValueError``.
+    rcond : float, optional
+        Cut-off for small singular values (``numpy.linalg.lstsq``; default: machine precision
+        times the largest side).
+
+    Returns
+    -------
+    FeatureTransfer
+        ``(T, residual)`` with ``residual = ||C M - T C||_F / ||C M||_F`` (0 when ``C M = 0``).
+    """
+    max_size = as_int(max_size, "max_size", minimum=1)
+    layers = _layers(conv_matrix)
+    C = None
+    for k, layer in enumerate(layers):
+        name = "conv_matrix" if len(layers) == 1 else f"conv_matrix[{k}]"
+        ck = _dense_matrix(layer, name, max_size)
+        if C is not None and ck.shape[1] != C.shape[0]:
+            raise ValueError(f"{name} has shape {ck.shape} but the previous layer outputs "
+                             f"{C.shape[0]} values")
+        C = ck if C is None else ck @ C
+    M = _dense_matrix(motion_matrix, "motion_matrix", max_size)
+    if M.shape != (C.shape[1], C.shape[1]):
+        raise ValueError(f"motion_matrix must be square with side {C.shape[1]} (the number of "
+                         f"inputs of conv_matrix, shape {C.shape}), got {M.shape}")
+    CM = C @ M
+    T = np.linalg.lstsq(C.T, CM.T, rcond=rcond)[0].T  # T C = C M  <=>  C^T T^T = (C M)^T
+    norm = np.linalg.norm(CM)
+    residual = float(np.linalg.norm(CM - T @ C) / norm) if norm > 0 else 0.0
+    return FeatureTransfer(np.ascontiguousarray(T), residual)
+
+
+# ----------------------------------------------------------------------------- Theorem 3
+
+def _generator(rng, name: str = "rng") -> np.random.Generator:
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
+        return np.random.default_rng(int(rng))
+    raise TypeError(f"{name} must be a numpy.random.Generator or an int seed, got "
+                    f"{type(rng).__name__}")
+
+
+def _weight(weight) -> np.ndarray:
+    return as_float64(weight, "weight", ndim=4)
+
+
+def unit_normal_weights(shape, rng) -> np.ndarray:
+    """Conv weights (OIHW) with the seed's unit normality: ``C ~ N(0, 1/d)``, ``d = fan-in``.
+
+    ``d = C_in * kH * kW`` (``shape[1] * shape[2] * shape[3]``), so ``d * Var[C] = 1``. (The
+    seed writes ``d * Var[C_kj] ~ N(0, 1)``, which mixes a variance with a distribution; the
+    assumption its proof uses is this one, as in Glorot/He initialisation.) float64.
+    """
+    if not isinstance(shape, (tuple, list)) or len(shape) != 4:
+        raise ValueError(f"shape must be (C_out, C_in, kH, kW), got {shape!r}")
+    shp = tuple(as_int(s, f"shape[{i}]", minimum=1) for i, s in enumerate(shape))
+    d = shp[1] * shp[2] * shp[3]
+    check_alloc(shp, "the weights")
+    return _generator(rng).standard_normal(shp) / math.sqrt(d)
+
+
+def noise_gain(weight) -> np.ndarray:
+    """Exact variance gain of white noise through a conv, per output channel (Theorem 3).
+
+    For ``delta`` i.i.d. with variance ``sigma^2`` and *fixed* weights, every output pixel whose
+    window lies inside the input (no zero padding involved; any stride, dilation or groups) has
+    ``Var[delta'_o] = sigma^2 * sum(weight[o] ** 2)``: this returns ``sum(weight[o] ** 2)``,
+    shape ``(C_out,)``, float64.
+
+    The seed's eq. (5) concludes ``Var = sigma^2`` exactly; that holds only *on average over
+    weights* with ``d * Var[C] = 1`` (``E[sum W^2] = d Var[C] = 1``, see
+    :func:`unit_normal_weights`). For one fixed network the gain is ``sum W^2`` (counter-example:
+    a 3 x 3 box filter with weights 1/9 has ``d Var``-style normalisation yet gain 1/9), and
+    ``delta'`` is no longer white (neighbouring outputs share inputs), so gains of a chain of
+    layers do not simply multiply. Zero-padded border outputs sum fewer terms (smaller gain).
+    """
+    w = _weight(weight)
+    return np.einsum("oihw,oihw->o", w, w)
+
+
+class NoiseEstimate(NamedTuple):
+    """Monte-Carlo statistics of ``delta' = conv(delta)`` per output channel."""
+
+    mean: np.ndarray
+    var: np.ndarray
+    #: number of samples per channel (trials x output pixels)
+    n: int
+
+
+def propagate_noise(weight, sigma, shape, trials, rng, *, stride=1, padding=0, dilation=1,
+                    groups=1, padding_mode="zeros", batch=64) -> NoiseEstimate:
+    """Monte-Carlo estimate of the mean and variance of ``delta' = delta C`` (Theorem 3).
+
+    Draws ``trials`` noise inputs ``delta ~ N(0, sigma^2)`` of ``shape = (C_in, H, W)`` from
+    ``rng``, convolves them with ``weight`` (:func:`lmref.conv.conv2d` with the given options)
+    and pools the outputs of each channel over trials and pixels. With the default
+    ``padding=0`` every output is an interior one, so ``var ~ sigma^2 * noise_gain(weight)`` and
+    ``mean ~ 0``. Sample variance with ``ddof=1``; float64; deterministic for a given ``rng``.
+    """
+    from lmref.conv import conv2d
+
+    w = _weight(weight)
+    s = as_real(sigma, "sigma")
+    if s < 0:
+        raise ValueError(f"sigma must be >= 0, got {s}")
+    if not isinstance(shape, (tuple, list)) or len(shape) != 3:
+        raise ValueError(f"shape must be the input shape (C_in, H, W), got {shape!r}")
+    shp = tuple(as_int(v, f"shape[{i}]", minimum=1) for i, v in enumerate(shape))
+    n_trials = as_int(trials, "trials", minimum=2)
+    per_batch = as_int(batch, "batch", minimum=1)
+    gen = _generator(rng)
+    check_alloc((min(per_batch, n_trials),) + shp, "a batch of noise")
+    total = total_sq = None
+    count = 0
+    for start in range(0, n_trials, per_batch):
+        b = min(per_batch, n_trials - start)
+        delta = s * gen.standard_normal((b,) + shp)
+        out = conv2d(delta, w, None, stride=stride, padding=padding, dilation=dilation,
+                     groups=groups, padding_mode=padding_mode)
+        part = out.sum(axis=(0, 2, 3))
+        part_sq = (out * out).sum(axis=(0, 2, 3))
+        total = part if total is None else total + part
+        total_sq = part_sq if total_sq is None else total_sq + part_sq
+        count += b * out.shape[2] * out.shape[3]
+    mean = total / count
+    var = (total_sq - count * mean * mean) / (count - 1)
+    return NoiseEstimate(mean, var, count)
+
+
+# ----------------------------------------------------------------------------- registry
+
+def _example_warp(rng):
+    """Small batch, shared fractional flow kept away from integer source positions (kinks)."""
+    x = rng.standard_normal((2, 3, 5, 6))
+    whole = rng.integers(-2, 3, size=(5, 6, 2)).astype(np.float64)
+    flow = whole + rng.uniform(0.15, 0.85, size=(5, 6, 2))
+    return (x, flow), {"mode": "bilinear", "boundary": "zeros"}
+
+
+_OPS = [
+    Op(name="warp", cpu="lmref.motion:warp", reference="lmref.motion:_warp_reference",
+       backward="lmref.motion:warp_backward", peer="lmref.peers.torch_motion:warp",
+       peer_name="torch.nn.functional.grid_sample (align_corners=True)",
+       example="lmref.motion:_example_warp",
+       notes="backward flow out[y,x] = x[y+dy, x+dx]; right-sided derivative at kinks"),
+]

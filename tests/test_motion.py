@@ -1,0 +1,583 @@
+"""lmref.motion: warps, motion matrices, motion models, feature transfer (Theorem 2) and noise
+propagation (Theorem 3) of seeds 000 and 001."""
+import math
+
+import numba
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+
+from lmref import motion as M
+from lmref.peers import run_peer, torch_available
+from lmref.testing import assert_close, gradcheck
+from lmref.testing import strategies as S
+
+MODES = M.MODES
+BOUNDARIES = M.BOUNDARIES
+SETTINGS = settings(max_examples=25, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow,
+                                           HealthCheck.function_scoped_fixture])
+needs_torch = pytest.mark.skipif(not torch_available(),
+                                 reason="PyTorch (the cross-check peer) is not installed")
+
+
+def _fractional_flow(rng, shape, lo=0.15, hi=0.85, reach=2):
+    """Flow whose sample positions stay >= 0.15 px from integers (bilinear kinks) and
+    half-integers +- 0.35 (nearest ties) are avoided by lo/hi choice of the caller."""
+    whole = rng.integers(-reach, reach + 1, size=shape + (2,)).astype(np.float64)
+    return whole + rng.uniform(lo, hi, size=shape + (2,))
+
+
+def _away_from_half(rng, shape, reach=2):
+    frac = rng.choice([0.1, 0.3, 0.7, 0.9], size=shape + (2,)) + rng.uniform(-0.05, 0.05,
+                                                                             shape + (2,))
+    return rng.integers(-reach, reach + 1, size=shape + (2,)) + frac
+
+
+def _apply(matrix, x):
+    return (matrix @ x.reshape(-1)).reshape(x.shape)
+
+
+# --------------------------------------------------------------------------- forward warp
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("layout", ["hw", "chw", "nchw_shared", "nchw_batched"])
+def test_warp_equals_plain_loop_reference(rng, mode, boundary, layout):
+    H, W = 5, 7
+    x = {"hw": (H, W), "chw": (3, H, W), "nchw_shared": (2, 3, H, W),
+         "nchw_batched": (2, 3, H, W)}[layout]
+    x = rng.standard_normal(x)
+    fshape = (2, H, W) if layout == "nchw_batched" else (H, W)
+    # mixes fractional, integer, half-integer and far-outside positions
+    flow = rng.uniform(-4, 4, size=fshape + (2,))
+    flow[..., 0, :] = np.round(flow[..., 0, :])
+    flow[..., 1, :] = np.round(flow[..., 1, :] * 2) / 2
+    flow[..., 2, 0, :] = (1e6, -3e9)
+    out = M.warp(x, flow, mode, boundary)
+    assert out.shape == x.shape and out.dtype == np.float64
+    assert_close(out, M._warp_reference(x, flow, mode, boundary))
+
+
+@SETTINGS
+@given(S.warp_args(avoid_integer=False))
+def test_warp_property_reference_and_matrix(case):
+    (x, flow), kw = case
+    out = M.warp(x, flow, **kw)
+    assert_close(out, M._warp_reference(x, flow, **kw))
+    if flow.ndim == 3:
+        mat = M.motion_matrix(flow, channels=x.shape[0], **kw)
+        assert_close(_apply(mat, x), out)
+
+
+def test_warp_accepts_float32_and_int_and_lists(rng):
+    x = rng.integers(-5, 5, size=(2, 4, 4))
+    flow = rng.uniform(-1, 1, size=(4, 4, 2)).astype(np.float32)
+    out = M.warp(x, flow)
+    assert out.dtype == np.float64
+    assert_close(out, M.warp(x.astype(np.float64), flow.astype(np.float64)))
+    assert_close(M.warp(x.tolist(), flow.tolist()), out)
+
+
+@pytest.mark.parametrize("shift", [(0, 0), (1, 0), (0, -2), (3, 2), (-7, 5)])
+@pytest.mark.parametrize("mode", MODES)
+def test_integer_flow_wrap_is_np_roll(rng, shift, mode):
+    x = rng.standard_normal((2, 3, 5, 6))
+    dx, dy = shift
+    flow = np.zeros((5, 6, 2))
+    flow[..., 0], flow[..., 1] = dx, dy
+    # out[y, x] = src[y + dy, x + dx]  ->  np.roll by (-dy, -dx)
+    np.testing.assert_array_equal(M.warp(x, flow, mode, "wrap"),
+                                  np.roll(x, (-dy, -dx), axis=(-2, -1)))
+
+
+def test_integer_flow_zeros_and_border_shift(rng):
+    x = rng.standard_normal((4, 5))
+    flow = np.zeros((4, 5, 2))
+    flow[..., 0] = 2.0
+    zeros = M.warp(x, flow, boundary="zeros")
+    np.testing.assert_array_equal(zeros[:, :3], x[:, 2:])
+    np.testing.assert_array_equal(zeros[:, 3:], 0.0)
+    border = M.warp(x, flow, boundary="border")
+    np.testing.assert_array_equal(border[:, 3:], np.repeat(x[:, -1:], 2, axis=1))
+
+
+def test_integer_flow_does_not_read_zero_weight_neighbours():
+    x = np.array([[1.0, np.inf, 3.0], [4.0, 5.0, np.nan]])
+    flow = np.zeros((2, 3, 2))
+    out = M.warp(x, flow)
+    np.testing.assert_array_equal(out, x)  # inf and NaN stay where they are, nothing spreads
+    mat = M.motion_matrix(flow)
+    np.testing.assert_array_equal(_apply(mat, x), x)
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_half_pixel_bilinear_is_the_mean(rng, boundary):
+    x = rng.standard_normal((6, 6))
+    flow = np.full((6, 6, 2), 0.5)
+    out = M.warp(x, flow, boundary=boundary)
+    # interior: mean of the 2x2 block below-right
+    assert_close(out[:-1, :-1], 0.25 * (x[:-1, :-1] + x[:-1, 1:] + x[1:, :-1] + x[1:, 1:]))
+
+
+def test_nearest_rounds_half_up_translation_equivariant():
+    x = np.arange(12.0).reshape(2, 6)
+    flow = np.zeros((2, 6, 2))
+    flow[..., 0] = 0.5
+    # floor(x + 0.5 + 0.5) = x + 1 everywhere (half to even would alternate 0 and +1)
+    np.testing.assert_array_equal(M.warp(x, flow, "nearest", "wrap"), np.roll(x, -1, axis=1))
+    flow[..., 0] = -0.5
+    np.testing.assert_array_equal(M.warp(x, flow, "nearest", "wrap"), x)
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("mode", MODES)
+def test_size_one_axes(rng, mode, boundary):
+    x = rng.standard_normal((2, 1, 4))
+    flow = rng.uniform(-2, 2, size=(1, 4, 2))
+    assert_close(M.warp(x, flow, mode, boundary), M._warp_reference(x, flow, mode, boundary))
+    mat = M.motion_matrix(flow, mode, boundary, channels=2)
+    assert_close(_apply(mat, x), M.warp(x, flow, mode, boundary))
+
+
+# --------------------------------------------------------------------------- non-finite flow
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_flow_gives_nan_pixel_only(rng, mode, boundary, bad):
+    x = rng.standard_normal((2, 3, 4, 5))
+    flow = _away_from_half(rng, (4, 5))
+    clean = M.warp(x, flow, mode, boundary)
+    flow[1, 2, 0] = bad
+    out = M.warp(x, flow, mode, boundary)
+    assert np.isnan(out[:, :, 1, 2]).all()
+    keep = np.ones((4, 5), bool)
+    keep[1, 2] = False
+    np.testing.assert_array_equal(out[:, :, keep], clean[:, :, keep])
+    assert_close(out, M._warp_reference(x, flow, mode, boundary))
+    g = rng.standard_normal(x.shape)
+    gx, gf = M.warp_backward(g, x, flow, mode, boundary)
+    assert np.isfinite(gx).all()
+    assert np.isnan(gf[1, 2]).all() and np.isfinite(np.delete(gf.reshape(-1, 2), 7, 0)).all()
+    rx, rf = M._warp_backward_reference(g, x, flow, mode, boundary)
+    assert_close(gx, rx)
+    assert_close(gf, rf)
+    mat = M.motion_matrix(flow, mode, boundary, channels=3)
+    assert_close(_apply(mat, x[0]), out[0])
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_huge_flows_read_nothing_outside(rng, boundary):
+    x = rng.standard_normal((3, 4))
+    flow = np.zeros((3, 4, 2))
+    flow[0, 0] = (1e300, 0.0)
+    flow[0, 1] = (-1e300, 1e300)
+    flow[1, 1] = (2.0**62, -(2.0**63))
+    out = M.warp(x, flow, boundary=boundary)
+    assert np.isfinite(out).all()
+    assert_close(out, M._warp_reference(x, flow, boundary=boundary))
+    if boundary == "zeros":
+        assert out[0, 0] == out[0, 1] == out[1, 1] == 0.0
+    if boundary == "border":
+        assert out[0, 0] == x[0, -1] and out[0, 1] == x[-1, 0] and out[1, 1] == x[0, -1]
+
+
+# --------------------------------------------------------------------------- backward
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("layout", ["chw", "nchw_shared", "nchw_batched"])
+def test_warp_backward_gradcheck(rng, boundary, layout):
+    H, W = 4, 5
+    x = rng.standard_normal((3, H, W) if layout == "chw" else (2, 3, H, W))
+    flow = _fractional_flow(rng, (2, H, W) if layout == "nchw_batched" else (H, W))
+    g = rng.standard_normal(x.shape)
+    gradcheck(lambda a, f: M.warp(a, f, "bilinear", boundary), [x, flow], g,
+              lambda go, a, f: M.warp_backward(go, a, f, "bilinear", boundary),
+              eps=1e-6, rtol=1e-6, atol=1e-8, max_checks=None)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_warp_backward_equals_reference(rng, mode, boundary):
+    x = rng.standard_normal((2, 2, 4, 5))
+    flow = rng.uniform(-3, 3, size=(4, 5, 2))
+    flow[0] = np.round(flow[0])  # integer positions: the right-sided convention
+    g = rng.standard_normal(x.shape)
+    gx, gf = M.warp_backward(g, x, flow, mode, boundary)
+    rx, rf = M._warp_backward_reference(g, x, flow, mode, boundary)
+    assert gf.shape == flow.shape and gx.shape == x.shape
+    assert_close(gx, rx)
+    assert_close(gf, rf)
+    if mode == "nearest":
+        assert (gf == 0).all()
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_grad_x_is_transpose_of_motion_matrix(rng, boundary):
+    x = rng.standard_normal((3, 4, 6))
+    flow = rng.uniform(-3, 3, size=(4, 6, 2))
+    g = rng.standard_normal(x.shape)
+    mat = M.motion_matrix(flow, boundary=boundary, channels=3)
+    gx, _ = M.warp_backward(g, x, flow, boundary=boundary)
+    assert_close(gx, (mat.T @ g.ravel()).reshape(x.shape))
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_grad_flow_is_right_sided_at_kinks(rng, boundary):
+    """At integer positions (and the border clamp points) grad_flow is the forward difference."""
+    H, W = 4, 5
+    x = rng.standard_normal((2, H, W))
+    flow = rng.integers(-2, 3, size=(H, W, 2)).astype(np.float64)
+    flow[:, 0, 0] = 0.0  # column 0 at p = 0 (border clamp point)
+    flow[:, -1, 0] = 0.0  # last column at p = W - 1
+    g = rng.standard_normal(x.shape)
+    _, gf = M.warp_backward(g, x, flow, boundary=boundary)
+    h = 2.0**-20  # exact in binary: the piecewise-linear sample's forward difference is exact
+    base = np.sum(g * M.warp(x, flow, boundary=boundary))
+    for y in range(H):
+        for xx in range(W):
+            for k in range(2):
+                fp = flow.copy()
+                fp[y, xx, k] += h
+                right = (np.sum(g * M.warp(x, fp, boundary=boundary)) - base) / h
+                assert abs(right - gf[y, xx, k]) < 1e-8, (y, xx, k, right, gf[y, xx, k])
+
+
+def test_backward_independent_of_thread_count(rng):
+    x = rng.standard_normal((2, 5, 9, 8))
+    flow = rng.uniform(-3, 3, size=(9, 8, 2))
+    g = rng.standard_normal(x.shape)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = M.warp_backward(g, x, flow)
+        numba.set_num_threads(before)
+        many = M.warp_backward(g, x, flow)
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(one, many):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_grad_out_shape_is_checked(rng):
+    x = rng.standard_normal((2, 4, 5))
+    flow = np.zeros((4, 5, 2))
+    with pytest.raises(ValueError, match="grad_out must have shape"):
+        M.warp_backward(np.zeros((2, 5, 4)), x, flow)
+
+
+# --------------------------------------------------------------------------- torch peer
+
+@needs_torch
+@pytest.mark.torch
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("batched", [False, True])
+def test_bilinear_against_grid_sample(rng, torch, boundary, batched):
+    from lmref.peers import torch_motion
+
+    x = rng.standard_normal((2, 3, 5, 6))
+    flow = _fractional_flow(rng, (2, 5, 6) if batched else (5, 6), reach=3)
+    kw = {"mode": "bilinear", "boundary": boundary}
+    g = rng.standard_normal(x.shape)
+    theirs, (tx, tf) = run_peer(torch_motion.warp, (x, flow), kw, g)
+    assert_close(M.warp(x, flow, **kw), theirs, rtol=1e-12, atol=1e-13)
+    gx, gf = M.warp_backward(g, x, flow, **kw)
+    assert_close(gx, tx, rtol=1e-12, atol=1e-13)
+    assert_close(gf, tf, rtol=1e-10, atol=1e-12)
+
+
+@needs_torch
+@pytest.mark.torch
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_nearest_against_grid_sample_away_from_ties(rng, torch, boundary):
+    from lmref.peers import torch_motion
+
+    x = rng.standard_normal((3, 5, 6))
+    flow = _away_from_half(rng, (5, 6), reach=3)
+    kw = {"mode": "nearest", "boundary": boundary}
+    np.testing.assert_array_equal(M.warp(x, flow, **kw), run_peer(torch_motion.warp, (x, flow), kw))
+
+
+@needs_torch
+@pytest.mark.torch
+def test_flow_to_grid_is_align_corners_true(torch):
+    from lmref.peers.torch_motion import flow_to_grid
+
+    flow = torch.zeros(3, 5, 2, dtype=torch.float64)
+    grid = flow_to_grid(flow)
+    assert grid[0, 0].tolist() == [-1.0, -1.0] and grid[-1, -1].tolist() == [1.0, 1.0]
+
+
+# --------------------------------------------------------------------------- motion matrix
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("kind", ["fractional", "integer", "half", "far"])
+def test_motion_matrix_equals_warp(rng, mode, boundary, kind):
+    H, W, C = 5, 6, 3
+    flow = {"fractional": lambda: rng.uniform(-2, 2, (H, W, 2)),
+            "integer": lambda: rng.integers(-3, 4, (H, W, 2)).astype(float),
+            "half": lambda: rng.integers(-6, 7, (H, W, 2)) / 2.0,
+            "far": lambda: rng.uniform(-20, 20, (H, W, 2))}[kind]()
+    x = rng.standard_normal((C, H, W))
+    mat = M.motion_matrix(flow, mode, boundary, channels=C)
+    assert isinstance(mat, sp.csr_array) and mat.shape == (C * H * W,) * 2
+    assert mat.dtype == np.float64
+    assert_close(_apply(mat, x), M.warp(x, flow, mode, boundary))
+    # block diagonal: one copy per channel
+    single = M.motion_matrix(flow, mode, boundary)
+    assert_close(mat[:H * W, :H * W].toarray(), single.toarray())
+    assert mat[:H * W, H * W:].nnz == 0
+    if kind == "integer" or mode == "nearest":  # 0/1 selection matrix
+        assert (mat.data == 1.0).all()
+        assert (np.diff(mat.indptr) <= 1).all()
+
+
+def _assert_permutation(mat):
+    dense = mat.toarray()
+    assert set(np.unique(dense)) <= {0.0, 1.0}
+    assert (dense.sum(axis=0) == 1).all() and (dense.sum(axis=1) == 1).all()
+    assert mat.nnz == mat.shape[0]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_wrap_with_bijective_integer_flow_is_permutation(rng, mode):
+    H, W = 4, 6
+    flow = np.zeros((H, W, 2))
+    flow[..., 0] = np.arange(H)[:, None] * 2 - 3  # each row shifted by its own amount
+    flow[..., 1] = -1
+    mat = M.motion_matrix(flow, mode, "wrap", channels=2)
+    _assert_permutation(mat)
+    flow[..., 0] = 5 * np.arange(W)[None, :]  # column map x -> 6x mod 6: not a bijection
+    mat = M.motion_matrix(flow, mode, "wrap")
+    assert (np.asarray(mat.sum(axis=1)) == 1).all()  # still a selection matrix...
+    assert (np.asarray(mat.sum(axis=0)) != 1).any()  # ...but not a permutation
+
+
+def test_zeros_integer_flow_is_a_partial_selection():
+    flow = np.zeros((3, 4, 2))
+    flow[..., 1] = 1.0
+    mat = M.motion_matrix(flow)
+    counts = np.diff(mat.indptr)
+    assert (counts[:8] == 1).all() and (counts[8:] == 0).all()
+
+
+def test_motion_matrix_bad_input(rng):
+    with pytest.raises(ValueError, match="motion_matrix takes one flow"):
+        M.motion_matrix(np.zeros((2, 3, 3, 2)))
+    with pytest.raises(ValueError, match="channels must be >= 1"):
+        M.motion_matrix(np.zeros((3, 3, 2)), channels=0)
+    with pytest.raises(ValueError, match="boundary must be one of"):
+        M.motion_matrix(np.zeros((3, 3, 2)), boundary="reflect")
+
+
+# --------------------------------------------------------------------------- valid mask
+
+def test_valid_mask_matches_warp_of_ones(rng):
+    H, W = 6, 7
+    flow = _fractional_flow(rng, (2, H, W), lo=0.05, hi=0.95, reach=3)
+    flow[0, 0, 0] = (0.0, 0.0)  # exactly on the frame
+    flow[0, H - 1, W - 1] = (0.0, 0.0)
+    mask = M.valid_mask(flow, (2, 3, H, W))
+    assert mask.shape == (2, H, W) and mask.dtype == bool
+    ones = np.ones((2, 1, H, W))
+    inside = np.isclose(M.warp(ones, flow, boundary="zeros")[:, 0], 1.0, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(mask, inside)
+    assert mask[0, 0, 0] and mask[0, H - 1, W - 1]
+    flow_n = _away_from_half(rng, (H, W), reach=3)
+    mask_n = M.valid_mask(flow_n, mode="nearest")
+    np.testing.assert_array_equal(mask_n, M.warp(np.ones((H, W)), flow_n, "nearest") == 1.0)
+
+
+def test_valid_mask_nan_and_shape_errors():
+    flow = np.zeros((3, 4, 2))
+    flow[1, 1, 1] = np.nan
+    mask = M.valid_mask(flow)
+    assert not mask[1, 1] and mask.sum() == 11
+    with pytest.raises(ValueError, match=r"does not end in the flow's spatial size"):
+        M.valid_mask(flow, (4, 3))
+    with pytest.raises(ValueError, match="shape must be a frame shape"):
+        M.valid_mask(flow, 12)
+
+
+# --------------------------------------------------------------------------- affine motion
+
+def _closed_form_forward(params, c, p):
+    """The documented forward map p' = R Shx Shy S (p - c) + c + t, written out by hand."""
+    tx, ty = params["translation"]
+    th = math.radians(params["rotation"])
+    sx, sy = params["scale"]
+    a = math.tan(math.radians(params["shear"][0]))
+    b = math.tan(math.radians(params["shear"][1]))
+    u, v = (p[0] - c[0]) * sx, (p[1] - c[1]) * sy  # scale
+    u, v = u, v + b * u  # y-shear
+    u, v = u + a * v, v  # x-shear
+    u, v = math.cos(th) * u + math.sin(th) * v, -math.sin(th) * u + math.cos(th) * v
+    return u + c[0] + tx, v + c[1] + ty
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_affine_flow_inverts_closed_form_motion(seed):
+    rng = np.random.default_rng(seed)
+    H, W = 9, 12
+    params = {"translation": tuple(rng.uniform(-32, 32, 2)),  # seed 001 Fig. 6 ranges
+              "rotation": rng.uniform(-10, 10), "scale": tuple(rng.uniform(0.95, 1.05, 2)),
+              "shear": tuple(rng.uniform(-5, 5, 2))}
+    centre = (rng.uniform(0, W), rng.uniform(0, H)) if seed % 2 else ((W - 1) / 2, (H - 1) / 2)
+    flow = M.affine_flow((H, W), **params, center=centre if seed % 2 else None)
+    assert flow.shape == (H, W, 2) and flow.dtype == np.float64
+    for y in range(H):
+        for x in range(W):
+            src = (x + flow[y, x, 0], y + flow[y, x, 1])
+            fx, fy = _closed_form_forward(params, centre, src)
+            assert abs(fx - x) < 1e-9 and abs(fy - y) < 1e-9
+
+
+@pytest.mark.parametrize("size", [5, 7, 6])
+@pytest.mark.parametrize("angle,k", [(90, 1), (-90, -1), (180, 2), (270, 3), (450, 1)])
+@pytest.mark.parametrize("mode", MODES)
+def test_rotation_by_quarter_turns_is_np_rot90(rng, size, angle, k, mode):
+    img = rng.standard_normal((2, size, size))
+    flow = M.affine_flow((size, size), rotation=angle)
+    assert (flow == np.round(flow)).all()
+    np.testing.assert_array_equal(M.warp(img, flow, mode), np.rot90(img, k, axes=(-2, -1)))
+
+
+def test_affine_translation_and_scale_closed_forms():
+    flow = M.affine_flow((4, 5), translation=(2.5, -1.0))
+    assert (flow[..., 0] == -2.5).all() and (flow[..., 1] == 1.0).all()  # content moves by +t
+    flow = M.affine_flow((5, 5), scale=2.0)
+    ys, xs = np.mgrid[0:5, 0:5]
+    assert_close(flow[..., 0], (xs - 2) / 2 + 2 - xs)
+    assert_close(flow[..., 1], (ys - 2) / 2 + 2 - ys)
+    x = np.arange(5.0)[None, :].repeat(5, 0)
+    assert_close(M.warp(x, M.affine_flow((5, 5), scale=(2.0, 1.0)))[:, 1:4], x[:, 1:4] / 2 + 1)
+
+
+def test_affine_flow_bad_input():
+    with pytest.raises(ValueError, match=r"shape must be \(H, W\)"):
+        M.affine_flow((1, 4, 4))
+    with pytest.raises(ValueError, match="scale must be non-zero"):
+        M.affine_flow((4, 4), scale=(1.0, 0.0))
+    with pytest.raises(ValueError, match="shear angles"):
+        M.affine_flow((4, 4), shear=(90, 0))
+    with pytest.raises(ValueError, match="translation must be a number or a pair"):
+        M.affine_flow((4, 4), translation=(1, 2, 3))
+    with pytest.raises(ValueError, match="rotation must be finite"):
+        M.affine_flow((4, 4), rotation=np.nan)
+    with pytest.raises(TypeError, match="translation.0. must be a real number"):
+        M.affine_flow((4, 4), translation=("a", 1))
+
+
+# --------------------------------------------------------------------------- block vectors
+
+@pytest.mark.parametrize("block,shape", [(4, (8, 12)), ((2, 3), (5, 7)), (16, (5, 5))])
+def test_block_vectors_to_flow(rng, block, shape):
+    bh, bw = (block, block) if isinstance(block, int) else block
+    nb = (-(-shape[0] // bh), -(-shape[1] // bw))
+    vec = rng.standard_normal((2,) + nb + (2,))
+    flow = M.block_vectors_to_flow(vec, block, shape)
+    assert flow.shape == (2,) + shape + (2,)
+    for y in range(shape[0]):
+        for x in range(shape[1]):
+            np.testing.assert_array_equal(flow[:, y, x], vec[:, y // bh, x // bw])
+    np.testing.assert_array_equal(M.block_vectors_to_flow(vec[0], block, shape), flow[0])
+
+
+def test_block_vectors_integer_vectors_move_blocks(rng):
+    ref = rng.standard_normal((8, 8))
+    vec = np.zeros((2, 2, 2))
+    vec[0, 1] = (-4, 0)  # top-right block is predicted from the top-left block
+    cur = M.warp(ref, M.block_vectors_to_flow(vec, 4, (8, 8)))
+    np.testing.assert_array_equal(cur[:4, 4:], ref[:4, :4])
+    np.testing.assert_array_equal(cur[4:], ref[4:])
+
+
+def test_block_vectors_bad_input():
+    with pytest.raises(ValueError, match=r"ceil\(H/bh\) x ceil\(W/bw\) = 2 x 3"):
+        M.block_vectors_to_flow(np.zeros((2, 2, 2)), 4, (8, 9))
+    with pytest.raises(ValueError, match="block_size must be >= 1"):
+        M.block_vectors_to_flow(np.zeros((2, 2, 2)), 0, (8, 8))
+    with pytest.raises(ValueError, match="last axis of size 2"):
+        M.block_vectors_to_flow(np.zeros((2, 2, 3)), 4, (8, 8))
+
+
+# --------------------------------------------------------------------------- scale flow
+
+@pytest.mark.parametrize("stride", [1, 2, 3, 4, (2, 3)])
+@pytest.mark.parametrize("sample", ["corner", "center"])
+def test_scale_flow_of_affine_flow_is_affine_flow(stride, sample):
+    """An affine motion seen on a stride-s grid is the same motion scaled (eq. 12)."""
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    H, W = 24, 25
+    params = dict(rotation=7.0, scale=(1.03, 0.97), shear=(3.0, -2.0))
+    if sh != sw:  # an anisotropic grid sees S^-1 A S: only diagonal A stays the same
+        params = dict(scale=(1.03, 0.97))
+    t = np.array([6.0, -9.0])
+    c = np.array([11.3, 10.2])
+    big = M.affine_flow((H, W), translation=t, center=c, **params)
+    small = M.scale_flow(big, stride, sample=sample)
+    off = np.array([0.0, 0.0]) if sample == "corner" else np.array([(sw - 1) / 2, (sh - 1) / 2])
+    s = np.array([sw, sh], dtype=float)
+    size = ((-(-H // sh), -(-W // sw)) if sample == "corner" else (H // sh, W // sw))
+    expect = M.affine_flow(size, translation=t / s, center=(c - off) / s, **params)
+    assert small.shape == size + (2,)
+    assert_close(small, expect, rtol=1e-12, atol=1e-12)
+
+
+def test_scale_flow_translation_and_batch(rng):
+    flow = np.broadcast_to(np.array([6.0, -4.0]), (3, 8, 10, 2))
+    small = M.scale_flow(flow, 2)
+    assert small.shape == (3, 4, 5, 2) and (small == np.array([3.0, -2.0])).all()
+    assert M.scale_flow(flow, 3, sample="center").shape == (3, 2, 3, 2)
+    assert M.scale_flow(flow, 3).shape == (3, 3, 4, 2)
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        M.scale_flow(flow, 0)
+    with pytest.raises(ValueError, match="smaller than one pooling window"):
+        M.scale_flow(flow, 9, sample="center")
+    with pytest.raises(ValueError, match="sample must be one of"):
+        M.scale_flow(flow, 2, sample="middle")
+
+
+# --------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("x_shape,flow_shape,match", [
+    ((4, 5), (4, 5, 3), "last axis of size 2"),
+    ((4, 5), (4, 5), "flow must be 3 or 4-dimensional"),
+    ((4, 5), (5, 4, 2), r"spatial size \(H, W\) = \(4, 5\)"),
+    ((3, 4, 5), (2, 4, 5, 2), "batched flow"),
+    ((3, 2, 4, 5), (2, 4, 5, 2), "batch size 2 does not match x batch size 3"),
+    ((5,), (1, 5, 2), "x must be 2 or 3 or 4-dimensional"),
+])
+def test_warp_shape_errors(x_shape, flow_shape, match):
+    with pytest.raises(ValueError, match=match):
+        M.warp(np.zeros(x_shape), np.zeros(flow_shape))
+
+
+def test_warp_dtype_and_option_errors():
+    x = np.zeros((4, 5))
+    with pytest.raises(TypeError, match="flow must have a real"):
+        M.warp(x, np.zeros((4, 5, 2), bool))
+    with pytest.raises(TypeError, match="flow must have a real"):
+        M.warp(x, np.zeros((4, 5, 2), complex))
+    with pytest.raises(TypeError, match="x must have a real"):
+        M.warp(np.zeros((4, 5), complex), np.zeros((4, 5, 2)))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        M.warp(x, np.zeros((4, 5, 2)), mode="bicubic")
+    with pytest.raises(ValueError, match="boundary must be one of"):
+        M.warp(x, np.zeros((4, 5, 2)), boundary="reflection")
+
+
+def test_warp_does_not_modify_inputs(rng):
+    x = rng.standard_normal((2, 4, 5))
+    flow = rng.uniform(-2, 2, (4, 5, 2))
+    flow[0, 0] = np.nan
+    xc, fc = x.copy(), flow.copy()
+    out = M.warp(x, flow)
+    gx, gf = M.warp_backward(np.ones_like(x), x, flow)
+    np.testing.assert_array_equal(x, xc)
+    np.testing.assert_array_equal(flow, fc)
+    for o in (out, gx, gf):
+        assert not np.shares_memory(o, x) and not np.shares_memory(o, flow)
