@@ -1,25 +1,24 @@
 """Arithmetic temporal operations of ATM: context spanning, +, -, local x and log-division.
 
-Wu et al., "What Can Simple Arithmetic Operations Do for Temporal Modeling?" (ICCV 2023), as
+Wu et al., "What Can Simple Arithmetic Operations Do for Temporal Modeling?" (arXiv:2307.08908, 2023), as
 summarised in seed ``003`` (section 2), and its official code (``whwu95/ATM``,
 ``modules/ATM.py``). For every frame of a clip (the *anchor*) ATM takes ``Z`` context frames
 and combines anchor and context pixel-wise with four operations; the results are concatenated
 and fed to convolutions (not part of this module).
 
-The seed and the official code differ in three places; lmref offers both, the seed's as
-default, the official one by a keyword:
+The seed and the official code differ in three places (and the official blocks fix an operand
+order of their own); lmref offers both, the seed's as default, the official one by a keyword:
 
-=================  ===========================================  ===========================================
-what               seed (default)                               official code (keyword)
-=================  ===========================================  ===========================================
-context frames     Z = 1: next; Z = 2: previous and next;       ``layout="atm"``: the Z frames centred on
-(``context_span``) Z = 4: two each side (clamped at the ends)   the anchor, anchor included, zero frames
-                                                                beyond the ends; Z = 1: the previous frame
-division           ``log(a + eps) - log(b + eps)``, eps = 1     ``absolute=True``:
-(``log_divide``)                                                ``log1p(|a|) - log1p(|b|)``
-multiplication     raw products summed over channels            ``normalize="l2"``: both maps L2-normalised
-(``local_multiply``)                                            over channels first, eps 1e-6 under the root
-=================  ===========================================  ===========================================
+* context frames (:func:`context_span`): seed: Z = 1 the next frame, Z = 2 previous and next,
+  Z = 4 two each side, clamped at the clip ends; ``layout="atm"``: the Z frames centred on the
+  anchor, anchor included, zero frames beyond the ends, and for Z = 1 the previous frame.
+* division (:func:`log_divide`): seed: ``log(a + eps) - log(b + eps)`` with eps = 1;
+  ``absolute=True``: the official ``log1p(|a|) - log1p(|b|)``.
+* multiplication (:func:`local_multiply`): seed: raw products summed over channels;
+  ``normalize="l2"``: the official code L2-normalises both maps over channels first (eps 1e-6
+  under the square root).
+* operand order (:func:`arithmetic_features`): seed: ``Op(anchor, context)``; official: its
+  ``x_post``/``x_pre`` order, which swaps roles between Z = 1 and Z > 1.
 
 Where the seed is ambiguous or wrong, and what lmref does:
 
@@ -385,8 +384,10 @@ def _valid_range(size, shift):
 
 
 @pjit
-def _local_multiply_kernel(a, b, patch, dilation, divisor, out):
-    n, c, h, w = a.shape
+def _local_multiply_kernel(a, b, h, w, patch, dilation, divisor, out):
+    # a, b: (N, C, H*W), out: (N, P*P, H*W), planes flattened so that one shift is one long,
+    # vectorisable loop over the span from the first to the last valid output pixel.
+    n, c = a.shape[0], a.shape[1]
     r = patch // 2
     npp = patch * patch
     for task in prange(n * npp):  # each task owns the output plane out[i, p]
@@ -395,19 +396,24 @@ def _local_multiply_kernel(a, b, patch, dilation, divisor, out):
         dw = (p % patch - r) * dilation
         h0, h1 = _valid_range(h, dh)
         w0, w1 = _valid_range(w, dw)
-        width = w1 - w0  # <= 0 when the shifted frame lies wholly outside: zeros
-        for ch in range(c):  # channel sum in order c = 0..C-1 for every output element
+        if h0 < h1 and w0 < w1:  # otherwise the shifted frame lies wholly outside: zeros
+            start, stop, off = h0 * w + w0, (h1 - 1) * w + w1, dh * w + dw
+            span = stop - start
+            o = out[i, p, start:stop]
+            for ch in range(c):  # channel sum in order c = 0..C-1 for every output element
+                ap = a[i, ch, start:stop]
+                bp = b[i, ch, start + off:stop + off]
+                for k in range(span):  # 0-based counter: no wrap-around check, vectorises
+                    o[k] += ap[k] * bp[k]
+            # inside the span, columns outside [w0, w1) paired with b's neighbouring row
+            # (wrapped around): they lie outside the frame, so they are set (not added) to 0
             for row in range(h0, h1):
-                arow = a[i, ch, row, w0:w1]
-                brow = b[i, ch, row + dh, w0 + dw:w1 + dw]
-                orow = out[i, p, row, w0:w1]
-                for k in range(width):
-                    orow[k] += arow[k] * brow[k]
-        if divisor != 1.0:
-            plane = out[i, p]
-            for row in range(h):
                 for col in range(w):
-                    plane[row, col] /= divisor
+                    if col < w0 or col >= w1:
+                        out[i, p, row * w + col] = 0.0
+            if divisor != 1.0:
+                for k in range(span):
+                    o[k] /= divisor
 
 
 @pjit
@@ -509,8 +515,9 @@ def local_multiply(a, b, patch_size, *, dilation=1, normalize="none"):
         a, b = _l2_normalize(a), _l2_normalize(b)
     n, c, h, w = a.shape
     out = np.zeros((n, patch * patch, h, w))
-    _local_multiply_kernel(a, b, np.int64(patch), np.int64(dilation),
-                           _divisor(normalize, c), out)
+    _local_multiply_kernel(a.reshape(n, c, h * w), b.reshape(n, c, h * w), np.int64(h),
+                           np.int64(w), np.int64(patch), np.int64(dilation),
+                           _divisor(normalize, c), out.reshape(n, patch * patch, h * w))
     return out
 
 
