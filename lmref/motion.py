@@ -108,7 +108,7 @@ def _check_warp_inputs(x, flow, mode, boundary):
 
 def _check_taps_alloc(x4, f4):
     n_taps = f4.shape[0] * f4.shape[1] * f4.shape[2]
-    check_alloc((n_taps, 4, 4), "the warp's sampling table")
+    check_alloc((n_taps, 4 * 4 + 3), "the warp's sampling table")
     check_alloc(x4.shape, "the warp's output")
 
 
@@ -213,49 +213,87 @@ def _pixel_taps(px, py, H, W, mode, boundary, idx, w, ax, ay):
     ay[3] = wx1 * dqy
 
 
+@jit
+def _interior_cell(px, py, H, W):
+    """Fast-path cell of a bilinear sample: ``(base, tx, ty)`` when the four corners
+    ``base, base + 1, base + W, base + W + 1`` all lie in the frame (no boundary rule applies)
+    and the fractions are both positive or both zero (an exact pixel); else ``(-1, 0, 0)``
+    and the general taps are used (they skip zero-weight corners one by one)."""
+    if not (px >= 0.0 and px < W - 1.0 and py >= 0.0 and py < H - 1.0):  # False for NaN
+        return -1, 0.0, 0.0
+    fx = math.floor(px)
+    fy = math.floor(py)
+    tx = px - fx
+    ty = py - fy
+    if (tx == 0.0) != (ty == 0.0):
+        return -1, 0.0, 0.0
+    return int(fy) * W + int(fx), tx, ty
+
+
 @pjit
 def _build_taps(flow, mode, boundary):
-    """Sampling table of every flow pixel: (Nf*H*W, 4) indices, weights, d/dpx, d/dpy."""
+    """Sampling tables of every flow pixel ``p``: general taps ``idx, w, ax, ay`` of shape
+    (Nf*H*W, 4) and the fast path ``cell[p]`` (-1: use the taps), ``tx``, ``ty`` (bilinear
+    interior cells; for nearest ``cell`` is the one pixel read, with ``tx = ty = 0``)."""
     nf, H, W = flow.shape[0], flow.shape[1], flow.shape[2]
-    idx = np.empty((nf * H * W, 4), np.int64)
-    w = np.empty((nf * H * W, 4))
-    ax = np.empty((nf * H * W, 4))
-    ay = np.empty((nf * H * W, 4))
+    P = nf * H * W
+    idx = np.empty((P, 4), np.int64)
+    w = np.empty((P, 4))
+    ax = np.empty((P, 4))
+    ay = np.empty((P, 4))
+    cell = np.full(P, -1, np.int64)
+    tx = np.zeros(P)
+    ty = np.zeros(P)
     for r in prange(nf * H):
         n = r // H
         y = r - n * H
         for x in range(W):
             p = r * W + x
-            _pixel_taps(x + flow[n, y, x, 0], y + flow[n, y, x, 1], H, W, mode, boundary,
-                        idx[p], w[p], ax[p], ay[p])
-    return idx, w, ax, ay
-
-
-@jit
-def _gather(plane, idx, w, p):
-    """Weighted sum of the taps of output pixel ``p`` from a flat source plane."""
-    if idx[p, 0] == _NAN_TAP:
-        return np.nan
-    s = 0.0
-    for k in range(4):
-        if idx[p, k] >= 0 and w[p, k] != 0.0:
-            s += w[p, k] * plane[idx[p, k]]
-    return s
+            px = x + flow[n, y, x, 0]
+            py = y + flow[n, y, x, 1]
+            _pixel_taps(px, py, H, W, mode, boundary, idx[p], w[p], ax[p], ay[p])
+            if mode == 0:
+                cell[p], tx[p], ty[p] = _interior_cell(px, py, H, W)
+            elif idx[p, 0] >= 0:  # nearest: a single read, the fast path with tx = ty = 0
+                cell[p] = idx[p, 0]
+    return idx, w, ax, ay, cell, tx, ty
 
 
 @pjit
 def _warp_kernel(x, flow, mode, boundary):
     N, C, H, W = x.shape
     nf = flow.shape[0]
-    idx, w, _, _ = _build_taps(flow, mode, boundary)
+    idx, w, _, _, cell, tx, ty = _build_taps(flow, mode, boundary)
     xs = x.reshape((N * C, H * W))
     out = np.empty((N * C, H * W))
+    # Hot loop written out (array-taking helpers are not inlined and cost refcounts per call).
+    # Both paths do the same operations in the same order (corners TL, TR, BL, BR, weights
+    # wy * wx, running sum from 0.0), so the interior fast path is bit-identical to the taps.
     for r in prange(N * C * H):  # one output row per iteration: independent outputs
         plane = r // H
         y = r - plane * H
         base = (plane // C if nf > 1 else 0) * H * W + y * W
+        src = xs[plane]
+        dst = out[plane]
         for xx in range(W):
-            out[plane, y * W + xx] = _gather(xs[plane], idx, w, base + xx)
+            p = base + xx
+            b = cell[p]
+            if b >= 0:
+                a = tx[p]
+                if a == 0.0:
+                    v = 0.0 + src[b]
+                else:
+                    c = ty[p]
+                    v = (((0.0 + ((1.0 - c) * (1.0 - a)) * src[b]) + ((1.0 - c) * a) * src[b + 1])
+                         + (c * (1.0 - a)) * src[b + W]) + (c * a) * src[b + W + 1]
+            elif idx[p, 0] == _NAN_TAP:
+                v = np.nan
+            else:
+                v = 0.0
+                for k in range(4):
+                    if idx[p, k] >= 0 and w[p, k] != 0.0:
+                        v += w[p, k] * src[idx[p, k]]
+            dst[y * W + xx] = v
     return out.reshape((N, C, H, W))
 
 
@@ -263,7 +301,7 @@ def _warp_kernel(x, flow, mode, boundary):
 def _warp_backward_kernel(g, x, flow, mode, boundary):
     N, C, H, W = x.shape
     nf = flow.shape[0]
-    idx, w, ax, ay = _build_taps(flow, mode, boundary)
+    idx, w, ax, ay, cell, tx, ty = _build_taps(flow, mode, boundary)
     xs = x.reshape((N * C, H * W))
     gs = g.reshape((N * C, H * W))
     grad_flow = np.zeros((nf, H, W, 2))
@@ -272,40 +310,63 @@ def _warp_backward_kernel(g, x, flow, mode, boundary):
         fn = r // H
         y = r - fn * H
         n_lo, n_hi = (fn, fn + 1) if nf > 1 else (0, N)
-        for xx in range(W):
-            p = r * W + xx
-            if idx[p, 0] == _NAN_TAP:
-                grad_flow[fn, y, xx, 0] = np.nan
-                grad_flow[fn, y, xx, 1] = np.nan
-                continue
-            sx = 0.0
-            sy = 0.0
-            for n in range(n_lo, n_hi):
-                for c in range(C):
-                    plane = n * C + c
+        acc = np.zeros((W, 2))
+        if mode == 0:
+            for plane in range(n_lo * C, n_hi * C):
+                src = xs[plane]
+                for xx in range(W):
+                    p = r * W + xx
                     gv = gs[plane, y * W + xx]
-                    vx = 0.0
-                    vy = 0.0
-                    for k in range(4):
-                        if idx[p, k] >= 0:
-                            v = xs[plane, idx[p, k]]
-                            vx += ax[p, k] * v
-                            vy += ay[p, k] * v
-                    sx += gv * vx
-                    sy += gv * vy
-            grad_flow[fn, y, xx, 0] = sx
-            grad_flow[fn, y, xx, 1] = sy
+                    b = cell[p]
+                    if b >= 0:  # interior cell: slopes of the bilinear patch (dq = 1)
+                        a = tx[p]
+                        c = ty[p]
+                        v00 = src[b]
+                        v01 = src[b + 1]
+                        v10 = src[b + W]
+                        v11 = src[b + W + 1]
+                        sx = (1.0 - c) * (v01 - v00) + c * (v11 - v10)
+                        sy = (1.0 - a) * (v10 - v00) + a * (v11 - v01)
+                    else:
+                        sx = 0.0
+                        sy = 0.0
+                        for k in range(4):
+                            if idx[p, k] >= 0:  # in-frame corners are read even at weight 0
+                                v = src[idx[p, k]]
+                                sx += ax[p, k] * v
+                                sy += ay[p, k] * v
+                    acc[xx, 0] += gv * sx
+                    acc[xx, 1] += gv * sy
+        for xx in range(W):
+            if idx[r * W + xx, 0] == _NAN_TAP:
+                acc[xx, 0] = np.nan
+                acc[xx, 1] = np.nan
+            grad_flow[fn, y, xx, 0] = acc[xx, 0]
+            grad_flow[fn, y, xx, 1] = acc[xx, 1]
     # grad_x: scatter, one (n, c) plane per iteration (no two iterations touch the same plane),
     # pixels in increasing order inside a plane: race-free and independent of the thread count
     grad_x = np.zeros((N * C, H * W))
     for plane in prange(N * C):
         base = (plane // C if nf > 1 else 0) * H * W
+        dst = grad_x[plane]
         for q in range(H * W):
             p = base + q
             gv = gs[plane, q]
-            for k in range(4):
-                if idx[p, k] >= 0 and w[p, k] != 0.0:
-                    grad_x[plane, idx[p, k]] += w[p, k] * gv
+            b = cell[p]
+            if b >= 0:
+                a = tx[p]
+                if a == 0.0:
+                    dst[b] += gv
+                else:
+                    c = ty[p]
+                    dst[b] += ((1.0 - c) * (1.0 - a)) * gv
+                    dst[b + 1] += ((1.0 - c) * a) * gv
+                    dst[b + W] += (c * (1.0 - a)) * gv
+                    dst[b + W + 1] += (c * a) * gv
+            else:
+                for k in range(4):
+                    if idx[p, k] >= 0 and w[p, k] != 0.0:
+                        dst[idx[p, k]] += w[p, k] * gv
     return grad_x.reshape((N, C, H, W)), grad_flow
 
 
