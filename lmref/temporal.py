@@ -698,6 +698,10 @@ def arithmetic_features(frames, z, ops=ARITHMETIC_OPS, patch_size=9, *, layout="
     patch = _check_patch(patch_size)
     if "div" in ops and not absolute:  # name the frames, not the internal operands
         _check_log_domain(clip, as_real(eps, "eps"), "frames")
+    n, t, c, h, w = clip.shape
+    width = sum(patch * patch if op == "mul" else c for op in ops)
+    check_alloc((n, t, len(context_offsets(z, layout=layout)), width, h, w),
+                "arithmetic_features output")
     first, second = _operands(clip, z, layout)
     blocks = []
     for op in ops:
@@ -711,8 +715,7 @@ def arithmetic_features(frames, z, ops=ARITHMETIC_OPS, patch_size=9, *, layout="
             mul_a, mul_b = (second, first) if layout == "atm" else (first, second)
             blocks.append(local_multiply(mul_a, mul_b, patch, dilation=dilation,
                                          normalize=normalize))
-    n, t, _, h, w = clip.shape
-    out = np.concatenate(blocks, axis=1).reshape(n, t, -1, sum(x.shape[1] for x in blocks), h, w)
+    out = np.concatenate(blocks, axis=1).reshape(n, t, -1, width, h, w)
     return out if batched else out[0]
 
 
