@@ -1,0 +1,1093 @@
+"""ARMA layers: FFT solve of the autoregressive layer, its backward, separable stable AR kernels,
+stability checks and the effective receptive field.
+
+Su, Wang and Huang, "ARMA Nets: Expanding Receptive Field for Dense Prediction" (seed ``004``,
+equation numbers refer to it) and its official code (``umd-huang-lab/ARMA-Networks``,
+``code/image_classification/utils/ARMA_Layer.py``). An ARMA layer computes ``A * Y = W * X``
+(eq. 2) as a convolution ``T = W * X`` (eq. 7a, :mod:`lmref.conv`) followed by the
+*autoregressive layer* ``A_t * Y_t = T_t`` per channel (eq. 7b), solved by FFT (eq. 10).
+
+Conventions (those of the official code, so that its users can cross-check directly):
+
+=====================  ======================================================================
+AR kernel ``a``        ``(C, kh, kw)`` (1-D: ``(C, k)``), odd sizes, origin (tap ``a_0``) at
+                       the centre index ``(kh // 2, kw // 2)``; index ``i`` is offset
+                       ``i - kh // 2``.
+AR system              ``(a * y)[n] = sum_d a[d] y[n - d] = t[n]``: a circular *convolution*
+                       (not a correlation) on the image grid, per channel (eq. 7b); the
+                       official code's ``roll(pad(A), (-1, -1))`` + ``rfft`` division.
+DFT                    ``X[k] = sum_n x[n] exp(-2 pi i k n / N)`` (eq. 8 with the usual sign);
+                       real transforms (``scipy.fft.rfftn``) over the last 1 or 2 axes.
+separable kernel       ``a = F (x) G`` with ``F = f^1 * ... * f^Q`` along H (rows, axis -2) and
+                       ``G = g^1 * ... * g^Q`` along W (axis -1) (Def. 8); each length-3
+                       factor ``[f_-1, f_0, f_1]`` (index 0 = offset -1), centre 1 in the code.
+re-parameterisation    ``[a_-1, a0, a_1]`` from ``(alpha, beta)``: three forms, see
+                       :func:`reparameterize`; ``form="official"`` = ``tanh`` on both stored
+                       parameters then the 45-degree rotation, as the code does.
+ERF offsets            ``p = i_out - i_in`` (Def. 2: input pixel ``i' - p``), maps with the
+                       origin ``p = 0`` at index ``shape // 2``.
+dtype, NaN             results are float64 whatever real dtype comes in; NaN/Inf inputs raise
+                       ``ValueError``; inputs are never modified and outputs never alias them.
+=====================  ======================================================================
+
+Where the paper is wrong or ambiguous, and what lmref does (details in the functions):
+
+* Eqs. 16-17 (and the official code) do **not** satisfy Theorem 9's condition (15): they give
+  ``a_-1 + a_1 = sqrt(2) a0 tanh(alpha)``, which reaches ``sqrt(2) a0``. Counter-example:
+  ``alpha = asinh(1) = 0.8814, beta = 0`` gives the factor ``[0.5, 1, 0.5]`` whose DFT
+  ``1 + cos(w)`` vanishes at ``w = pi`` (no unique solution on any even-sized grid), and
+  ``alpha = 1, beta = 0`` gives ``[0.5385, 1, 0.5385]``, zero of the DTFT at ``w = 2.760``
+  (not BIBO stable). :func:`reparameterize` keeps them as ``form="paper"``/``"official"`` and
+  defaults to ``form="safe"`` (``a_-1 + a_1 = a0 tanh(alpha)``, strictly inside the band).
+* Theorem 9 calls (15) *necessary*; it is *sufficient* (one zero of the factor inside the unit
+  circle, one outside), not necessary: ``[1, 1, 0.5]`` violates (15) yet both zeros
+  ``(-1 +- i) / 2`` lie inside the unit circle, so its inverse is causal and BIBO stable.
+  :func:`ar_stability_1d` gives the exact root-based answer (Lemmas 18-19).
+* Eq. 3 as printed normalises ``g`` by its sum over *output positions* ``i'``, which makes
+  ``ERF(p)`` the constant ``1 / (I'_1 I'_2)``; lmref normalises each gradient map over the
+  offsets ``p`` (a distribution per output pixel and channel pair), then averages (Def. 2).
+* Eq. 4 subtracts ``(sum |p| ERF)^2``: the spread of the *radial distance*, not the standard
+  deviation the text (and eqs. 5-6 via eq. A.1) use. For the centred kernel ``[1, 1, 1] / 3``
+  eq. 4 gives ``r^2 = 2/9`` while eq. 5 (and the variance) give ``2/3``.
+  :func:`erf_radius` defaults to the standard deviation (``form="std"``) and keeps eq. 4 as
+  ``form="paper"``; both agree on causal 1-D networks (``p >= 0``), where eqs. 5-6 hold exactly.
+* The appendix's intermediate moments A.34 and A.39 are wrong (the geometric mean is
+  ``c / (1 - c)``, not ``1 / (1 - c)``); the final eq. A.41 = eq. 6 is right (tested).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import scipy.fft as _fft
+
+from lmref._numba import jit, pjit, prange
+from lmref._validation import (as_float64, as_int, as_real, as_tuple, check_alloc,
+                               check_finite, check_shape, one_of)
+from lmref.registry import Op
+
+__all__ = [
+    "ar_solve", "ar_solve_backward", "ar_solve_dense",
+    "arma2d", "arma2d_backward",
+    "separable_ar_kernel", "separable_ar_kernel_backward",
+    "reparameterize", "reparameterize_backward", "official_ar_factors",
+    "is_stable", "ar_zeros", "ar_stability_1d", "is_stable_1d", "ARStability",
+    "erf", "erf_radius", "erf_radius_cnn", "erf_radius_arma", "erf_trend_table",
+    "RCOND", "FORMS", "BOUNDARIES",
+]
+
+#: default relative threshold of the invertibility check: a kernel is refused when
+#: ``min |DFT(a)| <= RCOND * max |DFT(a)|`` on the image grid (condition number >= 1e12)
+RCOND = 1e-12
+#: forms of :func:`reparameterize`
+FORMS = ("safe", "paper", "official")
+#: boundaries of :func:`ar_solve_dense`
+BOUNDARIES = ("circular", "zeros")
+#: default ``workers`` of the scipy.fft transforms
+_WORKERS = 2
+#: up to this many kernel taps ``grad_a`` is a direct circular correlation (numba); above it,
+#: one more FFT of ``y`` is cheaper
+_SPATIAL_TAPS_MAX = 25
+
+_SQRT_HALF = math.sqrt(0.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# validation
+# ----------------------------------------------------------------------------------------------
+
+def _as_signal(x, name):
+    """``x`` as float64 ``(N, C, H, W)`` (a 1-D ``(N, C, L)`` becomes ``(N, C, 1, L)``).
+
+    Returns ``(x4, spatial_ndim)``.
+    """
+    arr = as_float64(x, name, ndim=(3, 4))
+    _finite_fast(arr, name)
+    nd = arr.ndim - 2
+    return (arr[:, :, None, :] if nd == 1 else arr), nd
+
+
+def _as_kernel(a, name, spatial_ndim, channels, spatial_shape):
+    """Validate an AR kernel against a signal: float64 ``(C, kh, kw)`` (1-D: ``(C, 1, k)``)."""
+    arr = as_float64(a, name, ndim=spatial_ndim + 1)
+    check_finite(arr, name)
+    ks = arr.shape[1:]
+    if any(k % 2 == 0 for k in ks):
+        raise ValueError(f"{name} must have odd kernel sizes (origin at the centre tap), got "
+                         f"shape {arr.shape}")
+    if arr.shape[0] != channels:
+        raise ValueError(f"{name} must have one kernel per channel: shape ({channels}, ...) "
+                         f"for {channels} channels, got {arr.shape}")
+    if any(k > s for k, s in zip(ks, spatial_shape)):
+        raise ValueError(f"{name}: kernel size {ks} is larger than the image "
+                         f"{tuple(spatial_shape)}; the circular system needs k <= size per axis")
+    return arr[:, None, :] if spatial_ndim == 1 else arr
+
+
+def _finite_fast(x, name):
+    """check_finite at the cost of one sum: a finite sum proves every entry finite."""
+    if not math.isfinite(float(np.add.reduce(x, axis=None))):
+        check_finite(x, name)
+
+
+# ----------------------------------------------------------------------------------------------
+# kernel spectrum and the circular solve (eqs. 8-10)
+# ----------------------------------------------------------------------------------------------
+
+def _embed_kernel(a3, spatial):
+    """Zero-pad ``(C, kh, kw)`` to ``(C, H, W)`` with the centre tap at index (0, 0) (circular)."""
+    c, kh, kw = a3.shape
+    out = np.zeros((c,) + tuple(spatial))
+    out[:, :kh, :kw] = a3
+    return np.roll(out, (-(kh // 2), -(kw // 2)), axis=(1, 2))
+
+
+def _kernel_spectrum(a3, spatial, rcond, workers, name="a"):
+    """rfft2 of the embedded kernel ``(C, H, W // 2 + 1)``; raises when it is (numerically) zero.
+
+    The half spectrum suffices: a real kernel's DFT is Hermitian, so every magnitude appears.
+    """
+    spec = _fft.rfft2(_embed_kernel(a3, spatial), workers=workers)
+    mag = np.abs(spec).reshape(spec.shape[0], -1)
+    lo, hi = mag.min(axis=1), mag.max(axis=1)
+    bad = np.nonzero(lo <= rcond * hi)[0]
+    if bad.size:
+        c = int(bad[0])
+        raise ValueError(
+            f"{name}: the AR kernel of channel {c} is not invertible on the "
+            f"{spatial[0]}x{spatial[1]} circular grid: min |DFT({name})| = {lo[c]:.3g} <= "
+            f"rcond * max |DFT({name})| = {rcond:g} * {hi[c]:.3g}; A * Y = T has no unique "
+            f"solution ({bad.size} channel(s) affected)")
+    return spec
+
+
+def _options(workers, rcond):
+    workers = as_int(workers, "workers", minimum=1)
+    rcond = as_real(rcond, "rcond")
+    if not 0.0 <= rcond < 1.0:
+        raise ValueError(f"rcond must be in [0, 1), got {rcond}")
+    return workers, rcond
+
+
+def _solve_spectrum(t4, inv_spec, workers):
+    """``irfft2(rfft2(t) / A)`` (eq. 10) with the reciprocal spectrum ``1 / A``."""
+    spec = _fft.rfft2(t4, workers=workers)
+    spec *= inv_spec
+    return _fft.irfft2(spec, s=t4.shape[2:], workers=workers, overwrite_x=True)
+
+
+def _adjoint_solve(g4, inv_spec, workers, keep_spectrum=False):
+    """``grad_t`` of eq. 11b / B.1a: ``a^T * grad_t = grad_y``, i.e. ``G / conj(A)`` (eq. 12b).
+
+    The adjoint of a circular convolution is the circular correlation, whose DFT is the
+    conjugate of the kernel's. With ``keep_spectrum`` also returns ``DFT(grad_t)``.
+    """
+    spec = _fft.rfft2(g4, workers=workers)
+    spec *= inv_spec.conj()
+    grad_t = _fft.irfft2(spec, s=g4.shape[2:], workers=workers, overwrite_x=not keep_spectrum)
+    return (grad_t, spec) if keep_spectrum else grad_t
+
+
+def _restore(x4, nd):
+    return x4[:, :, 0, :] if nd == 1 else x4
+
+
+def ar_solve(t, a, *, workers=_WORKERS, rcond=RCOND):
+    """Solve the autoregressive layer ``A_c * Y_c = T_c`` per channel by FFT (eqs. 7b, 10).
+
+    ``(a * y)[n] = sum_d a[d] y[n - d] = t[n]`` with circular boundary on the image grid: a
+    *convolution* with the kernel's origin at its centre tap (the official ARMA code's
+    convention), solved as ``Y = irfft2(rfft2(T) / rfft2(a_embedded))``.
+
+    Parameters
+    ----------
+    t : array_like, ``(N, C, H, W)`` or 1-D ``(N, C, L)``
+        Right-hand side (the moving-average output of eq. 7a).
+    a : array_like, ``(C, kh, kw)`` or 1-D ``(C, k)``
+        AR kernels, odd sizes, no larger than the image, origin at the centre.
+    workers : int
+        Threads of ``scipy.fft`` (results do not depend on it).
+    rcond : float
+        The kernel is refused (``ValueError``) when ``min |DFT(a)| <= rcond * max |DFT(a)|`` on
+        the grid (condition number of the system ``>= 1 / rcond``; default 1e-12).
+
+    Returns
+    -------
+    ndarray, float64, shape of ``t``
+
+    Raises
+    ------
+    ValueError
+        even kernel sizes, kernel larger than the image, channel mismatch, NaN/Inf, or a
+        non-invertible kernel.
+    """
+    workers, rcond = _options(workers, rcond)
+    t4, nd = _as_signal(t, "t")
+    a3 = _as_kernel(a, "a", nd, t4.shape[1], t4.shape[2:])
+    inv = 1.0 / _kernel_spectrum(a3, t4.shape[2:], rcond, workers)
+    return _restore(_solve_spectrum(t4, inv, workers), nd)
+
+
+def ar_solve_backward(grad_y, y, a, *, workers=_WORKERS, rcond=RCOND):
+    """Gradients of :func:`ar_solve` from its *output* ``y`` (Theorem 6, eqs. 11-12, B.1a-b).
+
+    ``grad_t`` solves ``a^T * grad_t = grad_y`` (eq. 11b; ``a^T`` the reversed kernel, so in
+    frequency ``G / conj(A)``, eq. 12b) and ``a^T * grad_a = -y^T * grad_y`` (eq. 11a), i.e.
+    ``grad_a[d] = -sum_{n, i} grad_t[n, i] y[n, i - d]`` (circular), restricted to the kernel's
+    taps and summed over the batch.
+
+    Parameters
+    ----------
+    grad_y : array_like, shape of ``y``
+    y : array_like, ``(N, C, H, W)`` or ``(N, C, L)``: the output of ``ar_solve(t, a)``.
+    a : array_like, ``(C, kh, kw)`` or ``(C, k)``
+    workers, rcond : as in :func:`ar_solve`.
+
+    Returns
+    -------
+    (grad_t, grad_a) : float64 arrays shaped like ``y`` and ``a``.
+    """
+    workers, rcond = _options(workers, rcond)
+    y4, nd = _as_signal(y, "y")
+    g4, _ = _as_signal(grad_y, "grad_y")
+    check_shape(g4, "grad_y", y4.shape, "the shape of y")
+    a3 = _as_kernel(a, "a", nd, y4.shape[1], y4.shape[2:])
+    inv = 1.0 / _kernel_spectrum(a3, y4.shape[2:], rcond, workers)
+    spatial = a3.shape[1] * a3.shape[2] <= _SPATIAL_TAPS_MAX
+    out = _adjoint_solve(g4, inv, workers, keep_spectrum=not spatial)
+    if spatial:
+        grad_t = out
+        grad_a = _ar_grad_a_kernel(grad_t, np.ascontiguousarray(y4), a3.shape[1], a3.shape[2])
+    else:
+        grad_t, gt_spec = out
+        grad_a = _grad_a_from_spectra(gt_spec, _fft.rfft2(y4, workers=workers), a3.shape,
+                                      y4.shape[2:], workers)
+    return _restore(grad_t, nd), grad_a.reshape(np.shape(a))
+
+
+def _grad_a_from_spectra(gt_spec, y_spec, kshape, spatial, workers):
+    """``grad_a[d] = -sum_n irfft2(GT * conj(Y))[d]`` at the kernel's offsets ``d`` (eq. 12a)."""
+    corr = _fft.irfft2(np.einsum("nchw,nchw->chw", gt_spec, y_spec.conj()), s=spatial,
+                       workers=workers)
+    _, kh, kw = kshape
+    rows = (np.arange(kh) - kh // 2) % spatial[0]
+    cols = (np.arange(kw) - kw // 2) % spatial[1]
+    return -corr[:, rows[:, None], cols[None, :]]
+
+
+@pjit
+def _ar_grad_a_kernel(gt, y, kh, kw):
+    """``out[c, p, q] = -sum_{n,i,j} gt[n,c,i,j] y[n,c,(i-dh)%H,(j-dw)%W]`` (dh = p - kh//2).
+
+    One independent output per (channel, tap); each reduction runs in a fixed order. The
+    column wrap is split into two contiguous runs instead of a modulo per element.
+    """
+    nb, nc, h, w = gt.shape
+    ntap = kh * kw
+    out = np.empty((nc, kh, kw))
+    for idx in prange(nc * ntap):
+        c = idx // ntap
+        p = (idx % ntap) // kw
+        q = idx % kw
+        sh = (p - kh // 2) % h
+        sw = (q - kw // 2) % w
+        acc = 0.0
+        for n in range(nb):
+            for i in range(h):
+                g_row = gt[n, c, i]
+                y_row = y[n, c, (i - sh + h) % h]
+                for j in range(sw, w):
+                    acc += g_row[j] * y_row[j - sw]
+                for j in range(sw):
+                    acc += g_row[j] * y_row[j - sw + w]
+        out[c, p, q] = -acc
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the dense oracle
+# ----------------------------------------------------------------------------------------------
+
+def _ar_matrix(kernel, spatial, boundary):
+    """Sparse ``(HW, HW)`` matrix of ``y -> a * y`` (row-major pixels) for one channel."""
+    from scipy import sparse
+
+    h, w = spatial
+    kh, kw = kernel.shape
+    ii, jj = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    rows, cols, vals = [], [], []
+    for p in range(kh):
+        for q in range(kw):
+            if kernel[p, q] == 0.0:
+                continue
+            si, sj = ii - (p - kh // 2), jj - (q - kw // 2)  # (a * y)[i] needs y[i - d]
+            if boundary == "circular":
+                keep = np.ones_like(si, dtype=bool)
+                si, sj = si % h, sj % w
+            else:
+                keep = (si >= 0) & (si < h) & (sj >= 0) & (sj < w)
+            rows.append((ii * w + jj)[keep])
+            cols.append((si * w + sj)[keep])
+            vals.append(np.full(int(keep.sum()), kernel[p, q]))
+    n = h * w
+    if not rows:
+        return sparse.csc_array((n, n))
+    # duplicates (a tap wrapping onto another on a tiny grid) are summed, as in the circulant
+    return sparse.coo_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                            shape=(n, n)).tocsc()
+
+
+def ar_solve_dense(t, a, boundary="circular"):
+    """Independent oracle of :func:`ar_solve`: build the sparse AR matrix, solve by sparse LU.
+
+    ``boundary="circular"``: the same circular-convolution system as :func:`ar_solve` (up to
+    rounding). ``boundary="zeros"``: the non-circular system where ``y`` is zero outside the
+    image, ``sum_d a[d] y[n - d] [0 <= n - d < size] = t[n]`` -- a block-Toeplitz system the
+    FFT cannot solve; offered as a documented alternative. Cost: one sparse LU per channel of
+    an ``(H W) x (H W)`` matrix, for small images.
+
+    Returns
+    -------
+    ndarray, float64, shape of ``t``
+
+    Raises
+    ------
+    ValueError
+        bad input as in :func:`ar_solve`, or an (exactly) singular matrix.
+    """
+    from scipy.sparse.linalg import splu
+
+    boundary = one_of(boundary, "boundary", BOUNDARIES)
+    t4, nd = _as_signal(t, "t")
+    a3 = _as_kernel(a, "a", nd, t4.shape[1], t4.shape[2:])
+    nb, nc, h, w = t4.shape
+    check_alloc((h * w, h * w), "ar_solve_dense's LU (dense worst case)")
+    out = np.empty_like(t4)
+    for c in range(nc):
+        mat = _ar_matrix(a3[c], (h, w), boundary)
+        try:
+            lu = splu(mat)
+        except RuntimeError as exc:  # "Factor is exactly singular"
+            raise ValueError(f"a: the AR system of channel {c} with boundary={boundary!r} is "
+                             f"singular ({exc})") from None
+        rhs = t4[:, c].reshape(nb, h * w).T
+        out[:, c] = lu.solve(np.ascontiguousarray(rhs)).T.reshape(nb, h, w)
+    if not np.isfinite(out).all():
+        raise ValueError("a: the AR system is numerically singular (non-finite solution)")
+    return _restore(out, nd)
+
+
+def _ar_solve_reference(t, a, *, workers=_WORKERS, rcond=RCOND):
+    """Reference of :func:`ar_solve`: the invertibility check, then the dense circular solve."""
+    workers, rcond = _options(workers, rcond)
+    t4, nd = _as_signal(t, "t")
+    a3 = _as_kernel(a, "a", nd, t4.shape[1], t4.shape[2:])
+    _kernel_spectrum(a3, t4.shape[2:], rcond, workers)
+    return ar_solve_dense(t, a, "circular")
+
+
+def _ar_solve_backward_from_inputs(grad_y, t, a, **kwargs):
+    """Registry adapter: the backward of ``ar_solve(t, a)`` given its inputs."""
+    return ar_solve_backward(grad_y, ar_solve(t, a, **kwargs), a, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# the ARMA layer (eq. 2 = 7a then 7b)
+# ----------------------------------------------------------------------------------------------
+
+def _conv_kwargs(stride, padding, dilation, padding_mode, groups):
+    return dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                padding_mode=padding_mode)
+
+
+def _arma_kernel(a, t4):
+    return _as_kernel(a, "a", 2, t4.shape[1], t4.shape[2:])
+
+
+def arma2d(x, weight, a, bias=None, stride=1, padding="same", dilation=1,
+           padding_mode="circular", *, groups=1, workers=_WORKERS, rcond=RCOND):
+    """ARMA layer (eq. 2): ``T = conv2d(x, weight, bias, ...)`` (eq. 7a) then ``A * Y = T``
+    per output channel (eq. 7b, :func:`ar_solve`).
+
+    The moving-average part is :func:`lmref.conv.conv2d` (PyTorch semantics: a
+    cross-correlation, ``weight`` OIHW); ``dilation`` dilates it (the paper's *dilated ARMA*),
+    never the AR kernel. Defaults follow the paper's layer: ``'same'`` output size and circular
+    padding, matching the circular AR solve. ``a`` is ``(C_out, kh, kw)``.
+
+    Returns
+    -------
+    ndarray, float64, ``(N, C_out, H_out, W_out)``
+    """
+    from lmref.conv import conv2d
+
+    workers, rcond = _options(workers, rcond)
+    t4 = conv2d(x, weight, bias, **_conv_kwargs(stride, padding, dilation, padding_mode, groups))
+    a3 = _arma_kernel(a, t4)
+    inv = 1.0 / _kernel_spectrum(a3, t4.shape[2:], rcond, workers)
+    return _solve_spectrum(t4, inv, workers)
+
+
+def arma2d_backward(grad_y, x, weight, a, bias=None, stride=1, padding="same", dilation=1,
+                    padding_mode="circular", *, groups=1, workers=_WORKERS, rcond=RCOND):
+    """Gradients of :func:`arma2d`: ``(grad_x, grad_weight, grad_a, grad_bias)`` (Theorem 14).
+
+    ``grad_t = G / conj(A)`` (eq. 12b), ``grad_a`` from the spectra as in eq. 12a (the
+    forward's spectrum ``Y = T / A`` is reused, no inverse transform of ``y`` is needed), then
+    :func:`lmref.conv.conv2d_backward` carries ``grad_t`` to ``x``, ``weight`` and ``bias``
+    (B.1a, B.1c). ``grad_bias`` is None when ``bias`` is None.
+    """
+    from lmref.conv import conv2d, conv2d_backward
+
+    workers, rcond = _options(workers, rcond)
+    kw = _conv_kwargs(stride, padding, dilation, padding_mode, groups)
+    t4 = conv2d(x, weight, bias, **kw)
+    g4 = as_float64(grad_y, "grad_y", ndim=4)
+    check_finite(g4, "grad_y")
+    check_shape(g4, "grad_y", t4.shape, "the shape of arma2d's output")
+    a3 = _arma_kernel(a, t4)
+    spec_a = _kernel_spectrum(a3, t4.shape[2:], rcond, workers)
+    inv = 1.0 / spec_a
+    y_spec = _fft.rfft2(t4, workers=workers)
+    y_spec *= inv
+    grad_t, gt_spec = _adjoint_solve(g4, inv, workers, keep_spectrum=True)
+    grad_a = _grad_a_from_spectra(gt_spec, y_spec, a3.shape, t4.shape[2:], workers)
+    grad_x, grad_w, grad_b = conv2d_backward(grad_t, x, weight, bias, **kw)
+    return grad_x, grad_w, grad_a, grad_b
+
+
+def _arma2d_reference(x, weight, a, bias=None, stride=1, padding="same", dilation=1,
+                      padding_mode="circular", *, groups=1, workers=_WORKERS, rcond=RCOND):
+    """Reference of :func:`arma2d`: the conv reference then the dense circular solve."""
+    from lmref import conv
+
+    conv_ref = getattr(conv, "_conv2d_reference", conv.conv2d)
+    t4 = conv_ref(x, weight, bias, **_conv_kwargs(stride, padding, dilation, padding_mode,
+                                                  groups))
+    return _ar_solve_reference(t4, a, workers=workers, rcond=rcond)
+
+
+# ----------------------------------------------------------------------------------------------
+# separable AR kernels (Def. 8)
+# ----------------------------------------------------------------------------------------------
+
+def _as_factors(f, name):
+    arr = as_float64(f, name, ndim=3)
+    check_finite(arr, name)
+    if arr.shape[2] != 3:
+        raise ValueError(f"{name} must hold length-3 factors, shape (C, Q, 3), got {arr.shape}")
+    return arr
+
+
+def _factor_pair(f, g):
+    f3, g3 = _as_factors(f, "f"), _as_factors(g, "g")
+    check_shape(g3, "g", f3.shape, "the shape of f")
+    return f3, g3
+
+
+@jit
+def _poly_product(f, skip):
+    """Full convolution of the length-3 factors ``f[q]``, ``q != skip``: length ``2 Q' + 1``."""
+    nq = f.shape[0]
+    out = np.zeros(2 * nq + 1)
+    out[0] = 1.0
+    length = 1
+    for q in range(nq):
+        if q == skip:
+            continue
+        for m in range(length + 1, -1, -1):  # in place, from the top: out = out * f[q]
+            acc = 0.0
+            for k in range(3):
+                if 0 <= m - k < length:
+                    acc += f[q, k] * out[m - k]
+            out[m] = acc
+        length += 2
+    return out[:length]
+
+
+@pjit
+def _separable_kernel(f, g):
+    nc, nq, _ = f.shape
+    size = 2 * nq + 1
+    out = np.empty((nc, size, size))
+    for c in prange(nc):
+        rows = _poly_product(f[c], -1)
+        cols = _poly_product(g[c], -1)
+        for i in range(size):
+            for j in range(size):
+                out[c, i, j] = rows[i] * cols[j]
+    return out
+
+
+@jit
+def _factor_grads(f, grad_full):
+    """``d L / d f[q, k] = sum_m grad_full[m] P_q[m - k]``, ``P_q`` the product without ``f[q]``."""
+    nq = f.shape[0]
+    out = np.empty((nq, 3))
+    for q in range(nq):
+        others = _poly_product(f, q)
+        for k in range(3):
+            acc = 0.0
+            for m in range(others.shape[0]):
+                acc += grad_full[m + k] * others[m]
+            out[q, k] = acc
+    return out
+
+
+@pjit
+def _separable_kernel_backward(grad_k, f, g):
+    nc, nq, _ = f.shape
+    size = 2 * nq + 1
+    grad_f = np.empty(f.shape)
+    grad_g = np.empty(g.shape)
+    for c in prange(nc):
+        rows = _poly_product(f[c], -1)
+        cols = _poly_product(g[c], -1)
+        grad_rows = np.zeros(size)
+        grad_cols = np.zeros(size)
+        for i in range(size):
+            for j in range(size):
+                grad_rows[i] += grad_k[c, i, j] * cols[j]
+                grad_cols[j] += grad_k[c, i, j] * rows[i]
+        grad_f[c] = _factor_grads(f[c], grad_rows)
+        grad_g[c] = _factor_grads(g[c], grad_cols)
+    return grad_f, grad_g
+
+
+def separable_ar_kernel(f, g):
+    """Separable AR kernel of Def. 8: ``(f^1 * ... * f^Q) (x) (g^1 * ... * g^Q)``.
+
+    Parameters
+    ----------
+    f, g : array_like, ``(C, Q, 3)``
+        Length-3 factors ``[x_-1, x_0, x_1]`` (index 0 = offset -1); ``f`` acts along H (rows,
+        axis -2), ``g`` along W (axis -1), as the official code's ``A[i, j] = A_x[i] A_y[j]``
+        (its Q 3x3 kernels solved one after the other equal this one kernel).
+
+    Returns
+    -------
+    ndarray, float64, ``(C, 2Q + 1, 2Q + 1)``, origin at the centre.
+    """
+    f3, g3 = _factor_pair(f, g)
+    return _separable_kernel(f3, g3)
+
+
+def separable_ar_kernel_backward(grad_kernel, f, g):
+    """Gradients ``(grad_f, grad_g)`` of :func:`separable_ar_kernel`.
+
+    With ``F = f^1 * ... * f^Q`` and ``G`` likewise, ``grad_F = grad_K G``,
+    ``grad_G = grad_K^T F``, and ``grad_f^q = grad_F`` correlated with the product of the other
+    factors (a valid correlation of length 3).
+    """
+    f3, g3 = _factor_pair(f, g)
+    size = 2 * f3.shape[1] + 1
+    gk = as_float64(grad_kernel, "grad_kernel", ndim=3)
+    check_shape(gk, "grad_kernel", (f3.shape[0], size, size), "the kernel's shape (C, 2Q+1, 2Q+1)")
+    check_finite(gk, "grad_kernel")
+    return _separable_kernel_backward(gk, f3, g3)
+
+
+def _chain_reference(fc):
+    full = np.ones(1)
+    for q in range(fc.shape[0]):
+        full = np.convolve(full, fc[q])
+    return full
+
+
+def _separable_ar_kernel_reference(f, g):
+    """Reference: ``np.convolve`` chains and ``np.outer``."""
+    f3, g3 = _factor_pair(f, g)
+    return np.stack([np.outer(_chain_reference(fc), _chain_reference(gc))
+                     for fc, gc in zip(f3, g3)])
+
+
+# ----------------------------------------------------------------------------------------------
+# re-parameterisation (Def. 10, eqs. 16-17) and stability (Theorem 9, Lemmas 18-19)
+# ----------------------------------------------------------------------------------------------
+
+def _reparam_parts(alpha, beta, a0, form):
+    """``(s, ds_dalpha, d, dd_dbeta)`` with ``a_-1 = a0 (s - d)``, ``a_1 = a0 (s + d)``."""
+    ta = np.tanh(alpha)
+    if form == "safe":
+        return 0.5 * ta, 0.5 * (1.0 - ta * ta), _SQRT_HALF * beta, np.full_like(beta, _SQRT_HALF)
+    if form == "paper":
+        return (_SQRT_HALF * ta, _SQRT_HALF * (1.0 - ta * ta), _SQRT_HALF * beta,
+                np.full_like(beta, _SQRT_HALF))
+    tb = np.tanh(beta)
+    return _SQRT_HALF * ta, _SQRT_HALF * (1.0 - ta * ta), _SQRT_HALF * tb, _SQRT_HALF * (1 - tb * tb)
+
+
+def _reparam_inputs(alpha, beta, a0, form):
+    form = one_of(form, "form", FORMS)
+    a0 = as_real(a0, "a0")
+    if a0 <= 0:
+        raise ValueError(f"a0 must be > 0 (Theorem 9 needs |a_-1 + a_1| < a0), got {a0}")
+    al = as_float64(alpha, "alpha", allow_empty=True)
+    be = as_float64(beta, "beta", allow_empty=True)
+    check_shape(be, "beta", al.shape, "the shape of alpha")
+    check_finite(al, "alpha")
+    check_finite(be, "beta")
+    return al, be, float(a0), form
+
+
+def reparameterize(alpha, beta, a0=1.0, *, form="safe"):
+    """Length-3 AR factors ``[a_-1, a0, a_1]`` from unconstrained ``(alpha, beta)`` (Def. 10).
+
+    ==========  ====================================================  ======================
+    form        ``a_-1`` / ``a_1``                                    ``a_-1 + a_1``
+    ==========  ====================================================  ======================
+    "safe"      ``a0 (tanh(alpha) / 2 -/+ beta / sqrt(2))``           ``a0 tanh(alpha)``
+    "paper"     ``a0 (tanh(alpha) -/+ beta) / sqrt(2)`` (eqs. 16-17)  ``sqrt(2) a0 tanh(alpha)``
+    "official"  ``a0 (tanh(alpha) -/+ tanh(beta)) / sqrt(2)``         ``sqrt(2) a0 tanh(alpha)``
+    ==========  ====================================================  ======================
+
+    Only ``"safe"`` satisfies Theorem 9's condition ``|a_-1 + a_1| < a0`` (eq. 15) for every
+    real ``(alpha, beta)`` (``|tanh| < 1``): it is the paper's 45-degree rotation with the band
+    half-width ``1 / sqrt(2)`` that ``|a_-1 + a_1| < a0`` actually has. The printed eqs.
+    16-17 and the official code reach ``sqrt(2) a0``: ``alpha = asinh(1) = 0.8814, beta = 0``
+    gives ``[0.5, 1, 0.5]`` (DFT ``1 + cos w`` = 0 at ``w = pi``: singular on even grids) and
+    ``alpha = 1, beta = 0`` gives ``[0.5385, 1, 0.5385]`` (DTFT zero at ``w = 2.760``). In
+    float64, ``tanh(alpha)`` rounds to +-1 for ``|alpha| > 19.06`` and the safe form then
+    meets the band's edge (``ar_solve`` refuses such kernels on grids hitting the zero).
+
+    Official code mapping: its parameter ``alpha_code`` ``(T, Q, 2, 2)`` gives, for axis ``r``
+    (0: rows/H -> ``f``, 1: columns/W -> ``g``), ``alpha = alpha_code[..., r, 1]`` and
+    ``beta = -alpha_code[..., r, 0]`` with ``form="official"``, ``a0 = 1`` (see
+    :func:`official_ar_factors`).
+
+    Parameters
+    ----------
+    alpha, beta : array_like, same shape ``S``
+    a0 : float > 0
+        The centre tap ``f_0`` of eq. 17 (1 in the official code).
+
+    Returns
+    -------
+    ndarray, float64, ``S + (3,)``
+    """
+    al, be, a0, form = _reparam_inputs(alpha, beta, a0, form)
+    s, _, d, _ = _reparam_parts(al, be, a0, form)
+    return np.stack([a0 * (s - d), np.full_like(s, a0), a0 * (s + d)], axis=-1)
+
+
+def reparameterize_backward(grad_factors, alpha, beta, a0=1.0, *, form="safe"):
+    """Gradients ``(grad_alpha, grad_beta)`` of :func:`reparameterize` (``a0`` is a constant,
+    the centre's gradient is dropped)."""
+    al, be, a0, form = _reparam_inputs(alpha, beta, a0, form)
+    gf = as_float64(grad_factors, "grad_factors", allow_empty=True)
+    check_shape(gf, "grad_factors", al.shape + (3,), "alpha.shape + (3,)")
+    check_finite(gf, "grad_factors")
+    _, ds, _, dd = _reparam_parts(al, be, a0, form)
+    g_minus, g_plus = gf[..., 0], gf[..., 2]
+    return a0 * ds * (g_minus + g_plus), a0 * dd * (g_plus - g_minus)
+
+
+def official_ar_factors(alpha_code):
+    """The official code's factors from its parameter ``AutoRegressive_circular.alpha``.
+
+    ``alpha_code`` ``(T, Q, 2, 2)``: ``tanh``, then the 45-degree rotation, centre set to 1:
+    for axis ``r`` with ``(u, v) = tanh(alpha_code[t, q, r])``, the factor is
+    ``[(u + v) / sqrt(2), 1, (v - u) / sqrt(2)]`` (index 0 = offset -1). Returns ``(f, g)``,
+    each ``(T, Q, 3)``, ready for :func:`separable_ar_kernel` (``r = 0`` -> ``f``, rows).
+    Equal to ``reparameterize(alpha_code[..., r, 1], -alpha_code[..., r, 0], form="official")``.
+    """
+    arr = as_float64(alpha_code, "alpha_code", ndim=4)
+    check_shape(arr, "alpha_code", (None, None, 2, 2), "(T, Q, 2, 2)")
+    check_finite(arr, "alpha_code")
+    fac = reparameterize(arr[..., 1], -arr[..., 0], 1.0, form="official")
+    return np.ascontiguousarray(fac[:, :, 0]), np.ascontiguousarray(fac[:, :, 1])
+
+
+def is_stable(factors):
+    """Theorem 9's condition (eq. 15) per length-3 factor: ``|x_-1 + x_1| < x_0``.
+
+    It is *sufficient* for BIBO stability (one zero of the factor's Z-polynomial strictly
+    inside the unit circle, one strictly outside: Lemma 19), and by Lemma 16 a separable
+    kernel whose factors all pass is stable. It is **not necessary**, despite the theorem's
+    wording: ``[1, 1, 0.5]`` fails it, yet both zeros ``(-1 +- i)/2`` are inside the unit
+    circle and the inverse is causal and stable (use :func:`ar_stability_1d`).
+
+    Parameters
+    ----------
+    factors : array_like, ``(..., 3)``
+
+    Returns
+    -------
+    ndarray of bool, ``factors.shape[:-1]``
+    """
+    arr = as_float64(factors, "factors")
+    if arr.shape[-1] != 3:
+        raise ValueError(f"factors must have a last axis of length 3, got shape {arr.shape}")
+    check_finite(arr, "factors")
+    return np.abs(arr[..., 0] + arr[..., 2]) < arr[..., 1]
+
+
+def _as_kernel_1d(a, name="a"):
+    arr = as_float64(a, name, ndim=1)
+    check_finite(arr, name)
+    if arr.size % 2 == 0:
+        raise ValueError(f"{name} must have an odd length (origin at the centre), got {arr.size}")
+    if not np.any(arr):
+        raise ValueError(f"{name} must not be all zeros")
+    return arr
+
+
+def ar_zeros(a):
+    """Zeros of the Z-transform of a centred 1-D AR kernel (Lemma 19, Definition 17).
+
+    ``A(z) = sum_d a_d z^{-d}`` for offsets ``d = -m..m``; ``z^m A(z)`` has the coefficients
+    ``a`` in index order (highest power first), so these are ``numpy.roots(a)``. Vanishing
+    leading taps (``a_-m = 0``) mean zeros at infinity, which are not listed.
+    """
+    return np.roots(_as_kernel_1d(a))
+
+
+class ARStability(NamedTuple):
+    """Root-based stability of a 1-D AR kernel (Lemmas 18-19)."""
+
+    stable: bool           #: no zero on the unit circle: a BIBO-stable inverse exists
+    inside: int            #: zeros with ``|z| < 1 - tol``
+    outside: int           #: zeros with ``|z| > 1 + tol`` (zeros at infinity included)
+    on_circle: int         #: zeros with ``||z| - 1| <= tol``
+    margin: float          #: ``min ||z| - 1|`` over the finite zeros (inf if none)
+
+
+def ar_stability_1d(a, *, tol=1e-9):
+    """Root-based stability of one centred 1-D AR kernel ``a`` (odd length ``2m + 1``).
+
+    The system ``a * y = x`` has a BIBO-stable inverse iff no zero of ``A(z)`` lies on the
+    unit circle (Lemma 18: the ROC must contain it). ``inside == outside == m`` is Lemma 19's
+    two-sided case, implied by Theorem 9's condition for length-3 kernels; other splits are
+    stable too (a causal or anti-causal inverse).
+    """
+    tol = as_real(tol, "tol")
+    arr = _as_kernel_1d(a)
+    zeros = np.roots(arr)
+    radius = np.abs(zeros)
+    at_infinity = (arr.size - 1) - zeros.size
+    on = int(np.count_nonzero(np.abs(radius - 1.0) <= tol))
+    margin = float(np.min(np.abs(radius - 1.0))) if zeros.size else math.inf
+    return ARStability(on == 0, int(np.count_nonzero(radius < 1.0 - tol)),
+                       int(np.count_nonzero(radius > 1.0 + tol)) + at_infinity, on, margin)
+
+
+def is_stable_1d(a, *, tol=1e-9):
+    """:func:`ar_stability_1d` ``.stable`` for a kernel ``(k,)`` (bool) or per row of ``(C, k)``."""
+    arr = as_float64(a, "a", ndim=(1, 2))
+    if arr.ndim == 1:
+        return ar_stability_1d(arr, tol=tol).stable
+    return np.array([ar_stability_1d(row, tol=tol).stable for row in arr], dtype=bool)
+
+
+# ----------------------------------------------------------------------------------------------
+# effective receptive field (Def. 2, eqs. 3-6)
+# ----------------------------------------------------------------------------------------------
+
+_LAYER_KINDS = ("conv", "ar", "arma")
+
+
+def _parse_layer(spec, i, nd):
+    """``("conv", weight[, kwargs])``, ``("ar", a)`` or ``("arma", weight, a[, kwargs])``."""
+    if not isinstance(spec, (tuple, list)) or not spec or spec[0] not in _LAYER_KINDS:
+        raise ValueError(f"layers[{i}] must be ('conv', weight[, kwargs]), ('ar', a) or "
+                         f"('arma', weight, a[, kwargs]), got {spec!r:.200}")
+    kind = spec[0]
+    n_arrays = {"conv": 1, "ar": 1, "arma": 2}[kind]
+    if len(spec) not in (1 + n_arrays, 2 + n_arrays) or (kind == "ar" and len(spec) != 2):
+        raise ValueError(f"layers[{i}] ({kind!r}) has {len(spec) - 1} entries after the kind")
+    kwargs = dict(spec[1 + n_arrays]) if len(spec) == 2 + n_arrays else {}
+    steps = []
+    if kind in ("conv", "arma"):
+        w = as_float64(spec[1], f"layers[{i}] weight", ndim=nd + 2)
+        steps.append(("conv", w, kwargs))
+    if kind in ("ar", "arma"):
+        steps.append(("ar", as_float64(spec[-1] if kind == "ar" else spec[2],
+                                       f"layers[{i}] AR kernel", ndim=nd + 1), {}))
+    return steps
+
+
+def _erf_steps(layers, input_shape):
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) not in (2, 3):
+        raise ValueError(f"input_shape must be (S, L) or (S, H, W), got {input_shape!r}")
+    shape = as_tuple(input_shape, "input_shape", len(input_shape), minimum=1)
+    nd = len(shape) - 1
+    if not isinstance(layers, (list, tuple)) or not layers:
+        raise ValueError("layers must be a non-empty sequence of layer tuples")
+    steps = [s for i, spec in enumerate(layers) for s in _parse_layer(spec, i, nd)]
+    return steps, shape, nd
+
+
+def _erf_forward_shapes(steps, shape, nd):
+    """Input shape of every step (a zero forward pass, batch 1) and circularity of the net."""
+    from lmref import conv
+
+    conv_fn = conv.conv1d if nd == 1 else conv.conv2d
+    x = np.zeros((1,) + shape)
+    shapes, circular = [], False
+    for kind, arr, kw in steps:
+        shapes.append(x.shape[1:])
+        if kind == "conv":
+            x = conv_fn(x, arr, **kw)
+            circular |= kw.get("padding_mode", "zeros") == "circular"
+        else:
+            x = ar_solve(x, arr)
+            circular = True
+    if x.shape[2:] != shape[1:]:
+        raise ValueError(f"erf needs a size-preserving network (stride 1, 'same' padding): "
+                         f"input {shape[1:]} gives output {x.shape[2:]}")
+    return shapes, x.shape[1], circular
+
+
+def _erf_backward(g, steps, shapes, nd):
+    """Gradients wrt the network input of a batch of output cotangents (our backwards)."""
+    from lmref import conv
+
+    conv_bwd = conv.conv1d_backward if nd == 1 else conv.conv2d_backward
+    for (kind, arr, kw), shp in zip(reversed(steps), reversed(shapes)):
+        if kind == "conv":
+            g = conv_bwd(g, np.zeros((g.shape[0],) + shp), arr, **kw)[0]
+        else:
+            g4, _ = _as_signal(g, "grad")
+            a3 = _as_kernel(arr, "a", nd, g4.shape[1], g4.shape[2:])
+            inv = 1.0 / _kernel_spectrum(a3, g4.shape[2:], RCOND, _WORKERS)
+            g = _restore(_adjoint_solve(g4, inv, _WORKERS), nd)
+    return g
+
+
+def _erf_positions(positions, spatial):
+    if isinstance(positions, str):
+        one_of(positions, "positions", ("all", "centre", "center"))
+        if positions == "all":
+            return [tuple(p) for p in np.ndindex(*spatial)]
+        return [tuple(s // 2 for s in spatial)]
+    pts = [as_tuple(p, "positions entry", len(spatial), minimum=0) for p in positions]
+    for p in pts:
+        if any(v >= s for v, s in zip(p, spatial)):
+            raise ValueError(f"positions entry {p} is outside the output {spatial}")
+    if not pts:
+        raise ValueError("positions must not be empty")
+    return pts
+
+
+def erf(layers, input_shape, *, positions="all", wrap=None, batch=256):
+    """Empirical effective receptive field (Def. 2, eq. 3) of a linear conv / ARMA network.
+
+    ``g(i', p) = |d Y_t[i'] / d X_s[i' - p]|`` comes from lmref's own backwards
+    (:func:`lmref.conv.conv2d_backward` / ``conv1d_backward`` and the adjoint AR solve); each
+    map ``g(i', .)`` of an output pixel ``i'`` and channel pair ``(s, t)`` is normalised over
+    the offsets ``p`` (eq. 3 as printed normalises over ``i'``, which gives a constant; see the
+    module notes), and the maps are averaged. Maps that are identically zero (disconnected
+    channels) have no normalisation and are left out of the average.
+
+    Parameters
+    ----------
+    layers : sequence
+        ``("conv", weight[, conv_kwargs])``, ``("ar", a)`` or ``("arma", weight, a[, kwargs])``
+        (= conv then AR), applied in order; 1-D or 2-D after ``input_shape``. The network must
+        keep the spatial size (stride 1, ``padding="same"``); no nonlinearity (the ERF of a
+        linear network does not depend on the input).
+    input_shape : ``(S, L)`` or ``(S, H, W)``
+    positions : "all" (Def. 2: every output pixel), "centre" (the centre pixel only, as in
+        Luo et al.; equal to "all" for a circular, shift-invariant network) or a list of pixels.
+    wrap : bool or None
+        Offsets modulo the image size (maps of the image's shape) instead of ``i' - i``
+        (maps ``(2H - 1, 2W - 1)``). Default: True when any layer is circular (an AR solve, or
+        a conv with ``padding_mode="circular"``), so wrapped neighbours stay near ``p = 0``.
+    batch : int
+        Output pixels back-propagated together.
+
+    Returns
+    -------
+    ndarray, float64, sums to 1, origin ``p = 0`` at index ``shape // 2``.
+    """
+    steps, shape, nd = _erf_steps(layers, input_shape)
+    batch = as_int(batch, "batch", minimum=1)
+    shapes, out_channels, circular = _erf_forward_shapes(steps, shape, nd)
+    wrap = circular if wrap is None else bool(wrap)
+    spatial = shape[1:]
+    pts = _erf_positions(positions, spatial)
+    map_shape = spatial if wrap else tuple(2 * s - 1 for s in spatial)
+    origin = tuple(m // 2 for m in map_shape)
+    total = np.zeros(map_shape)
+    count = 0
+    probes = [(t, p) for p in pts for t in range(out_channels)]
+    for start in range(0, len(probes), batch):
+        chunk = probes[start:start + batch]
+        g = np.zeros((len(chunk), out_channels) + spatial)
+        for b, (t, p) in enumerate(chunk):
+            g[(b, t) + p] = 1.0
+        grads = np.abs(_erf_backward(g, steps, shapes, nd))
+        for b, (_, p) in enumerate(chunk):
+            # map index of input pixel i: origin + (i' - i), wrapped if asked
+            idx = [o + q - np.arange(s) for o, q, s in zip(origin, p, spatial)]
+            if wrap:
+                idx = [ix % s for ix, s in zip(idx, spatial)]
+            where = np.ix_(*idx)
+            for gs in grads[b]:
+                norm = gs.sum()
+                if norm > 0:
+                    total[where] += gs / norm
+                    count += 1
+    if count == 0:
+        raise ValueError("erf: every gradient map is zero (the output does not depend on the "
+                         "input)")
+    return total / count
+
+
+def _as_erf_map(erf_map):
+    m = as_float64(erf_map, "erf_map", ndim=(1, 2))
+    check_finite(m, "erf_map")
+    if (m < 0).any():
+        raise ValueError("erf_map must be non-negative (a distribution over offsets)")
+    total = m.sum()
+    if total <= 0:
+        raise ValueError("erf_map must have a positive sum")
+    return m / total
+
+
+def erf_radius(erf_map, *, form="std"):
+    """Radius of an ERF map (eq. 4), origin at index ``shape // 2`` (as :func:`erf` returns).
+
+    ``form="std"`` (default): the standard deviation of the distribution, as the text defines
+    it and as eqs. 5-6 / A.1 compute it: ``r^2 = sum |p|^2 ERF - |sum p ERF|^2``.
+    ``form="paper"``: eq. 4 as printed, ``r^2 = sum |p|^2 ERF - (sum |p| ERF)^2`` (the spread of
+    the radial distance). They agree when all mass has ``p >= 0`` (causal 1-D); for the centred
+    ``[1, 1, 1] / 3`` the paper form gives ``2/9``, the std (and eq. 5) ``2/3``. The map is
+    normalised to sum 1 first.
+    """
+    form = one_of(form, "form", ("std", "paper"))
+    m = _as_erf_map(erf_map)
+    grids = np.meshgrid(*[np.arange(s) - s // 2 for s in m.shape], indexing="ij")
+    sq = sum(p * p for p in grids)
+    second = float((sq * m).sum())
+    if form == "std":
+        first_sq = sum(float((p * m).sum()) ** 2 for p in grids)
+    else:
+        first_sq = float((np.sqrt(sq) * m).sum()) ** 2
+    return math.sqrt(max(second - first_sq, 0.0))
+
+
+def erf_radius_cnn(K, L):
+    """Eq. 5 (Theorem 3): ``sqrt(L) sqrt((K^2 - 1) / 12)`` for ``L`` uniform size-``K`` layers."""
+    k = as_int(K, "K", minimum=1)
+    depth = as_int(L, "L", minimum=1)
+    return math.sqrt(depth * (k * k - 1) / 12.0)
+
+
+def erf_radius_arma(K, L, a):
+    """Eq. 6 (Theorem 4): ``sqrt(L) sqrt((K^2 - 1)/12 + a / (1 - a)^2)``, ``0 <= a < 1``.
+
+    Exact (eq. A.1 is an identity of variances, not an approximation) for the network
+    ``y_i - a y_{i-1} = sum_{p<K} x_{i-p} / K`` on an infinite domain; the intermediate
+    moments A.34/A.39 are misprinted but A.41 is right.
+    """
+    k = as_int(K, "K", minimum=1)
+    depth = as_int(L, "L", minimum=1)
+    c = as_real(a, "a")
+    if not 0.0 <= c < 1.0:
+        raise ValueError(f"a must satisfy 0 <= a < 1 (Theorem 4), got {c}")
+    return math.sqrt(depth * ((k * k - 1) / 12.0 + c / (1.0 - c) ** 2))
+
+
+def _causal_layer_1d(kernel_size, a):
+    """Theorem 4's layer as ``("arma", weight, ar_kernel, kwargs)``: a causal uniform MA of
+    size K (a centred kernel of size 2K - 1, zero on the future side) and ``[0, 1, -a]``."""
+    weight = np.zeros((1, 1, 2 * kernel_size - 1))
+    weight[0, 0, :kernel_size] = 1.0 / kernel_size  # cross-correlation: offsets -(K-1)..0
+    return ("arma", weight, np.array([[0.0, 1.0, -a]]), {"padding": "same"})
+
+
+def _symmetric_layer_2d(a):
+    """Fig. 3's layer (our choice, the paper does not give it): uniform 3x3 MA, circular, and
+    the separable AR kernel with factors ``[-a/2, 1, -a/2]`` along both axes."""
+    weight = np.full((1, 1, 3, 3), 1.0 / 9.0)
+    fac = np.array([[[-a / 2, 1.0, -a / 2]]])
+    return ("arma", weight, separable_ar_kernel(fac, fac),
+            {"padding": "same", "padding_mode": "circular"})
+
+
+def erf_trend_table(depths=(1, 3, 5, 7, 9), coefficients=(0.0, 0.6, 0.8), *, dims=2,
+                    size=None, kernel_size=3):
+    """Fig. 3's trend as rows ``{"dims", "depth", "a", "radius", "predicted"}``.
+
+    ``dims=2``: each layer a uniform 3x3 circular MA then the separable AR kernel with factors
+    ``[-a/2, 1, -a/2]`` (its inverse is positive with per-axis variance ``a / (1 - a)``), so
+    ``predicted = sqrt(2 L (2/3 + a / (1 - a)))``; ``size`` defaults to 65. ``dims=1``:
+    Theorem 4's causal network, ``predicted`` = eq. 6 (eq. 5 at ``a = 0``); ``size`` defaults
+    to 4097. Radii from :func:`erf` (centre pixel, exact for these shift-invariant networks)
+    and :func:`erf_radius`. The paper's claim: the radius grows with ``a`` and with depth.
+    """
+    dims = as_int(dims, "dims", minimum=1, maximum=2)
+    size = as_int(size if size is not None else (65 if dims == 2 else 4097), "size", minimum=3)
+    rows = []
+    for a in coefficients:
+        a = as_real(a, "coefficient")
+        if not 0.0 <= a < 1.0:
+            raise ValueError(f"coefficients must be in [0, 1), got {a}")
+        for depth in depths:
+            depth = as_int(depth, "depth", minimum=1)
+            if dims == 2:
+                layer, shape = _symmetric_layer_2d(a), (1, size, size)
+                predicted = math.sqrt(2 * depth * (2.0 / 3.0 + a / (1.0 - a)))
+            else:
+                layer, shape = _causal_layer_1d(kernel_size, a), (1, size)
+                predicted = erf_radius_arma(kernel_size, depth, a)
+            m = erf([layer] * depth, shape, positions="centre")
+            rows.append({"dims": dims, "depth": depth, "a": a, "radius": erf_radius(m),
+                         "predicted": predicted})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# registry
+# ----------------------------------------------------------------------------------------------
+
+def _stable_kernels(rng, c, k, ndim):
+    """Diagonally dominant (invertible, stable) AR kernels, origin at the centre."""
+    a = rng.standard_normal((c,) + (k,) * ndim)
+    centre = (slice(None),) + (k // 2,) * ndim
+    a[centre] = 0.0
+    off = np.abs(a).reshape(c, -1).sum(axis=1).reshape((c,) + (1,) * ndim)
+    a *= 0.7 / np.where(off > 0, off, 1.0)
+    a[centre] = 1.0
+    return a
+
+
+def _example_ar_solve(rng):
+    return (rng.standard_normal((2, 3, 5, 6)), _stable_kernels(rng, 3, 3, 2)), {}
+
+
+def _example_arma2d(rng):
+    x = rng.standard_normal((2, 2, 5, 6))
+    w = rng.standard_normal((3, 2, 3, 3))
+    return (x, w, _stable_kernels(rng, 3, 3, 2), rng.standard_normal(3)), {"dilation": 2}
+
+
+def _example_separable(rng):
+    f = rng.uniform(-0.4, 0.4, (2, 2, 3))
+    g = rng.uniform(-0.4, 0.4, (2, 2, 3))
+    f[..., 1] = 1.0 + rng.uniform(0, 0.5, (2, 2))
+    return (f, g), {}
+
+
+def _example_reparameterize(rng):
+    return (rng.standard_normal((2, 3)), rng.standard_normal((2, 3))), {"a0": 1.5, "form": "safe"}
+
+
+_OPS = [
+    Op(name="ar_solve", cpu="lmref.arma:ar_solve", reference="lmref.arma:_ar_solve_reference",
+       backward="lmref.arma:_ar_solve_backward_from_inputs", peer="lmref.peers.torch_arma:ar_solve",
+       peer_name="torch.fft.rfft2 / irfft2 division", example="lmref.arma:_example_ar_solve",
+       notes="backward(grad_y, t, a) adapts ar_solve_backward(grad_y, y, a)"),
+    Op(name="arma2d", cpu="lmref.arma:arma2d", reference="lmref.arma:_arma2d_reference",
+       backward="lmref.arma:arma2d_backward", peer="lmref.peers.torch_arma:arma2d",
+       peer_name="F.pad + F.conv2d, then torch.fft division", example="lmref.arma:_example_arma2d"),
+    Op(name="separable_ar_kernel", cpu="lmref.arma:separable_ar_kernel",
+       reference="lmref.arma:_separable_ar_kernel_reference",
+       backward="lmref.arma:separable_ar_kernel_backward",
+       peer="lmref.peers.torch_arma:separable_ar_kernel", peer_name="torch conv1d chain + outer",
+       example="lmref.arma:_example_separable"),
+    Op(name="reparameterize", cpu="lmref.arma:reparameterize",
+       backward="lmref.arma:reparameterize_backward", peer="lmref.peers.torch_arma:reparameterize",
+       peer_name="torch.tanh formula", example="lmref.arma:_example_reparameterize"),
+]
