@@ -1,7 +1,7 @@
 """asv benchmarks of lmref.temporal against its PyTorch peers (loop over shifts for local x)."""
 import numpy as np
 
-from benchmarks._common import torch_or_skip
+from ._common import torch_or_skip
 from lmref import temporal
 
 PEERS = ["lmref", "torch"]
