@@ -1,8 +1,9 @@
 """asv benchmarks of lmref.temporal against its PyTorch peers (loop over shifts for local x)."""
 import numpy as np
 
-from ._common import torch_or_skip
 from lmref import temporal
+
+from ._common import torch_or_skip
 
 PEERS = ["lmref", "torch"]
 
