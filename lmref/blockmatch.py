@@ -1,0 +1,694 @@
+"""Block matching, NRMSE/PSNR and latent-space motion compensation (seed ``001``).
+
+Seed 001 estimates motion "using an exhaustive block-matching search at each pixel, which sought
+to minimize the sum of squared differences (SSD)" (31 x 31 blocks, +-11 on 224 x 224 frames;
+3 x 3 blocks, +-5 on 28 x 28 feature maps), predicts the feature tensor of a moved frame from
+the reference frame's tensor with the input motion scaled down (eq. 12: ``v' = v / n^k``) and
+scores the prediction with the NRMSE of eq. 13, comparing it with PSNR via eq. 14.
+
+Conventions
+-----------
+Flow
+    ``(H, W, 2)``, ``flow[..., 0] = dx`` (columns), ``flow[..., 1] = dy`` (rows), a *backward*
+    map as in :mod:`lmref.motion`: ``warp(reference, flow)[y, x] = reference[y + dy, x + dx]``,
+    so the flow found by :func:`block_match` makes ``warp(reference, flow)`` approximate
+    ``current``.
+Block-matching cost
+    ``cost(y, x; dy, dx) = sum_{c, i, j} (current[c, y + i, x + j] -
+    reference[c, y + dy + i, x + dx + j])^2`` over ``|i|, |j| <= block_size // 2`` (blocks
+    centred on the pixel) and ``|dy|, |dx| <= search_range``: the SSD, not its mean. It is the
+    correctly rounded sum of the float64 squared differences (``math.fsum`` of
+    ``(a - b) * (a - b)``), so it does not depend on any summation order.
+Out-of-frame pixels
+    ``boundary="zeros"``: pixels outside either frame count as 0 (a block hanging over the
+    border is compared with zeros). ``boundary="replicate"``: coordinates are clamped to the
+    frame (the nearest border pixel is repeated, like the padded reference frames of video
+    coders). The same rule applies to both frames.
+Ties
+    Among displacements with equal cost the smallest ``dx^2 + dy^2`` wins, then the smallest
+    ``dy``, then the smallest ``dx``; flat regions therefore get zero motion. Ties are decided
+    on the exact (correctly rounded) costs, so the fast path, the reference and any thread
+    count give the same flow.
+Dtypes and non-finite values
+    Integer and floating inputs are accepted; every result is float64. NaN or infinite inputs
+    are rejected (a NaN has no SSD order).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from lmref._numba import jit, pjit, prange
+from lmref._validation import as_float64, as_int, as_real, check_alloc, check_finite, one_of
+from lmref.registry import Op
+
+__all__ = [
+    "block_match", "displacement_order",
+    "nrmse", "psnr", "psnr_to_nrmse", "nrmse_to_psnr",
+]
+
+CHANNEL_MODES = ("sum", "each")
+BM_BOUNDARIES = ("zeros", "replicate")
+
+_U = 2.0 ** -53  # unit roundoff of float64
+_PARTIALS = 128  # exact summation of non-negative doubles needs at most ~40 partials
+
+
+# ----------------------------------------------------------------------------- validation
+
+def displacement_order(search_range: int) -> np.ndarray:
+    """Candidate displacements in tie-break order.
+
+    Parameters
+    ----------
+    search_range : int
+        Largest ``|dx|`` and ``|dy|``.
+
+    Returns
+    -------
+    ndarray of int64, shape ((2 s + 1)^2, 2)
+        Rows ``(dy, dx)`` sorted by ``dx^2 + dy^2``, then ``dy``, then ``dx``: the first row is
+        ``(0, 0)``, then ``(-1, 0), (0, -1), (0, 1), (1, 0)``...
+    """
+    s = as_int(search_range, "search_range", minimum=0)
+    d = np.arange(-s, s + 1)
+    dy, dx = (a.ravel() for a in np.meshgrid(d, d, indexing="ij"))
+    order = np.lexsort((dx, dy, dx * dx + dy * dy))  # last key is the primary one
+    return np.stack([dy[order], dx[order]], axis=1)
+
+
+def _check_block_match(reference, current, block_size, search_range, channels, boundary):
+    """Validate; return (ref, cur) as (C, H, W), b, s, channel groups, 2-D input flag."""
+    ref = as_float64(reference, "reference", ndim=(2, 3))
+    cur = as_float64(current, "current", ndim=(2, 3))
+    if ref.shape != cur.shape:
+        raise ValueError(f"current must have the shape of reference {ref.shape}, "
+                         f"got {cur.shape}")
+    b = as_int(block_size, "block_size", minimum=1)
+    if b % 2 == 0:
+        raise ValueError(f"block_size must be odd (blocks are centred on the pixel), got {b}")
+    s = as_int(search_range, "search_range", minimum=0)
+    one_of(channels, "channels", CHANNEL_MODES)
+    one_of(boundary, "boundary", BM_BOUNDARIES)
+    check_finite(ref, "reference")
+    check_finite(cur, "current")
+    flat = ref.ndim == 2
+    ref3 = ref.reshape((1,) + ref.shape) if flat else ref
+    cur3 = cur.reshape((1,) + cur.shape) if flat else cur
+    C, H, W = cur3.shape
+    group = C if channels == "sum" else 1
+    big = max(float(np.abs(ref3).max()), float(np.abs(cur3).max()))
+    if 4.0 * big * big * b * b * group > 1e300:
+        raise ValueError(f"reference/current values up to {big:.3g} are too large: their squared "
+                         f"differences summed over a {b}x{b} block overflow float64; rescale them")
+    groups = [(0, C)] if channels == "sum" else [(c, c + 1) for c in range(C)]
+    return ref3, cur3, b, s, groups, flat
+
+
+def _padded(ref3, cur3, b, s, boundary):
+    """Pad ``current`` by the block radius and ``reference`` by radius + search range."""
+    r = b // 2
+    mode = "constant" if boundary == "zeros" else "edge"
+    cp = np.pad(cur3, ((0, 0), (r, r), (r, r)), mode=mode)
+    rp = np.pad(ref3, ((0, 0), (r + s, r + s), (r + s, r + s)), mode=mode)
+    return np.ascontiguousarray(cp), np.ascontiguousarray(rp)
+
+
+def _package(best_cost, best_k, order, squeeze):
+    """(G, H, W) costs and displacement indices -> (flow, cost) in the public layout."""
+    dy = order[:, 0].astype(np.float64)[best_k]
+    dx = order[:, 1].astype(np.float64)[best_k]
+    flow = np.stack([dx, dy], axis=-1)
+    if squeeze:
+        return flow[0], best_cost[0]
+    return flow, best_cost
+
+
+# ----------------------------------------------------------------------------- reference
+
+def _block_match_reference(reference, current, block_size, search_range, *, channels="sum",
+                           boundary="zeros"):
+    """Plain loops: every pixel, every displacement in tie order, ``math.fsum`` of the block."""
+    ref3, cur3, b, s, groups, flat = _check_block_match(reference, current, block_size,
+                                                        search_range, channels, boundary)
+    cp, rp = _padded(ref3, cur3, b, s, boundary)
+    order = displacement_order(s)
+    H, W = cur3.shape[1:]
+    cost = np.empty((len(groups), H, W))
+    best_k = np.empty((len(groups), H, W), dtype=np.int64)
+    for g, (c0, c1) in enumerate(groups):
+        for y in range(H):
+            for x in range(W):
+                block = cp[c0:c1, y:y + b, x:x + b]
+                best = math.inf
+                for k, (dy, dx) in enumerate(order):
+                    cand = rp[c0:c1, y + s + dy:y + s + dy + b, x + s + dx:x + s + dx + b]
+                    c = math.fsum(((block - cand) * (block - cand)).ravel())
+                    if c < best:  # strict: the earlier displacement in tie order keeps a tie
+                        best, best_k[g, y, x] = c, k
+                cost[g, y, x] = best
+    return _package(cost, best_k, order, flat or channels == "sum")
+
+
+# ----------------------------------------------------------------------------- numba kernels
+
+@jit
+def _fsum_into(partials, n, x):
+    """Add ``x`` to the non-overlapping partials (Shewchuk / CPython ``math.fsum``)."""
+    i = 0
+    for j in range(n):
+        y = partials[j]
+        if abs(x) < abs(y):
+            x, y = y, x
+        hi = x + y
+        lo = y - (hi - x)
+        if lo != 0.0:
+            partials[i] = lo
+            i += 1
+        x = hi
+    if x != 0.0:
+        partials[i] = x
+        i += 1
+    return i
+
+
+@jit
+def _fsum_round(partials, n):
+    """Correctly rounded value of the partials (CPython ``math.fsum``'s final step)."""
+    if n == 0:
+        return 0.0
+    n -= 1
+    hi = partials[n]
+    lo = 0.0
+    while n > 0:
+        x = hi
+        n -= 1
+        y = partials[n]
+        hi = x + y
+        lo = y - (hi - x)
+        if lo != 0.0:
+            break
+    if n > 0 and ((lo < 0.0 and partials[n - 1] < 0.0) or (lo > 0.0 and partials[n - 1] > 0.0)):
+        y = lo * 2.0
+        x = hi + y
+        if y == x - hi:
+            hi = x
+    return hi
+
+
+@jit
+def _exact_block_cost(cp, rp, c0, c1, y, x, oy, ox, b, partials):
+    """Correctly rounded SSD of one block pair (the reference's ``math.fsum``)."""
+    n = 0
+    for c in range(c0, c1):
+        for i in range(b):
+            for j in range(b):
+                t = cp[c, y + i, x + j] - rp[c, y + oy + i, x + ox + j]
+                n = _fsum_into(partials, n, t * t)
+    return _fsum_round(partials, n)
+
+
+@jit
+def _diff_and_suffix(cp, rp, c0, c1, oy, ox, b, d2, suf):
+    """Squared differences and their column suffix sums within segments of ``b`` rows.
+
+    ``d2[i, j] = sum_c (cp[c, i, j] - rp[c, i + oy, j + ox])^2`` (channels in order) and
+    ``suf[i] = d2[i] + d2[i + 1] + ... + d2[end of i's segment]``, rows cut into segments
+    ``[k b, k b + b)``. A window of ``b`` rows is a segment suffix plus a prefix of the next
+    segment: sums without subtraction, so no cancellation drift and exact zeros stay zero.
+    """
+    Hp, Wp = d2.shape
+    for start in range(0, Hp, b):
+        stop = min(start + b, Hp)
+        for i in range(stop - 1, start - 1, -1):
+            row = d2[i]
+            for c in range(c0, c1):
+                a = cp[c, i]
+                r = rp[c, i + oy, ox:ox + Wp]
+                if c == c0:
+                    for j in range(Wp):
+                        t = a[j] - r[j]
+                        row[j] = t * t
+                else:
+                    for j in range(Wp):
+                        t = a[j] - r[j]
+                        row[j] += t * t
+            out = suf[i]
+            if i == stop - 1:
+                for j in range(Wp):
+                    out[j] = row[j]
+            else:
+                nxt = suf[i + 1]
+                for j in range(Wp):
+                    out[j] = row[j] + nxt[j]
+
+
+@jit
+def _row_window(v, b, W, levels, out):
+    """``out[x] = sum_{j < b} v[x + j]`` for ``x < W`` by doubling (no subtraction).
+
+    ``levels[k]`` receives the sums of ``2^(k+1)`` neighbours; ``out`` adds the levels of the
+    set bits of ``b``, lowest first (a fixed order). Offsets go into slices so that every loop
+    indexes from 0 (numba then drops negative-index handling and vectorises).
+    """
+    n = v.shape[0]
+    first = True
+    off = 0
+    width = 1
+    lev = 0
+    src = v
+    rem = b
+    while True:
+        if rem & 1:
+            part = src[off:off + W]
+            if first:
+                for x in range(W):
+                    out[x] = part[x]
+                first = False
+            else:
+                for x in range(W):
+                    out[x] += part[x]
+            off += width
+        rem >>= 1
+        if rem == 0:
+            break
+        m = n - 2 * width + 1
+        dst = levels[lev]
+        left = src[:m]
+        right = src[width:width + m]
+        for x in range(m):
+            dst[x] = left[x] + right[x]
+        src = dst
+        lev += 1
+        width *= 2
+
+
+@jit
+def _scan(cp, rp, keys, c0, c1, order, k0, k1, b, exact_pass, thr, best, second, arg, bkey):
+    """Scan displacements ``k0..k1-1`` (tie order) of one channel group over the whole frame.
+
+    ``keys[p, q]`` names the reference block with top-left ``(p, q)`` in ``rp``: equal keys
+    mean identical blocks (-1: all zero), hence identical costs.
+
+    First pass (``exact_pass == 0``): box costs update ``best``/``arg``/``bkey`` on a strict
+    ``<`` (the earlier displacement keeps a tie) and ``second``, the smallest cost of any
+    block that is not identical to the best one. Second pass: at near-tied pixels
+    (``thr[y, x] >= 0``), displacements with box cost ``<= thr`` get their exact cost and
+    ``best``/``arg``/``bkey`` track those.
+    """
+    H, W = best.shape
+    Hp = H + b - 1
+    Wp = W + b - 1
+    d2 = np.empty((Hp, Wp))
+    suf = np.empty((Hp, Wp))
+    prow = np.empty(Wp)
+    vrow = np.empty(Wp)
+    n_levels = 1
+    while (2 << n_levels) <= b:  # levels of 2, 4, ... up to the top bit of b
+        n_levels += 1
+    levels = np.empty((n_levels, Wp))
+    crow = np.empty(W)
+    partials = np.empty(_PARTIALS)
+    for k in range(k0, k1):
+        oy = int(order[k, 0])
+        ox = int(order[k, 1])
+        kf = float(k)
+        _diff_and_suffix(cp, rp, c0, c1, oy, ox, b, d2, suf)
+        for y in range(H):
+            t = y % b
+            s = suf[y]
+            if t == 0:  # the window is one whole segment
+                _row_window(s, b, W, levels, crow)
+            else:  # suffix of this segment + prefix (kept running in prow) of the next
+                q = d2[y + b - 1]
+                if t == 1:
+                    for j in range(Wp):
+                        prow[j] = q[j]
+                        vrow[j] = s[j] + q[j]
+                else:
+                    for j in range(Wp):
+                        p = prow[j] + q[j]
+                        prow[j] = p
+                        vrow[j] = s[j] + p
+                _row_window(vrow, b, W, levels, crow)
+            bst = best[y]
+            sec = second[y]
+            ag = arg[y]
+            bk = bkey[y]
+            krow = keys[y + oy, ox:ox + W]
+            if exact_pass:
+                th = thr[y]
+                for x in range(W):
+                    if crow[x] <= th[x]:
+                        kd = krow[x]
+                        if kd != bk[x]:  # an identical block has the same cost: keep the first
+                            e = _exact_block_cost(cp, rp, c0, c1, y, x, oy, ox, b, partials)
+                            if e < bst[x]:
+                                bst[x] = e
+                                ag[x] = kf
+                                bk[x] = kd
+            else:
+                for x in range(W):
+                    v = crow[x]
+                    if v < sec[x]:  # rare once the first displacements are seen
+                        kd = krow[x]
+                        old = bst[x]
+                        if v < old:
+                            sec[x] = old
+                            bst[x] = v
+                            ag[x] = kf
+                            bk[x] = kd
+                        elif kd != bk[x]:
+                            sec[x] = v
+
+
+@pjit
+def _block_match_kernel(cp, rp, keys, groups, order, nchunks, b, exact_pass, thr, best, second,
+                        arg, bkey):
+    """Tasks = (channel group, chunk of displacements); task ``t`` owns ``best[t]`` etc."""
+    nd = order.shape[0]
+    for t in prange(best.shape[0]):
+        g = t // nchunks
+        ch = t % nchunks
+        _scan(cp, rp, keys[g], int(groups[g, 0]), int(groups[g, 1]), order,
+              ch * nd // nchunks, (ch + 1) * nd // nchunks, b, exact_pass, thr[g], best[t],
+              second[t], arg[t], bkey[t])
+
+
+# ----------------------------------------------------------------------------- fast path
+
+def _block_keys(rp, groups, b, s, H, W, boundary):
+    """Name every reference block so that equal names mean identical blocks.
+
+    Block ``(p, q)`` is ``rp[c0:c1, p:p + b, q:q + b]``. All-zero blocks are named -1 (outside
+    the frame with ``"zeros"``, or dead ReLU regions); with ``"replicate"``, blocks lying wholly
+    beyond an edge repeat that edge and share the name of the nearest such block. Other blocks
+    get their own position. Counting non-zero pixels is exact (integer cumulative sums).
+    """
+    r = b // 2
+    P, Q = H + 2 * s, W + 2 * s
+    p = np.arange(P)
+    q = np.arange(Q)
+    if boundary == "replicate":
+        p = np.clip(p, s - r, H - 1 + r + s)
+        q = np.clip(q, s - r, W - 1 + r + s)
+    names = (p[:, None] * (Q + 2 * b) + q[None, :]).astype(np.float64)
+    keys = np.empty((len(groups), P, Q))
+    for g, (c0, c1) in enumerate(groups):
+        nonzero = (rp[c0:c1] != 0).any(axis=0).astype(np.int64)
+        csum = np.zeros((nonzero.shape[0] + 1, nonzero.shape[1] + 1), dtype=np.int64)
+        csum[1:, 1:] = nonzero.cumsum(0).cumsum(1)
+        count = csum[b:, b:] - csum[:-b, b:] - csum[b:, :-b] + csum[:-b, :-b]
+        keys[g] = np.where(count == 0, -1.0, names)
+    return keys
+
+
+def _merge(best, second, arg, bkey, n_groups, nchunks):
+    """Combine the chunks of each group in tie order: the same result for any chunking."""
+    shape = (n_groups, nchunks) + best.shape[1:]
+    best, second, arg, bkey = (a.reshape(shape) for a in (best, second, arg, bkey))
+    m, sec, k, key = (a[:, 0].copy() for a in (best, second, arg, bkey))
+    for ch in range(1, nchunks):
+        b2, s2, k2, key2 = best[:, ch], second[:, ch], arg[:, ch], bkey[:, ch]
+        lt = b2 < m  # strict: an earlier chunk keeps a tie
+        dup = ~lt & (key2 == key)  # the same block as the best: not a competitor
+        sec = np.where(lt, np.minimum(s2, m), np.where(dup, np.minimum(sec, s2),
+                                                        np.minimum(sec, b2)))
+        k = np.where(lt, k2, k)
+        key = np.where(lt, key2, key)
+        m = np.where(lt, b2, m)
+    return m, sec, k, key
+
+
+def _tie_tolerance(b: int, group: int) -> float:
+    """Relative bound covering the box sums' rounding twice over, plus margin.
+
+    A box cost is a sum of non-negative terms in a tree of height at most ``group - 1`` (the
+    channels) + ``b`` (column windows) + ``2 * bit_length(b)`` (row doubling), so it is within
+    ``gamma_h = h u / (1 - h u)`` (relative) of the exact sum; two of them and the rounding of
+    the exact costs stay below ``2 gamma_h + 4 u``; we take twice that.
+    """
+    h = group + b + 2 * b.bit_length() + 2
+    gamma = h * _U / (1.0 - h * _U)
+    return 2.0 * (2.0 * gamma + 4.0 * _U)
+
+
+def _integral_and_exact(ref3, cur3, b, group) -> bool:
+    """True when every box sum is exact in float64 (integer data, sums below 2**53)."""
+    big = max(float(np.abs(ref3).max()), float(np.abs(cur3).max()))
+    if 4.0 * big * big * b * b * group > 2.0 ** 53:
+        return False
+    return bool(np.all(ref3 == np.trunc(ref3)) and np.all(cur3 == np.trunc(cur3)))
+
+
+def _n_chunks(n_groups: int, n_disp: int) -> int:
+    import numba
+
+    return max(1, min(n_disp, -(-numba.get_num_threads() // n_groups)))
+
+
+def block_match(reference, current, block_size, search_range, *, channels="sum",
+                boundary="zeros"):
+    """Exhaustive per-pixel block matching minimising the SSD (seed 001, Sec. 3).
+
+    For every pixel ``(y, x)`` of ``current``, find the displacement ``(dx, dy)`` with
+    ``|dx|, |dy| <= search_range`` that minimises the sum of squared differences between the
+    ``block_size x block_size`` block of ``current`` centred at ``(y, x)`` and the block of
+    ``reference`` centred at ``(y + dy, x + dx)``. The seed uses 31 x 31 blocks and +-11 on
+    224 x 224 frames, 3 x 3 blocks and +-5 on 28 x 28 feature maps.
+
+    Parameters
+    ----------
+    reference, current : array_like, shape (H, W) or (C, H, W)
+        The frame motion is measured from, and the frame it predicts. Same shape, finite.
+    block_size : int
+        Odd block side ``b`` (blocks are centred on the pixel).
+    search_range : int
+        ``s >= 0``; ``(2 s + 1)^2`` displacements are tried.
+    channels : {"sum", "each"}
+        ``"sum"``: one field for all channels (the SSD is summed over channels). ``"each"``:
+        one field per channel. For 2-D inputs both give one ``(H, W, 2)`` field.
+    boundary : {"zeros", "replicate"}
+        How pixels outside the frames count: 0 in both frames, or the nearest border pixel.
+
+    Returns
+    -------
+    flow : ndarray, float64, shape (H, W, 2), or (C, H, W, 2) for 3-D ``channels="each"``
+        ``flow[..., 0] = dx``, ``flow[..., 1] = dy`` (integers), the :mod:`lmref.motion`
+        backward map: ``warp(reference, flow)`` approximates ``current``.
+    cost : ndarray, float64, shape (H, W), or (C, H, W) for 3-D ``channels="each"``
+        The SSD of the chosen displacement (a sum, not a mean).
+
+    Notes
+    -----
+    Ties: smallest ``dx^2 + dy^2``, then smallest ``dy``, then smallest ``dx``
+    (:func:`displacement_order`), decided on correctly rounded costs.
+
+    Fast path (numba): per displacement, squared differences and a separable box sum (columns
+    by segment suffix/prefix sums, rows by doubling), so the work per pixel and displacement
+    does not grow with the block size; chunks of displacements run in parallel and are merged
+    in tie order. The sums have no subtraction: each is within ``~(2 b + C) ulp`` (relative)
+    of the exact SSD and identical blocks give exactly 0. Pixels whose two best candidates
+    are closer than that bound are re-decided on exact costs (``math.fsum``'s algorithm);
+    identical reference blocks (all-zero ones, replicated borders) are recognised and need no
+    re-decision, nor do integer-valued frames (their sums are exact). The returned cost is
+    the box sum (relative error below ``1e-13``) or the exact one at re-decided pixels; the
+    flow equals the plain reference's whatever the number of threads.
+    """
+    ref3, cur3, b, s, groups, flat = _check_block_match(reference, current, block_size,
+                                                        search_range, channels, boundary)
+    C, H, W = cur3.shape
+    group = groups[0][1] - groups[0][0]
+    order = displacement_order(s)
+    offsets = (order + s).astype(np.float64)  # (oy, ox) of the block in the padded reference
+    n_groups = len(groups)
+    nchunks = _n_chunks(n_groups, len(order))
+    tasks = n_groups * nchunks
+    check_alloc((C, H + b - 1 + 2 * s, W + b - 1 + 2 * s), "the padded reference")
+    check_alloc((4 * tasks, H, W), "block_match's per-task tables")
+    cp, rp = _padded(ref3, cur3, b, s, boundary)
+    keys = _block_keys(rp, groups, b, s, H, W, boundary)
+    garr = np.array(groups, dtype=np.float64)
+    best = np.full((tasks, H, W), np.inf)
+    second = np.full((tasks, H, W), np.inf)
+    arg = np.zeros((tasks, H, W))
+    bkey = np.full((tasks, H, W), -2.0)
+    thr = np.empty((n_groups, H, W))
+    _block_match_kernel(cp, rp, keys, garr, offsets, nchunks, b, 0, thr, best, second, arg, bkey)
+    cost, sec, k, _ = _merge(best, second, arg, bkey, n_groups, nchunks)
+    if not _integral_and_exact(ref3, cur3, b, group):
+        limit = cost * (1.0 + _tie_tolerance(b, group))
+        near = (cost > 0.0) & (sec <= limit)
+        if near.any():  # re-decide near ties on exact costs
+            thr = np.where(near, limit, -1.0)
+            best.fill(np.inf)
+            arg.fill(0.0)
+            bkey.fill(-2.0)
+            _block_match_kernel(cp, rp, keys, garr, offsets, nchunks, b, 1, thr, best, second,
+                                arg, bkey)
+            exact_cost, _, exact_k, _ = _merge(best, second, arg, bkey, n_groups, nchunks)
+            cost = np.where(near, exact_cost, cost)
+            k = np.where(near, exact_k, k)
+    return _package(cost, k.astype(np.int64), order, flat or channels == "sum")
+
+
+# ----------------------------------------------------------------------------- NRMSE and PSNR
+
+def _selected(predicted, actual, mask):
+    """Validate a (predicted, actual, mask) triple; return the selected elements (1-D)."""
+    p = as_float64(predicted, "predicted")
+    a = as_float64(actual, "actual")
+    if p.shape != a.shape:
+        raise ValueError(f"predicted must have the shape of actual {a.shape}, got {p.shape}")
+    if mask is None:
+        sel_p, sel_a = p.ravel(), a.ravel()
+    else:
+        m = np.asarray(mask)
+        if m.dtype != np.bool_:
+            raise TypeError(f"mask must be a boolean array, got dtype {m.dtype}")
+        if m.shape == a.shape:
+            full = m
+        elif a.ndim > 2 and m.shape == a.shape[-2:]:
+            full = np.broadcast_to(m, a.shape)  # one spatial mask for every channel
+        else:
+            spatial = f" or its spatial shape {a.shape[-2:]}" if a.ndim > 2 else ""
+            raise ValueError(f"mask must have the shape of actual {a.shape}{spatial}, "
+                             f"got {m.shape}")
+        if not full.any():
+            raise ValueError("mask selects no element: the error over an empty region is "
+                             "undefined")
+        sel_p, sel_a = p[full], a[full]
+    check_finite(sel_p, "predicted (inside the mask)")
+    check_finite(sel_a, "actual (inside the mask)")
+    return sel_p, sel_a
+
+
+def _mse(sel_p, sel_a) -> float:
+    d = sel_p - sel_a
+    return math.fsum((d * d).tolist()) / d.size  # correctly rounded sum: order-free
+
+
+def nrmse(predicted, actual, mask=None, dynamic_range=None) -> float:
+    """Normalised root-mean-square error, seed 001 eq. 13.
+
+    ``NRMSE = sqrt(sum_i (p_i - a_i)^2 / N) / R`` over the ``N`` elements selected by ``mask``.
+
+    Parameters
+    ----------
+    predicted, actual : array_like
+        Same shape (no broadcasting): the prediction (e.g. a motion-compensated feature
+        tensor) and the actual tensor.
+    mask : array_like of bool, optional
+        Elements to include (the predictable region); either ``actual``'s shape or, for
+        tensors of 3 or more dimensions, their spatial shape ``(H, W)`` (applied to every
+        channel). Values outside the mask are ignored (they may be NaN). All-False is an error:
+        the NRMSE of nothing is undefined.
+    dynamic_range : float, optional
+        ``R > 0``. Default: ``max - min`` of ``actual`` over the mask; a constant ``actual``
+        then has no dynamic range and raises (pass ``dynamic_range``).
+
+    Returns
+    -------
+    float
+        The sum of squares is correctly rounded (``math.fsum``), so the value does not depend
+        on element order. Inputs must be finite inside the mask.
+    """
+    sel_p, sel_a = _selected(predicted, actual, mask)
+    if dynamic_range is None:
+        R = float(sel_a.max() - sel_a.min())
+        if R == 0.0:
+            raise ValueError(f"actual is constant ({sel_a[0]!r}) over the mask, so its dynamic "
+                             f"range is 0 and the NRMSE undefined; pass dynamic_range")
+    else:
+        R = as_real(dynamic_range, "dynamic_range")
+        if R <= 0.0:
+            raise ValueError(f"dynamic_range must be > 0, got {R!r}")
+    return math.sqrt(_mse(sel_p, sel_a)) / R  # eq. 13
+
+
+def psnr(predicted, actual, peak=255.0, mask=None) -> float:
+    """Peak signal-to-noise ratio ``10 log10(peak^2 / MSE)`` in dB over ``mask``.
+
+    Same input rules as :func:`nrmse`. Identical inputs give ``inf``.
+    """
+    pk = as_real(peak, "peak")
+    if pk <= 0.0:
+        raise ValueError(f"peak must be > 0, got {pk!r}")
+    mse = _mse(*_selected(predicted, actual, mask))
+    return math.inf if mse == 0.0 else 10.0 * math.log10(pk * pk / mse)
+
+
+def _scale_args(peak, levels):
+    pk = as_real(peak, "peak")
+    lv = as_real(levels, "levels")
+    if pk <= 0.0:
+        raise ValueError(f"peak must be > 0, got {pk!r}")
+    if lv <= 0.0:
+        raise ValueError(f"levels must be > 0, got {lv!r}")
+    return pk, lv
+
+
+def _scalar_or_array(result, like):
+    """A float for scalar input (``as_float64`` returns at least 1-D), else the array."""
+    return float(result[0]) if np.ndim(like) == 0 else result.reshape(np.shape(like))
+
+
+def psnr_to_nrmse(psnr, peak=255.0, levels=256):
+    """NRMSE of a prediction with a given PSNR, seed 001 eq. 14.
+
+    ``NRMSE = sqrt(peak^2 / 10^(PSNR / 10)) / levels = (peak / levels) 10^(-PSNR / 20)``:
+    the MSE that gives the PSNR (with ``peak`` = 255 for 8-bit video), normalised by a
+    dynamic range of ``levels`` = 256 as printed in the seed. 27 dB gives 0.04449 and 41 dB
+    0.008878, the seed's "0.009-0.044" (which lists the range in increasing NRMSE, i.e.
+    from 41 dB down to 27 dB). For ``R = max - min = 255`` as in :func:`nrmse` of 8-bit data,
+    pass ``levels=255`` (0.04467 and 0.008913).
+
+    Parameters
+    ----------
+    psnr : float or array_like
+        dB; ``inf`` maps to 0.
+    peak, levels : float
+        Positive.
+
+    Returns
+    -------
+    float or ndarray (float64)
+    """
+    pk, lv = _scale_args(peak, levels)
+    p = as_float64(psnr, "psnr")
+    if np.isnan(p).any():
+        raise ValueError("psnr contains NaN")
+    return _scalar_or_array(pk / lv * 10.0 ** (-p / 20.0), psnr)  # eq. 14
+
+
+def nrmse_to_psnr(nrmse, peak=255.0, levels=256):
+    """Inverse of :func:`psnr_to_nrmse`: ``PSNR = 20 log10(peak / (levels NRMSE))`` (eq. 14).
+
+    ``nrmse`` must be >= 0 (0 maps to ``inf``); returns a float or a float64 array.
+    """
+    pk, lv = _scale_args(peak, levels)
+    e = as_float64(nrmse, "nrmse")
+    if np.isnan(e).any() or (e < 0).any():
+        raise ValueError("nrmse must be >= 0 (and not NaN)")
+    with np.errstate(divide="ignore"):
+        return _scalar_or_array(20.0 * np.log10(pk / (lv * e)), nrmse)
+
+
+# ----------------------------------------------------------------------------- registry
+
+def _example_block_match(rng):
+    """Two 3-channel frames, the second a shifted noisy copy of the first."""
+    ref = rng.standard_normal((3, 7, 8))
+    cur = np.roll(ref, (1, -1), axis=(1, 2)) + 0.1 * rng.standard_normal((3, 7, 8))
+    return (ref, cur), {"block_size": 3, "search_range": 2, "channels": "sum",
+                        "boundary": "zeros"}
+
+
+_OPS = [
+    Op(name="block_match", cpu="lmref.blockmatch:block_match",
+       reference="lmref.blockmatch:_block_match_reference",
+       example="lmref.blockmatch:_example_block_match",
+       notes="outputs (flow, cost); SSD, ties: smallest |d|^2, then dy, then dx; not "
+             "differentiable (argmin)"),
+]
