@@ -1,0 +1,942 @@
+"""Convolution with PyTorch semantics, its backward, its transpose and its exact sparse matrix.
+
+Seed ``000`` Lemma 1: a convolution is a matrix acting on the row-major unrolled input
+("unroll, multiply, reshape"); :func:`conv2d_matrix` builds that matrix ``C`` exactly.
+
+Conventions
+-----------
+Layout
+    ``x`` is ``(N, C_in, *spatial)`` (NCL / NCHW), ``weight`` is ``(C_out, C_in // groups, *k)``
+    (OIL / OIHW), ``bias`` is ``(C_out,)``: exactly ``torch.nn.functional.conv1d/conv2d``.
+Cross-correlation
+    ``out[n, o, i, j] = bias[o] + sum_{c, a, b} weight[o, c, a, b] *
+    xpad[n, g*C_in/groups + c, i*sh + a*dh, j*sw + b*dw]`` with ``g = o // (C_out/groups)``:
+    no kernel flip, the kernel origin is its top-left tap (tap ``(0, 0)`` reads the top-left
+    of the padded window).
+Padding
+    ``padding`` is an int, a tuple (one int per spatial axis, applied on both sides), ``"valid"``
+    (no padding) or ``"same"``. ``"same"`` follows TensorFlow for every stride: the output size
+    is ``ceil(size / stride)`` and the total padding ``max((out - 1) * stride + (k - 1) *
+    dilation + 1 - size, 0)`` is split as ``total // 2`` before (top/left) and the rest, the
+    extra pixel when the total is odd, after (bottom/right). For stride 1 this is PyTorch's
+    ``padding="same"`` (which refuses stride > 1).
+Padding modes
+    ``padding_mode`` as in ``torch.nn.Conv2d``: ``"zeros"``, ``"circular"`` (periodic; the
+    padding may not exceed the input size), ``"reflect"`` (mirror without repeating the edge;
+    the padding must be smaller than the input size) and ``"replicate"`` (repeat the edge).
+    The backward routes gradients through the padding: a padded pixel that copies input pixel
+    ``p`` sends its gradient back to ``p`` (accumulated).
+Output size
+    ``floor((size + pad_before + pad_after - dilation * (k - 1) - 1) / stride) + 1``; a kernel
+    larger than the padded input is a ``ValueError``.
+Dtypes and NaN
+    Integer and floating inputs are accepted; every result is float64 (the oracle computes in
+    float64 whatever comes in). NaN and Inf propagate like in any sum of products.
+Summation order
+    Each output is accumulated in a fixed order (input channel, kernel row, kernel column),
+    independent of the number of threads, so results are reproducible bit for bit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from lmref._numba import jit, pjit, prange
+from lmref._validation import as_float64, as_int, as_tuple, check_alloc, one_of
+from lmref.registry import Op
+
+__all__ = [
+    "conv1d", "conv2d", "conv1d_backward", "conv2d_backward",
+    "conv_transpose1d", "conv_transpose2d", "conv_transpose1d_backward",
+    "conv_transpose2d_backward", "conv1d_matrix", "conv2d_matrix",
+    "conv_output_size", "same_padding", "PADDING_MODES",
+]
+
+PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
+_NP_PAD_MODE = {"zeros": "constant", "circular": "wrap", "reflect": "reflect",
+                "replicate": "edge"}
+
+
+# ----------------------------------------------------------------------------------------------
+# geometry: argument checks, padding and output sizes (shared by every path)
+# ----------------------------------------------------------------------------------------------
+
+def conv_output_size(size, kernel_size, stride=1, pad_before=0, pad_after=0, dilation=1):
+    """Output length of a convolution along one axis (``ValueError`` if it would be < 1)."""
+    size = as_int(size, "size", minimum=1)
+    kernel_size = as_int(kernel_size, "kernel_size", minimum=1)
+    stride = as_int(stride, "stride", minimum=1)
+    dilation = as_int(dilation, "dilation", minimum=1)
+    pad_before = as_int(pad_before, "pad_before", minimum=0)
+    pad_after = as_int(pad_after, "pad_after", minimum=0)
+    return _out_size(size, kernel_size, stride, pad_before, pad_after, dilation, "axis")
+
+
+def _out_size(size, k, stride, before, after, dilation, axis):
+    span = dilation * (k - 1) + 1
+    padded = size + before + after
+    if span > padded:
+        raise ValueError(
+            f"kernel larger than padded input along {axis}: kernel size {k} with dilation "
+            f"{dilation} spans {span} but the padded input has size {padded} ({size} + "
+            f"{before} + {after})")
+    return (padded - span) // stride + 1
+
+
+def same_padding(size, kernel_size, stride=1, dilation=1):
+    """``(before, after)`` padding of ``padding="same"`` along one axis (TensorFlow's rule).
+
+    The output size is ``ceil(size / stride)``; the extra pixel of an odd total goes after
+    (bottom/right).
+    """
+    size = as_int(size, "size", minimum=1)
+    kernel_size = as_int(kernel_size, "kernel_size", minimum=1)
+    stride = as_int(stride, "stride", minimum=1)
+    dilation = as_int(dilation, "dilation", minimum=1)
+    return _same_padding(size, kernel_size, stride, dilation)
+
+
+def _same_padding(size, k, stride, dilation):
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (k - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Everything about one convolution except the data, always in 2-D form.
+
+    A 1-D convolution is the 2-D one with a height-1 input and kernel (stride, dilation and
+    padding 1, 1 and 0 along that axis), so both share the kernels below.
+    """
+
+    in_hw: tuple[int, int]
+    k_hw: tuple[int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    pads: tuple[tuple[int, int], tuple[int, int]]
+    groups: int
+    mode: str
+    out_hw: tuple[int, int]
+
+    @property
+    def padded_hw(self):
+        return tuple(n + a + b for n, (a, b) in zip(self.in_hw, self.pads))
+
+    @property
+    def has_padding(self):
+        return any(a or b for a, b in self.pads)
+
+
+def _parse_padding(padding, nd, in_sizes, k_sizes, strides, dilations):
+    """Per-axis ``(before, after)`` padding from an int, a tuple, ``"valid"`` or ``"same"``."""
+    if isinstance(padding, str):
+        one_of(padding, "padding", ("valid", "same"))
+        if padding == "valid":
+            return ((0, 0),) * nd
+        return tuple(_same_padding(n, k, s, d)
+                     for n, k, s, d in zip(in_sizes, k_sizes, strides, dilations))
+    try:
+        pads = as_tuple(padding, "padding", nd, minimum=0)
+    except TypeError:
+        raise TypeError(f"padding must be an int, a tuple of {nd} ints, 'valid' or 'same', got "
+                        f"{type(padding).__name__} {padding!r}") from None
+    return tuple((p, p) for p in pads)
+
+
+def _check_mode_pads(mode, pads, in_sizes):
+    axes = ("height", "width") if len(pads) == 2 else ("length",)
+    for (a, b), n, ax in zip(pads, in_sizes, axes):
+        if mode == "reflect" and max(a, b) >= n:
+            raise ValueError(
+                f"padding_mode='reflect' needs padding < input size (as in PyTorch): padding "
+                f"({a}, {b}) along {ax} of size {n}")
+        if mode == "circular" and max(a, b) > n:
+            raise ValueError(
+                f"padding_mode='circular' needs padding <= input size (as in PyTorch): padding "
+                f"({a}, {b}) along {ax} of size {n}")
+
+
+def _geometry(nd, in_sizes, c_in, weight_shape, stride, padding, dilation, groups, padding_mode,
+              *, x_name="x"):
+    """Validate the options of a ``nd``-D convolution and return its (2-D) geometry."""
+    groups = as_int(groups, "groups", minimum=1)
+    mode = one_of(padding_mode, "padding_mode", PADDING_MODES)
+    c_out, c_in_g = weight_shape[0], weight_shape[1]
+    k_sizes = tuple(int(k) for k in weight_shape[2:])
+    if c_out % groups:
+        raise ValueError(f"groups={groups} must divide the number of output channels "
+                         f"weight.shape[0]={c_out}")
+    if c_in % groups:
+        raise ValueError(f"groups={groups} must divide the number of input channels "
+                         f"{x_name}.shape[1]={c_in}")
+    if c_in_g * groups != c_in:
+        raise ValueError(
+            f"channel mismatch: {x_name} has {c_in} input channels, so weight.shape[1] must be "
+            f"C_in / groups = {c_in // groups}, got weight of shape {tuple(weight_shape)}")
+    strides = as_tuple(stride, "stride", nd, minimum=1)
+    dilations = as_tuple(dilation, "dilation", nd, minimum=1)
+    pads = _parse_padding(padding, nd, in_sizes, k_sizes, strides, dilations)
+    _check_mode_pads(mode, pads, in_sizes)
+    axes = ("height", "width") if nd == 2 else ("length",)
+    out = tuple(_out_size(n, k, s, a, b, d, ax) for n, k, s, (a, b), d, ax
+                in zip(in_sizes, k_sizes, strides, pads, dilations, axes))
+    if nd == 1:  # lift to 2-D with a height-1 axis
+        return _Geometry((1,) + tuple(in_sizes), (1,) + k_sizes, (1,) + strides,
+                         (1,) + dilations, ((0, 0),) + pads, groups, mode, (1,) + out)
+    return _Geometry(tuple(in_sizes), k_sizes, strides, dilations, pads, groups, mode, out)
+
+
+def _check_arrays(nd, x, weight, bias, *, x_name="x", weight_name="weight"):
+    """Convert ``x``, ``weight`` and ``bias`` to float64 after checking ndim and shapes."""
+    layout = "(N, C_in, L)" if nd == 1 else "(N, C_in, H, W)"
+    wlayout = "(C_out, C_in // groups, k)" if nd == 1 else "(C_out, C_in // groups, kH, kW)"
+    x = as_float64(x, f"{x_name} {layout}", ndim=nd + 2)
+    weight = as_float64(weight, f"{weight_name} {wlayout}", ndim=nd + 2)
+    if bias is not None:
+        bias = as_float64(bias, "bias (C_out,)", ndim=1)
+        if bias.shape[0] != weight.shape[0]:
+            raise ValueError(f"bias must have shape ({weight.shape[0]},) (one value per output "
+                             f"channel), got {bias.shape}")
+    return x, weight, bias
+
+
+def _to2d(a, nd):
+    """View a 1-D-convolution array ``(A, B, L)`` as ``(A, B, 1, L)``."""
+    return a if nd == 2 else a[:, :, None, :]
+
+
+def _from2d(a, nd):
+    return a if nd == 2 else a[:, :, 0, :]
+
+
+# ----------------------------------------------------------------------------------------------
+# padding as index maps: padded position -> source index (-1: a zero)
+# ----------------------------------------------------------------------------------------------
+
+def _pad_index(n, before, after, mode):
+    """Source index of every padded position along one axis (``-1`` where the value is 0)."""
+    i = np.arange(-before, n + after, dtype=np.int64)
+    if mode == "zeros":
+        return np.where((i >= 0) & (i < n), i, -1)
+    if mode == "circular":
+        return i % n
+    if mode == "replicate":
+        return np.clip(i, 0, n - 1)
+    # reflect (pad < n, checked): mirror about the first and the last pixel
+    i = np.abs(i)
+    return np.where(i > n - 1, 2 * (n - 1) - i, i)
+
+
+def _pad_maps(geom):
+    return tuple(_pad_index(n, a, b, geom.mode) for n, (a, b) in zip(geom.in_hw, geom.pads))
+
+
+def _pad(x, geom):
+    """Pad ``(N, C, H, W)`` once per ``geom`` (returns ``x`` itself when there is no padding)."""
+    if not geom.has_padding:
+        return x
+    (t, b), (l, r) = geom.pads
+    n, c, h, w = x.shape
+    if geom.mode == "zeros":
+        xp = np.zeros((n, c, h + t + b, w + l + r))
+        xp[:, :, t:t + h, l:l + w] = x
+        return xp
+    ih, iw = _pad_maps(geom)
+    return np.ascontiguousarray(x[:, :, ih[:, None], iw[None, :]])
+
+
+def _unpad_adjoint(gp, geom):
+    """Adjoint of :func:`_pad`: every padded position sends its value back to its source."""
+    if not geom.has_padding:
+        return gp
+    (t, b), (l, r) = geom.pads
+    h, w = geom.in_hw
+    if geom.mode == "zeros":
+        return np.ascontiguousarray(gp[:, :, t:t + h, l:l + w])
+    ih, iw = _pad_maps(geom)
+    n, c, hp, wp = gp.shape
+    cols = np.zeros((n * c * hp, w, 1))
+    _fold_axis(np.ascontiguousarray(gp.reshape(n * c * hp, wp, 1)), iw, cols)
+    out = np.zeros((n * c, h, w))
+    _fold_axis(cols.reshape(n * c, hp, w), ih, out)
+    return out.reshape(n, c, h, w)
+
+
+@pjit
+def _fold_axis(src, index, out):
+    """``out[b, index[p], q] += src[b, p, q]`` for ``index[p] >= 0``, ``p`` ascending."""
+    for b in prange(src.shape[0]):
+        for p in range(src.shape[1]):
+            k = index[p]
+            if k >= 0:
+                for q in range(src.shape[2]):
+                    out[b, k, q] += src[b, p, q]
+
+
+# ----------------------------------------------------------------------------------------------
+# numba kernels on a padded input (2-D form; 1-D runs as height 1)
+# ----------------------------------------------------------------------------------------------
+
+@pjit
+def _forward_kernel(xp, w, bias, sh, sw, dh, dw, groups, out):
+    """``out[n, o] = bias[o] + sum_{c, a, b} w[o, c, a, b] * xp[n, gc, i*sh + a*dh, j*sw + b*dw]``.
+
+    One job per ``(n, o)``; each output row is accumulated in a row buffer with a contiguous
+    inner loop over output columns, in the order (c, a, b).
+    """
+    n_batch = xp.shape[0]
+    c_out, c_in_g, kh, kw = w.shape
+    ho, wo = out.shape[2], out.shape[3]
+    c_out_g = c_out // groups
+    for job in prange(n_batch * c_out):
+        n = job // c_out
+        o = job - n * c_out
+        c0 = (o // c_out_g) * c_in_g
+        acc = np.empty(wo)
+        for i in range(ho):
+            acc[:] = 0.0
+            for c in range(c_in_g):
+                for a in range(kh):
+                    row = xp[n, c0 + c, i * sh + a * dh]
+                    for b in range(kw):
+                        wv = w[o, c, a, b]
+                        off = b * dw
+                        for j in range(wo):
+                            acc[j] += wv * row[off + j * sw]
+            bv = bias[o]
+            for j in range(wo):
+                out[n, o, i, j] = acc[j] + bv
+
+
+@pjit
+def _input_grad_kernel(g, w, sh, sw, dh, dw, groups, gp):
+    """Adjoint of :func:`_forward_kernel` in ``xp``: ``gp[n, gc, i*sh + a*dh, j*sw + b*dw] +=
+    w[o, c, a, b] * g[n, o, i, j]``. One job per ``(n, input channel)``, order (o, i, a, b)."""
+    n_batch, c_out, ho, wo = g.shape
+    c_in_g, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    c_in = gp.shape[1]
+    c_out_g = c_out // groups
+    for job in prange(n_batch * c_in):
+        n = job // c_in
+        ci = job - n * c_in
+        grp = ci // c_in_g
+        c = ci - grp * c_in_g
+        for o in range(grp * c_out_g, (grp + 1) * c_out_g):
+            for i in range(ho):
+                src = g[n, o, i]
+                for a in range(kh):
+                    dst = gp[n, ci, i * sh + a * dh]
+                    for b in range(kw):
+                        wv = w[o, c, a, b]
+                        off = b * dw
+                        for j in range(wo):
+                            dst[off + j * sw] += wv * src[j]
+
+
+@pjit
+def _weight_grad_kernel(g, xp, sh, sw, dh, dw, groups, gw):
+    """``gw[o, c, a, b] = sum_{n, i, j} g[n, o, i, j] * xp[n, gc, i*sh + a*dh, j*sw + b*dw]``.
+
+    One job per ``(o, c)``; partial sums per output column (a vectorisable update), reduced
+    at the end in a fixed order.
+    """
+    n_batch, c_out, ho, wo = g.shape
+    c_in_g, kh, kw = gw.shape[1], gw.shape[2], gw.shape[3]
+    c_out_g = c_out // groups
+    for job in prange(c_out * c_in_g):
+        o = job // c_in_g
+        c = job - o * c_in_g
+        ci = (o // c_out_g) * c_in_g + c
+        acc = np.zeros((kh * kw, wo))
+        for n in range(n_batch):
+            for i in range(ho):
+                src = g[n, o, i]
+                for a in range(kh):
+                    row = xp[n, ci, i * sh + a * dh]
+                    for b in range(kw):
+                        t = a * kw + b
+                        off = b * dw
+                        for j in range(wo):
+                            acc[t, j] += src[j] * row[off + j * sw]
+        for a in range(kh):
+            for b in range(kw):
+                s = 0.0
+                for j in range(wo):
+                    s += acc[a * kw + b, j]
+                gw[o, c, a, b] = s
+
+
+# ----------------------------------------------------------------------------------------------
+# the three building blocks on 4-D float64 arrays
+# ----------------------------------------------------------------------------------------------
+
+def _forward(x, w, bias, geom):
+    xp = _pad(x, geom)
+    n, c_out = x.shape[0], w.shape[0]
+    check_alloc((n, c_out) + geom.out_hw, "the convolution output")
+    out = np.empty((n, c_out) + geom.out_hw)
+    b = np.zeros(c_out) if bias is None else bias
+    (sh, sw), (dh, dw) = geom.stride, geom.dilation
+    _forward_kernel(xp, w, b, sh, sw, dh, dw, geom.groups, out)
+    return out
+
+
+def _input_grad(g, w, geom, n_batch, c_in):
+    gp = np.zeros((n_batch, c_in) + geom.padded_hw)
+    (sh, sw), (dh, dw) = geom.stride, geom.dilation
+    _input_grad_kernel(g, w, sh, sw, dh, dw, geom.groups, gp)
+    return _unpad_adjoint(gp, geom)
+
+
+def _weight_grad(g, x, w_shape, geom):
+    xp = _pad(x, geom)
+    gw = np.empty(w_shape)
+    (sh, sw), (dh, dw) = geom.stride, geom.dilation
+    _weight_grad_kernel(g, xp, sh, sw, dh, dw, geom.groups, gw)
+    return gw
+
+
+# ----------------------------------------------------------------------------------------------
+# public convolution API
+# ----------------------------------------------------------------------------------------------
+
+def _conv(nd, x, weight, bias, stride, padding, dilation, groups, padding_mode):
+    x, weight, bias = _check_arrays(nd, x, weight, bias)
+    geom = _geometry(nd, x.shape[2:], x.shape[1], weight.shape, stride, padding, dilation,
+                     groups, padding_mode)
+    out = _forward(_to2d(x, nd), _to2d(weight, nd), bias, geom)
+    return _from2d(out, nd)
+
+
+def _check_grad_out(grad_out, nd, n_batch, c_out, geom):
+    g = as_float64(grad_out, "grad_out", ndim=nd + 2)
+    expected = (n_batch, c_out) + geom.out_hw[2 - nd:]
+    if g.shape != expected:
+        raise ValueError(f"grad_out must have the output's shape {expected}, got {g.shape}")
+    return g
+
+
+def _conv_backward(nd, grad_out, x, weight, bias, stride, padding, dilation, groups,
+                   padding_mode):
+    x, weight, bias = _check_arrays(nd, x, weight, bias)
+    geom = _geometry(nd, x.shape[2:], x.shape[1], weight.shape, stride, padding, dilation,
+                     groups, padding_mode)
+    g = _check_grad_out(grad_out, nd, x.shape[0], weight.shape[0], geom)
+    g2, w2 = _to2d(g, nd), _to2d(weight, nd)
+    grad_x = _input_grad(g2, w2, geom, x.shape[0], x.shape[1])
+    grad_w = _weight_grad(g2, _to2d(x, nd), w2.shape, geom)
+    grad_b = None if bias is None else g.sum(axis=tuple(range(2, nd + 2)) + (0,))
+    return _from2d(grad_x, nd), _from2d(grad_w, nd), grad_b
+
+
+_CONV_DOC = """{nd}-D convolution (cross-correlation) with ``torch.nn.functional.conv{nd}d`` semantics.
+
+    Parameters
+    ----------
+    x : array_like, shape {xshape}
+    weight : array_like, shape {wshape}
+    bias : array_like, shape (C_out,), optional
+    stride, dilation : int or tuple of {nd} ints, >= 1
+    padding : int, tuple of {nd} ints, ``"valid"`` or ``"same"``
+        ``"same"``: output size ``ceil(size / stride)``, extra pixel of an odd total padding
+        after (TensorFlow's rule; equals PyTorch's ``"same"`` for stride 1).
+    groups : int, dividing ``C_in`` and ``C_out``
+    padding_mode : ``"zeros"``, ``"circular"``, ``"reflect"`` or ``"replicate"``
+
+    Returns
+    -------
+    ndarray, float64, shape {oshape}
+        Whatever float or integer dtype comes in (see the module docstring for the formula).
+    """
+
+
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           padding_mode="zeros"):
+    return _conv(1, x, weight, bias, stride, padding, dilation, groups, padding_mode)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           padding_mode="zeros"):
+    return _conv(2, x, weight, bias, stride, padding, dilation, groups, padding_mode)
+
+
+conv1d.__doc__ = _CONV_DOC.format(nd=1, xshape="(N, C_in, L)",
+                                  wshape="(C_out, C_in // groups, k)", oshape="(N, C_out, L_out)")
+conv2d.__doc__ = _CONV_DOC.format(nd=2, xshape="(N, C_in, H, W)",
+                                  wshape="(C_out, C_in // groups, kH, kW)",
+                                  oshape="(N, C_out, H_out, W_out)")
+
+_BACKWARD_DOC = """Backward (vector-Jacobian product) of :func:`conv{nd}d`.
+
+    Same arguments as :func:`conv{nd}d` after ``grad_out`` (the gradient of the output, shape
+    of the output). Gradients flow through the padding: with ``padding_mode`` other than
+    ``"zeros"`` a padded copy of an input pixel adds its gradient to that pixel.
+
+    Returns
+    -------
+    (grad_x, grad_weight, grad_bias) : float64 arrays shaped like ``x``, ``weight`` and
+        ``bias``; ``grad_bias`` is ``None`` when ``bias`` is ``None``.
+    """
+
+
+def conv1d_backward(grad_out, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+                    padding_mode="zeros"):
+    return _conv_backward(1, grad_out, x, weight, bias, stride, padding, dilation, groups,
+                          padding_mode)
+
+
+def conv2d_backward(grad_out, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+                    padding_mode="zeros"):
+    return _conv_backward(2, grad_out, x, weight, bias, stride, padding, dilation, groups,
+                          padding_mode)
+
+
+conv1d_backward.__doc__ = _BACKWARD_DOC.format(nd=1)
+conv2d_backward.__doc__ = _BACKWARD_DOC.format(nd=2)
+
+
+# ----------------------------------------------------------------------------------------------
+# transposed convolution (the adjoint of conv in its input)
+# ----------------------------------------------------------------------------------------------
+
+def _transpose_geometry(nd, x, weight, stride, padding, output_padding, dilation, groups):
+    """Geometry of the *forward* convolution whose input gradient is this transposed conv."""
+    groups = as_int(groups, "groups", minimum=1)
+    c_in, c_out_g = weight.shape[0], weight.shape[1]
+    if x.shape[1] != c_in:
+        raise ValueError(f"channel mismatch: x has {x.shape[1]} channels but a transposed "
+                         f"convolution weight (C_in, C_out // groups, *k) needs C_in = "
+                         f"weight.shape[0] = {c_in}")
+    if c_in % groups:
+        raise ValueError(f"groups={groups} must divide the number of input channels "
+                         f"x.shape[1]={c_in}")
+    strides = as_tuple(stride, "stride", nd, minimum=1)
+    dilations = as_tuple(dilation, "dilation", nd, minimum=1)
+    if isinstance(padding, str):
+        raise ValueError(f"padding of a transposed convolution must be an int or a tuple of "
+                         f"{nd} ints, got {padding!r}")
+    pads = as_tuple(padding, "padding", nd, minimum=0)
+    out_pads = as_tuple(output_padding, "output_padding", nd, minimum=0)
+    sizes = []
+    for n, k, s, p, op, d in zip(x.shape[2:], weight.shape[2:], strides, pads, out_pads,
+                                 dilations):
+        if op >= max(s, d):
+            raise ValueError(f"output_padding must be smaller than stride or dilation (as in "
+                             f"PyTorch), got output_padding={out_pads}, stride={strides}, "
+                             f"dilation={dilations}")
+        size = (n - 1) * s - 2 * p + d * (k - 1) + op + 1
+        if size < 1:
+            raise ValueError(f"transposed convolution output would be empty: size {size} from "
+                             f"input {n}, kernel {k}, stride {s}, padding {p}, dilation {d}")
+        sizes.append(size)
+    geom = _geometry(nd, tuple(sizes), c_out_g * groups, weight.shape, strides, pads, dilations,
+                     groups, "zeros", x_name="output")
+    return geom
+
+
+def _fit(a, hw):
+    """Crop or zero-extend the trailing two axes of ``a`` to ``hw`` (bottom/right)."""
+    if a.shape[2:] == tuple(hw):
+        return a
+    out = np.zeros(a.shape[:2] + tuple(hw))
+    h, w = min(hw[0], a.shape[2]), min(hw[1], a.shape[3])
+    out[:, :, :h, :w] = a[:, :, :h, :w]
+    return out
+
+
+def _conv_transpose(nd, x, weight, bias, stride, padding, output_padding, groups, dilation):
+    x, weight, _ = _check_arrays(nd, x, weight, None, weight_name="weight (C_in, C_out // "
+                                 "groups, *k) of a transposed convolution")
+    geom = _transpose_geometry(nd, x, weight, stride, padding, output_padding, dilation, groups)
+    c_out = weight.shape[1] * geom.groups
+    if bias is not None:
+        bias = as_float64(bias, "bias (C_out,)", ndim=1)
+        if bias.shape[0] != c_out:
+            raise ValueError(f"bias must have shape ({c_out},), got {bias.shape}")
+    # output_padding >= stride (allowed when < dilation) makes the forward conv one row
+    # longer than x: that row of its output is simply absent (zero) here
+    g = _fit(_to2d(x, nd), geom.out_hw)
+    out = _input_grad(g, _to2d(weight, nd), geom, x.shape[0], c_out)
+    if bias is not None:
+        out = out + bias[:, None, None]
+    return _from2d(out, nd)
+
+
+def _conv_transpose_backward(nd, grad_out, x, weight, bias, stride, padding, output_padding,
+                             groups, dilation):
+    x, weight, _ = _check_arrays(nd, x, weight, None)
+    geom = _transpose_geometry(nd, x, weight, stride, padding, output_padding, dilation, groups)
+    c_out = weight.shape[1] * geom.groups
+    g = as_float64(grad_out, "grad_out", ndim=nd + 2)
+    expected = (x.shape[0], c_out) + geom.in_hw[2 - nd:]
+    if g.shape != expected:
+        raise ValueError(f"grad_out must have the output's shape {expected}, got {g.shape}")
+    g2, w2, x2 = _to2d(g, nd), _to2d(weight, nd), _to2d(x, nd)
+    # y = C(w)^T x  =>  grad_x = C(w) g and <g, C(w)^T x> = <C(w) g, x> gives grad_w
+    grad_x = _fit(_forward(g2, w2, None, geom), x2.shape[2:])
+    grad_w = _weight_grad(_fit(x2, geom.out_hw), g2, w2.shape, geom)
+    grad_b = None if bias is None else g.sum(axis=tuple(range(2, nd + 2)) + (0,))
+    return _from2d(grad_x, nd), _from2d(grad_w, nd), grad_b
+
+
+_TRANSPOSE_DOC = """{nd}-D transposed convolution, ``torch.nn.functional.conv_transpose{nd}d`` semantics.
+
+    The adjoint of :func:`conv{nd}d` in its input (its ``grad_x``): with ``C`` the matrix of
+    :func:`conv{nd}d_matrix` for the same weight, stride, padding, dilation and groups,
+    ``conv_transpose{nd}d(y, weight).ravel() == C.T @ y.ravel()`` (one sample, no bias).
+
+    Parameters
+    ----------
+    x : array_like, shape {xshape}
+    weight : array_like, shape {wshape} (PyTorch's layout for transposed convolutions)
+    bias : array_like, shape (C_out,), optional
+    stride, padding, output_padding, dilation : int or tuple of {nd} ints
+        Output size ``(size - 1) * stride - 2 * padding + dilation * (k - 1) +
+        output_padding + 1``; ``output_padding`` must be smaller than stride or dilation.
+    groups : int
+
+    Returns
+    -------
+    ndarray, float64
+    """
+
+
+def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    return _conv_transpose(1, x, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    return _conv_transpose(2, x, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+def conv_transpose1d_backward(grad_out, x, weight, bias=None, stride=1, padding=0,
+                              output_padding=0, groups=1, dilation=1):
+    """Backward of :func:`conv_transpose1d`: ``(grad_x, grad_weight, grad_bias)``."""
+    return _conv_transpose_backward(1, grad_out, x, weight, bias, stride, padding,
+                                    output_padding, groups, dilation)
+
+
+def conv_transpose2d_backward(grad_out, x, weight, bias=None, stride=1, padding=0,
+                              output_padding=0, groups=1, dilation=1):
+    """Backward of :func:`conv_transpose2d`: ``(grad_x, grad_weight, grad_bias)``
+    (``grad_bias`` is ``None`` when ``bias`` is ``None``)."""
+    return _conv_transpose_backward(2, grad_out, x, weight, bias, stride, padding,
+                                    output_padding, groups, dilation)
+
+
+conv_transpose1d.__doc__ = _TRANSPOSE_DOC.format(nd=1, xshape="(N, C_in, L)",
+                                                 wshape="(C_in, C_out // groups, k)")
+conv_transpose2d.__doc__ = _TRANSPOSE_DOC.format(nd=2, xshape="(N, C_in, H, W)",
+                                                 wshape="(C_in, C_out // groups, kH, kW)")
+
+
+# ----------------------------------------------------------------------------------------------
+# the convolution as a sparse matrix (Lemma 1)
+# ----------------------------------------------------------------------------------------------
+
+@pjit
+def _matrix_rows_kernel(w, map_h, map_w, in_h, in_w, ho, wo, sh, sw, dh, dw, groups, cols, vals,
+                        counts):
+    """Row ``r = (o * ho + i) * wo + j`` of the matrix: sorted column indices and summed values.
+
+    Taps that read a zero of the padding are skipped; taps that read the same input pixel
+    (circular/reflect/replicate padding) are merged by adding their weights in tap order.
+    """
+    c_out, c_in_g, kh, kw = w.shape
+    c_out_g = c_out // groups
+    for r in prange(c_out * ho * wo):
+        o = r // (ho * wo)
+        rem = r - o * (ho * wo)
+        i = rem // wo
+        j = rem - i * wo
+        c0 = (o // c_out_g) * c_in_g
+        cnt = 0
+        for c in range(c_in_g):
+            for a in range(kh):
+                src_h = map_h[i * sh + a * dh]
+                if src_h < 0:
+                    continue
+                for b in range(kw):
+                    src_w = map_w[j * sw + b * dw]
+                    if src_w < 0:
+                        continue
+                    col = ((c0 + c) * in_h + src_h) * in_w + src_w
+                    pos = cnt
+                    while pos > 0 and cols[r, pos - 1] > col:
+                        pos -= 1
+                    if pos > 0 and cols[r, pos - 1] == col:
+                        vals[r, pos - 1] += w[o, c, a, b]
+                        continue
+                    for q in range(cnt, pos, -1):
+                        cols[r, q] = cols[r, q - 1]
+                        vals[r, q] = vals[r, q - 1]
+                    cols[r, pos] = col
+                    vals[r, pos] = w[o, c, a, b]
+                    cnt += 1
+        counts[r] = cnt
+
+
+@pjit
+def _compact_rows_kernel(cols, vals, indptr, indices, data):
+    for r in prange(cols.shape[0]):
+        start = indptr[r]
+        for q in range(indptr[r + 1] - start):
+            indices[start + q] = cols[r, q]
+            data[start + q] = vals[r, q]
+
+
+def _matrix(nd, input_shape, weight, stride, padding, dilation, groups, padding_mode):
+    if not isinstance(input_shape, (tuple, list, np.ndarray)) or len(input_shape) != nd + 1:
+        layout = "(C_in, L)" if nd == 1 else "(C_in, H, W)"
+        raise ValueError(f"input_shape must be a sequence {layout} of {nd + 1} ints, got "
+                         f"{input_shape!r}")
+    names = ("C_in", "L") if nd == 1 else ("C_in", "H", "W")
+    shape = tuple(as_int(s, f"input_shape {n}", minimum=1) for s, n in zip(input_shape, names))
+    wlayout = "(C_out, C_in // groups, k)" if nd == 1 else "(C_out, C_in // groups, kH, kW)"
+    weight = as_float64(weight, f"weight {wlayout}", ndim=nd + 2)
+    geom = _geometry(nd, shape[1:], shape[0], weight.shape, stride, padding, dilation, groups,
+                     padding_mode, x_name="input_shape")
+    w2 = _to2d(weight, nd)
+    c_out, c_in = w2.shape[0], shape[0]
+    (h, w), (ho, wo) = geom.in_hw, geom.out_hw
+    n_rows, n_cols = c_out * ho * wo, c_in * h * w
+    taps = w2.shape[1] * w2.shape[2] * w2.shape[3]
+    check_alloc((n_rows, taps), "the matrix", itemsize=16)
+    cols = np.empty((n_rows, taps), dtype=np.int64)
+    vals = np.empty((n_rows, taps))
+    counts = np.empty(n_rows, dtype=np.int64)
+    map_h, map_w = _pad_maps(geom)
+    (sh, sw), (dh, dw) = geom.stride, geom.dilation
+    _matrix_rows_kernel(w2, map_h, map_w, h, w, ho, wo, sh, sw, dh, dw, geom.groups, cols, vals,
+                        counts)
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    nnz = int(indptr[-1])
+    indices = np.empty(nnz, dtype=np.int64)
+    data = np.empty(nnz)
+    _compact_rows_kernel(cols, vals, indptr, indices, data)
+    if max(nnz, n_rows, n_cols) < 2**31:
+        indices, indptr = indices.astype(np.int32), indptr.astype(np.int32)
+    mat = sp.csr_array((data, indices, indptr), shape=(n_rows, n_cols))
+    mat.has_sorted_indices = True  # sorted and duplicate-free by construction (canonical)
+    return mat
+
+
+_MATRIX_DOC = """The exact matrix ``C`` of :func:`conv{nd}d` (seed 000, Lemma 1), no bias.
+
+    ``C @ x.ravel() == conv{nd}d(x[None], weight, ...).ravel()`` for ``x`` of shape
+    ``input_shape``: rows index the output ``(C_out, *out_spatial)`` and columns the input
+    ``(C_in, *spatial)``, both unrolled row-major. Built directly in CSR form (sorted column
+    indices, no duplicates: taps that meet at one input pixel through circular / reflect /
+    replicate padding are summed; taps reading a zero of the padding have no entry). Entries
+    are stored for every tap that reads an input pixel, even where the weight is 0.
+
+    Parameters
+    ----------
+    input_shape : tuple of ints {ishape}
+    weight, stride, padding, dilation, groups, padding_mode : as in :func:`conv{nd}d`
+
+    Returns
+    -------
+    scipy.sparse.csr_array, float64, shape ``(C_out * prod(out_spatial), C_in * prod(spatial))``
+        ``C.T`` is :func:`conv_transpose{nd}d` (for ``padding_mode="zeros"``) and the input
+        gradient of :func:`conv{nd}d_backward` in every mode.
+    """
+
+
+def conv1d_matrix(input_shape, weight, stride=1, padding=0, dilation=1, groups=1,
+                  padding_mode="zeros"):
+    return _matrix(1, input_shape, weight, stride, padding, dilation, groups, padding_mode)
+
+
+def conv2d_matrix(input_shape, weight, stride=1, padding=0, dilation=1, groups=1,
+                  padding_mode="zeros"):
+    return _matrix(2, input_shape, weight, stride, padding, dilation, groups, padding_mode)
+
+
+conv1d_matrix.__doc__ = _MATRIX_DOC.format(nd=1, ishape="(C_in, L)")
+conv2d_matrix.__doc__ = _MATRIX_DOC.format(nd=2, ishape="(C_in, H, W)")
+
+
+# ----------------------------------------------------------------------------------------------
+# plain references (tests compare the fast paths with these)
+# ----------------------------------------------------------------------------------------------
+
+def _np_pad_reference(x, pads, mode):
+    """Pad the trailing axes with ``np.pad`` (an independent implementation of the modes)."""
+    width = ((0, 0), (0, 0)) + tuple(pads)
+    return np.pad(x, width, mode=_NP_PAD_MODE[mode])
+
+
+def _taps(geom):
+    """``(a, b, window)``: each kernel tap and the slices of the padded input it reads."""
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = geom.k_hw, geom.stride, geom.dilation, geom.out_hw
+    for a in range(kh):
+        for b in range(kw):
+            yield a, b, (slice(a * dh, a * dh + (ho - 1) * sh + 1, sh),
+                         slice(b * dw, b * dw + (wo - 1) * sw + 1, sw))
+
+
+def _groups_slices(geom, c_out, c_in):
+    co, ci = c_out // geom.groups, c_in // geom.groups
+    return [(slice(g * co, (g + 1) * co), slice(g * ci, (g + 1) * ci)) for g in range(geom.groups)]
+
+
+def _conv_reference_nd(nd, x, weight, bias, stride, padding, dilation, groups, padding_mode):
+    x, weight, bias = _check_arrays(nd, x, weight, bias)
+    geom = _geometry(nd, x.shape[2:], x.shape[1], weight.shape, stride, padding, dilation,
+                     groups, padding_mode)
+    x, w = _to2d(x, nd), _to2d(weight, nd)
+    xp = _np_pad_reference(x, geom.pads, geom.mode)
+    out = np.zeros((x.shape[0], w.shape[0]) + geom.out_hw)
+    for og, ig in _groups_slices(geom, w.shape[0], x.shape[1]):
+        for a, b, (rows, cols) in _taps(geom):
+            out[:, og] += np.einsum("oc,nchw->nohw", w[og, :, a, b], xp[:, ig, rows, cols])
+    if bias is not None:
+        out += bias[:, None, None]
+    return _from2d(out, nd)
+
+
+def _conv_backward_reference_nd(nd, grad_out, x, weight, bias, stride, padding, dilation, groups,
+                                padding_mode):
+    x, weight, bias = _check_arrays(nd, x, weight, bias)
+    geom = _geometry(nd, x.shape[2:], x.shape[1], weight.shape, stride, padding, dilation,
+                     groups, padding_mode)
+    g = _to2d(_check_grad_out(grad_out, nd, x.shape[0], weight.shape[0], geom), nd)
+    x2, w = _to2d(x, nd), _to2d(weight, nd)
+    xp = _np_pad_reference(x2, geom.pads, geom.mode)
+    gxp, gw = np.zeros(xp.shape), np.zeros(w.shape)
+    for og, ig in _groups_slices(geom, w.shape[0], x2.shape[1]):
+        for a, b, (rows, cols) in _taps(geom):
+            gxp[:, ig, rows, cols] += np.einsum("oc,nohw->nchw", w[og, :, a, b], g[:, og])
+            gw[og, :, a, b] = np.einsum("nohw,nchw->oc", g[:, og], xp[:, ig, rows, cols])
+    # adjoint of the padding: pad an index image the same way, then scatter-add through it
+    h, wd = geom.in_hw
+    index = np.arange(h * wd).reshape(1, 1, h, wd)
+    if geom.mode == "zeros":
+        index = np.pad(index, ((0, 0), (0, 0)) + geom.pads, constant_values=-1)
+    else:
+        index = _np_pad_reference(index, geom.pads, geom.mode)
+    index = index[0, 0]
+    keep = index >= 0
+    gx = np.zeros((x2.shape[0], x2.shape[1], h * wd))
+    np.add.at(gx, (slice(None), slice(None), index[keep]), gxp[:, :, keep])
+    gb = None if bias is None else g.sum(axis=(0, 2, 3))
+    return (_from2d(gx.reshape(x2.shape), nd), _from2d(gw, nd), gb)
+
+
+def _conv1d_reference(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+                      padding_mode="zeros"):
+    return _conv_reference_nd(1, x, weight, bias, stride, padding, dilation, groups, padding_mode)
+
+
+def _conv2d_reference(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+                      padding_mode="zeros"):
+    return _conv_reference_nd(2, x, weight, bias, stride, padding, dilation, groups, padding_mode)
+
+
+def _conv1d_backward_reference(grad_out, x, weight, bias=None, stride=1, padding=0, dilation=1,
+                               groups=1, padding_mode="zeros"):
+    return _conv_backward_reference_nd(1, grad_out, x, weight, bias, stride, padding, dilation,
+                                       groups, padding_mode)
+
+
+def _conv2d_backward_reference(grad_out, x, weight, bias=None, stride=1, padding=0, dilation=1,
+                               groups=1, padding_mode="zeros"):
+    return _conv_backward_reference_nd(2, grad_out, x, weight, bias, stride, padding, dilation,
+                                       groups, padding_mode)
+
+
+def _conv_transpose2d_reference(x, weight, bias=None, stride=1, padding=0, output_padding=0,
+                                groups=1, dilation=1):
+    """Scatter every input pixel times the kernel into the (uncropped) output, then crop."""
+    x = as_float64(x, "x", ndim=4)
+    weight = as_float64(weight, "weight", ndim=4)
+    groups = as_int(groups, "groups", minimum=1)
+    (sh, sw), (ph, pw) = as_tuple(stride, "stride", 2), as_tuple(padding, "padding", 2)
+    (oph, opw), (dh, dw) = as_tuple(output_padding, "output_padding", 2), \
+        as_tuple(dilation, "dilation", 2)
+    n, c_in, h, w = x.shape
+    _, c_out_g, kh, kw = weight.shape
+    full_h = (h - 1) * sh + dh * (kh - 1) + 1 + oph
+    full_w = (w - 1) * sw + dw * (kw - 1) + 1 + opw
+    full = np.zeros((n, c_out_g * groups, full_h + ph, full_w + pw))
+    c_in_g = c_in // groups
+    for ci in range(c_in):
+        g = ci // c_in_g
+        for a in range(kh):
+            for b in range(kw):
+                rows = slice(a * dh, a * dh + (h - 1) * sh + 1, sh)
+                cols = slice(b * dw, b * dw + (w - 1) * sw + 1, sw)
+                full[:, g * c_out_g:(g + 1) * c_out_g, rows, cols] += \
+                    weight[ci, :, a, b][None, :, None, None] * x[:, ci:ci + 1]
+    out = full[:, :, ph:full_h - ph, pw:full_w - pw]
+    if bias is not None:
+        out = out + np.asarray(bias, dtype=np.float64)[:, None, None]
+    return np.ascontiguousarray(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# registry
+# ----------------------------------------------------------------------------------------------
+
+def _example_conv1d(rng):
+    x = rng.standard_normal((2, 4, 9))
+    w = rng.standard_normal((6, 2, 3))
+    b = rng.standard_normal(6)
+    return (x, w, b), {"stride": 2, "padding": "same", "dilation": 1, "groups": 2,
+                       "padding_mode": "reflect"}
+
+
+def _example_conv2d(rng):
+    x = rng.standard_normal((2, 3, 7, 6))
+    w = rng.standard_normal((4, 3, 3, 2))
+    b = rng.standard_normal(4)
+    return (x, w, b), {"stride": (2, 1), "padding": (1, 2), "dilation": (1, 2),
+                       "padding_mode": "circular"}
+
+
+def _example_conv_transpose2d(rng):
+    x = rng.standard_normal((2, 4, 4, 3))
+    w = rng.standard_normal((4, 3, 3, 2))
+    b = rng.standard_normal(6)
+    return (x, w, b), {"stride": (2, 1), "padding": (1, 0), "output_padding": (1, 0),
+                       "groups": 2, "dilation": (1, 2)}
+
+
+def _example_conv_transpose1d(rng):
+    x = rng.standard_normal((2, 2, 5))
+    w = rng.standard_normal((2, 3, 3))
+    b = rng.standard_normal(3)
+    return (x, w, b), {"stride": 3, "padding": 1, "output_padding": 2}
+
+
+_OPS = [
+    Op(name="conv1d", cpu="lmref.conv:conv1d", reference="lmref.conv:_conv1d_reference",
+       backward="lmref.conv:conv1d_backward", peer="lmref.peers.torch_conv:conv1d",
+       peer_name="torch.nn.functional.conv1d (F.pad for padding modes / strided 'same')",
+       example="lmref.conv:_example_conv1d",
+       notes="cross-correlation; 'same' = TensorFlow rule (extra pixel after)"),
+    Op(name="conv2d", cpu="lmref.conv:conv2d", reference="lmref.conv:_conv2d_reference",
+       backward="lmref.conv:conv2d_backward", peer="lmref.peers.torch_conv:conv2d",
+       peer_name="torch.nn.functional.conv2d (F.pad for padding modes / strided 'same')",
+       example="lmref.conv:_example_conv2d",
+       notes="NCHW/OIHW cross-correlation; gradients routed through the padding"),
+    Op(name="conv_transpose1d", cpu="lmref.conv:conv_transpose1d",
+       backward="lmref.conv:conv_transpose1d_backward",
+       peer="lmref.peers.torch_conv:conv_transpose1d",
+       peer_name="torch.nn.functional.conv_transpose1d",
+       example="lmref.conv:_example_conv_transpose1d", notes="adjoint of conv1d in its input"),
+    Op(name="conv_transpose2d", cpu="lmref.conv:conv_transpose2d",
+       reference="lmref.conv:_conv_transpose2d_reference",
+       backward="lmref.conv:conv_transpose2d_backward",
+       peer="lmref.peers.torch_conv:conv_transpose2d",
+       peer_name="torch.nn.functional.conv_transpose2d",
+       example="lmref.conv:_example_conv_transpose2d",
+       notes="adjoint of conv2d in its input (C.T); weight (C_in, C_out // groups, kH, kW)"),
+]
