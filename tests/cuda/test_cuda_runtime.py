@@ -1,0 +1,93 @@
+"""lmref.cuda plumbing: lazy import, availability, array kinds in and out, compile check."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lmref.cuda as lc
+from lmref import motion
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+
+
+def _python(code, **env):
+    full = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=full, timeout=300)
+
+
+def test_importing_lmref_cuda_touches_no_gpu():
+    res = _python("import sys, lmref, lmref.cuda; lmref.cuda.warp; lmref.cuda.block_match; "
+                  "print(sorted(m for m in sys.modules if m.startswith('numba.cuda')))")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+def test_is_available_here():
+    assert lc.is_available()
+
+
+def test_calls_without_a_gpu_raise_a_clear_error():
+    res = _python("import numpy as np, lmref.cuda as lc\n"
+                  "assert not lc.is_available()\n"
+                  "try:\n    lc.warp(np.zeros((2, 2)), np.zeros((2, 2, 2)))\n"
+                  "except RuntimeError as e:\n    print(e)\n",
+                  NUMBA_ENABLE_CUDASIM="0", NUMBA_DISABLE_CUDA="1")
+    assert res.returncode == 0, res.stderr
+    assert "no CUDA GPU is usable" in res.stdout and "lmref.motion" in res.stdout
+
+
+def test_device_arrays_stay_on_the_device(rng, to_device, close):
+    x = rng.standard_normal((2, 5, 7))
+    flow = rng.uniform(-2, 2, (5, 7, 2))
+    out = lc.warp(to_device(x), to_device(flow))
+    assert not isinstance(out, np.ndarray) and hasattr(out, "copy_to_host")
+    close(out, motion.warp(x, flow))
+    gx, gf = lc.warp_backward(to_device(x), x, to_device(flow))  # mixed kinds: device out
+    assert hasattr(gx, "copy_to_host") and hasattr(gf, "copy_to_host")
+    close((gx, gf), motion.warp_backward(x, x, flow))
+
+
+@pytest.mark.parametrize("make", [
+    lambda a: a.astype(np.float32),  # cast on the device
+    lambda a: a.astype(np.int16),
+    lambda a: np.asfortranarray(a),  # non-C-contiguous: copied on the device
+])
+def test_device_inputs_of_other_dtypes_and_layouts(rng, to_device, close, make):
+    from numba import cuda
+
+    x = make(rng.uniform(-9, 9, (2, 5, 7)))
+    flow = rng.uniform(-2, 2, (5, 7, 2))
+    dx = cuda.to_device(x) if x.flags.c_contiguous else cuda.to_device(x.copy(order="F"))
+    close(lc.warp(dx, flow), motion.warp(x, flow))
+
+
+def test_strided_device_view(rng, close):
+    from numba import cuda
+
+    big = rng.standard_normal((2, 5, 14))
+    view = cuda.to_device(big)[:, :, ::2]
+    flow = rng.uniform(-2, 2, (5, 7, 2))
+    close(lc.warp(view, flow), motion.warp(big[:, :, ::2], flow))
+
+
+def test_device_dtype_errors_match_the_cpu(to_device):
+    z = np.zeros((5, 7), np.complex128)
+    with pytest.raises(TypeError) as cpu:
+        motion.warp(z, np.zeros((5, 7, 2)))
+    with pytest.raises(TypeError) as gpu:
+        lc.warp(to_device(z), np.zeros((5, 7, 2)))
+    assert str(gpu.value) == str(cpu.value)
+
+
+def test_every_kernel_compiles_for_a_real_gpu():
+    """The simulator cannot catch numba CUDA typing errors: type and lower every kernel for a
+    real GPU (no GPU or toolkit needed) in a fresh process."""
+    res = subprocess.run([sys.executable, str(HERE / "_compile_check.py")], capture_output=True,
+                         text=True, timeout=600, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_ENABLE_CUDASIM": "0"})
+    assert res.returncode == 0, res.stdout + res.stderr
