@@ -1,0 +1,540 @@
+"""Framework-free layers for the latent-motion experiments of seed ``001``: ReLU, max and
+average pooling (with backward passes, like PyTorch) and a deterministic conv/ReLU/pool feature
+extractor.
+
+Conventions
+-----------
+Layout
+    ``(C, H, W)`` or ``(N, C, H, W)`` (like ``torch.nn.functional``); results keep the rank.
+Pooling windows
+    Output size per axis ``floor((L + 2 p - d (k - 1) - 1) / s) + 1`` (``ceil`` with
+    ``ceil_mode``, dropping a last window that would start in the right padding), exactly
+    ``torch.nn.functional.max_pool2d``/``avg_pool2d``. ``stride=None`` means ``kernel_size``.
+    ``padding`` is at most ``kernel_size // 2`` (whatever the dilation), as PyTorch requires.
+Max pooling
+    Padding never wins (it is ``-inf``). Ties go to the *first* maximum in row-major window
+    order; a NaN wins over numbers and the *last* NaN in the window is taken, exactly as
+    PyTorch's CPU kernel (``val > max || isnan(val)``). The gradient goes to that element only.
+    A window with no element inside the frame (possible only with dilation) gives ``-inf``
+    and no gradient.
+Average pooling
+    Sum of the in-frame window in row-major order, then one division by the window size
+    counted up to the padded frame (``count_include_pad=True``) or by the number of in-frame
+    elements (``False``), as PyTorch. A window with no element inside the frame gives 0.
+ReLU
+    ``max(x, 0)``; NaN passes through; the derivative at 0 is 0 (PyTorch's).
+Dtypes
+    Integer and floating inputs are accepted; every result is float64.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from lmref._numba import jit, pjit, prange
+from lmref._validation import as_float64, as_int, as_tuple, check_alloc, check_shape, one_of
+from lmref.registry import Op
+
+__all__ = [
+    "relu", "relu_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
+    "avg_pool2d_backward", "pool_output_size", "FeatureExtractor", "feature_extractor",
+]
+
+
+# ----------------------------------------------------------------------------- ReLU
+
+def relu(x):
+    """``max(x, 0)`` elementwise (NaN passes through), float64, any shape."""
+    a = as_float64(x, "x", allow_empty=True)
+    return np.where(a > 0.0, a, np.where(np.isnan(a), a, 0.0)).reshape(np.shape(x))
+
+
+def relu_backward(grad_out, x):
+    """``(grad_out * (x > 0),)``: the derivative at 0 is taken as 0, as in PyTorch."""
+    a = as_float64(x, "x", allow_empty=True).reshape(np.shape(x))
+    g = as_float64(grad_out, "grad_out", allow_empty=True).reshape(np.shape(grad_out))
+    check_shape(g, "grad_out", a.shape, "the shape of x")
+    return (np.where(a > 0.0, g, 0.0),)
+
+
+def _relu_reference(x):
+    a = np.array(x, dtype=np.float64)
+    flat = [v if (v > 0.0 or math.isnan(v)) else 0.0 for v in a.ravel().tolist()]
+    return np.array(flat, dtype=np.float64).reshape(a.shape)
+
+
+# ----------------------------------------------------------------------------- pooling: validation
+
+def pool_output_size(size, kernel_size, stride, padding, dilation=1, ceil_mode=False) -> int:
+    """PyTorch's ``pooling_output_shape`` for one axis (ints in, int out)."""
+    eff = dilation * (kernel_size - 1) + 1
+    span = size + 2 * padding - eff
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1  # the last window must start inside the frame or the left padding
+    return out
+
+
+def _pool_args(x, kernel_size, stride, padding, dilation, ceil_mode):
+    """Validate pooling arguments; return planes (P, H, W), out shape and the int params."""
+    a = as_float64(x, "x", ndim=(3, 4))
+    k = as_tuple(kernel_size, "kernel_size", 2, minimum=1)
+    s = k if stride is None else as_tuple(stride, "stride", 2, minimum=1)
+    p = as_tuple(padding, "padding", 2, minimum=0)
+    d = as_tuple(dilation, "dilation", 2, minimum=1)
+    if not isinstance(ceil_mode, (bool, np.bool_)):
+        raise TypeError(f"ceil_mode must be a bool, got {type(ceil_mode).__name__}")
+    if p[0] > k[0] // 2 or p[1] > k[1] // 2:  # PyTorch's rule, whatever the dilation
+        raise ValueError(f"padding must be at most half of kernel_size (kernel_size // 2 = "
+                         f"{(k[0] // 2, k[1] // 2)}), got padding={p}, kernel_size={k}")
+    H, W = a.shape[-2:]
+    oh = pool_output_size(H, k[0], s[0], p[0], d[0], bool(ceil_mode))
+    ow = pool_output_size(W, k[1], s[1], p[1], d[1], bool(ceil_mode))
+    if oh < 1 or ow < 1:
+        raise ValueError(f"x of spatial size {(H, W)} is too small for kernel_size {k}, "
+                         f"dilation {d} and padding {p} (output {(oh, ow)})")
+    out_shape = a.shape[:-2] + (oh, ow)
+    check_alloc(out_shape, "the pooled output")
+    planes = a.reshape((-1, H, W))
+    return a.shape, planes, out_shape, k, s, p, d
+
+
+# ----------------------------------------------------------------------------- pooling: kernels
+
+@jit
+def _max_window(plane, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw):
+    """(value, flat index) of PyTorch's max over one window; index -1 if the window is empty.
+
+    The index starts at the first in-frame element (so an all ``-inf`` window sends its
+    gradient there, as PyTorch); ``v > best or isnan(v)`` keeps the first maximum and the
+    last NaN.
+    """
+    H, W = plane.shape
+    h0 = oh * sh - ph
+    w0 = ow * sw - pw
+    h1 = min(h0 + (kh - 1) * dh + 1, H)
+    w1 = min(w0 + (kw - 1) * dw + 1, W)
+    while h0 < 0:
+        h0 += dh
+    while w0 < 0:
+        w0 += dw
+    if h0 >= h1 or w0 >= w1:
+        return -np.inf, -1
+    best = -np.inf
+    idx = h0 * W + w0
+    for ih in range(h0, h1, dh):
+        for iw in range(w0, w1, dw):
+            v = plane[ih, iw]
+            if v > best or np.isnan(v):
+                best = v
+                idx = ih * W + iw
+    return best, idx
+
+
+@pjit
+def _max_pool_kernel(planes, out, kh, kw, sh, sw, ph, pw, dh, dw):
+    for p in prange(planes.shape[0]):
+        for oh in range(out.shape[1]):
+            for ow in range(out.shape[2]):
+                out[p, oh, ow] = _max_window(planes[p], oh, ow, kh, kw, sh, sw, ph, pw, dh, dw)[0]
+
+
+@pjit
+def _max_pool_backward_kernel(planes, grad, gin, kh, kw, sh, sw, ph, pw, dh, dw):
+    W = planes.shape[2]
+    for p in prange(planes.shape[0]):
+        for oh in range(grad.shape[1]):
+            for ow in range(grad.shape[2]):
+                idx = _max_window(planes[p], oh, ow, kh, kw, sh, sw, ph, pw, dh, dw)[1]
+                if idx >= 0:
+                    gin[p, idx // W, idx % W] += grad[p, oh, ow]
+
+
+@jit
+def _avg_window(H, W, oh, ow, kh, kw, sh, sw, ph, pw, include_pad):
+    """In-frame window ``[h0, h1) x [w0, w1)`` and PyTorch's divisor."""
+    h0 = oh * sh - ph
+    w0 = ow * sw - pw
+    h1 = min(h0 + kh, H + ph)
+    w1 = min(w0 + kw, W + pw)
+    pool = (h1 - h0) * (w1 - w0)  # counted up to the padded frame
+    h0 = max(h0, 0)
+    w0 = max(w0, 0)
+    h1 = min(h1, H)
+    w1 = min(w1, W)
+    div = pool if include_pad else (h1 - h0) * (w1 - w0)
+    return h0, h1, w0, w1, div
+
+
+@pjit
+def _avg_pool_kernel(planes, out, kh, kw, sh, sw, ph, pw, include_pad):
+    H, W = planes.shape[1], planes.shape[2]
+    for p in prange(planes.shape[0]):
+        plane = planes[p]
+        for oh in range(out.shape[1]):
+            for ow in range(out.shape[2]):
+                h0, h1, w0, w1, div = _avg_window(H, W, oh, ow, kh, kw, sh, sw, ph, pw,
+                                                  include_pad)
+                if h0 >= h1 or w0 >= w1:
+                    out[p, oh, ow] = 0.0
+                    continue
+                acc = 0.0
+                for ih in range(h0, h1):
+                    for iw in range(w0, w1):
+                        acc += plane[ih, iw]
+                out[p, oh, ow] = acc / div
+
+
+@pjit
+def _avg_pool_backward_kernel(grad, gin, kh, kw, sh, sw, ph, pw, include_pad):
+    H, W = gin.shape[1], gin.shape[2]
+    for p in prange(gin.shape[0]):
+        for oh in range(grad.shape[1]):
+            for ow in range(grad.shape[2]):
+                h0, h1, w0, w1, div = _avg_window(H, W, oh, ow, kh, kw, sh, sw, ph, pw,
+                                                  include_pad)
+                if h0 >= h1 or w0 >= w1:
+                    continue
+                g = grad[p, oh, ow] / div
+                for ih in range(h0, h1):
+                    for iw in range(w0, w1):
+                        gin[p, ih, iw] += g
+
+
+# ----------------------------------------------------------------------------- pooling: public
+
+_POOL_DOC = """{what} over ``kernel_size`` windows, as ``torch.nn.functional.{name}``.
+
+    Parameters
+    ----------
+    x : array_like, shape (C, H, W) or (N, C, H, W)
+    kernel_size, stride : int or (int, int)
+        ``stride=None`` (default) means ``kernel_size``.
+    padding : int or (int, int)
+        At most half the {half}.{extra}
+    ceil_mode : bool
+        Round the output size up (a last window starting in the right padding is dropped).{extra2}
+
+    Returns
+    -------
+    ndarray, float64, shape (C, H_out, W_out) or (N, C, H_out, W_out)
+        See the module docstring for windows, ties, NaN and padding.
+    """
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    shape, planes, out_shape, k, s, p, d = _pool_args(x, kernel_size, stride, padding, dilation,
+                                                      ceil_mode)
+    out = np.empty((planes.shape[0],) + out_shape[-2:])
+    _max_pool_kernel(planes, out, k[0], k[1], s[0], s[1], p[0], p[1], d[0], d[1])
+    return out.reshape(out_shape)
+
+
+def max_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0, dilation=1,
+                        ceil_mode=False):
+    """Backward of :func:`max_pool2d`: ``(grad_x,)``; each output's gradient goes to its
+    window's selected element (first maximum, last NaN), summed where windows overlap."""
+    shape, planes, out_shape, k, s, p, d = _pool_args(x, kernel_size, stride, padding, dilation,
+                                                      ceil_mode)
+    g = _grad_planes(grad_out, out_shape)
+    gin = np.zeros(planes.shape)
+    _max_pool_backward_kernel(planes, g, gin, k[0], k[1], s[0], s[1], p[0], p[1], d[0], d[1])
+    return (gin.reshape(shape),)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    shape, planes, out_shape, k, s, p, _ = _pool_args(x, kernel_size, stride, padding, 1,
+                                                      ceil_mode)
+    out = np.empty((planes.shape[0],) + out_shape[-2:])
+    _avg_pool_kernel(planes, out, k[0], k[1], s[0], s[1], p[0], p[1],
+                     _flag(count_include_pad, "count_include_pad"))
+    return out.reshape(out_shape)
+
+
+def avg_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0, ceil_mode=False,
+                        count_include_pad=True):
+    """Backward of :func:`avg_pool2d`: ``(grad_x,)``; each output's gradient divided by its
+    divisor goes to every in-frame element of its window."""
+    shape, planes, out_shape, k, s, p, _ = _pool_args(x, kernel_size, stride, padding, 1,
+                                                      ceil_mode)
+    g = _grad_planes(grad_out, out_shape)
+    gin = np.zeros(planes.shape)
+    _avg_pool_backward_kernel(g, gin, k[0], k[1], s[0], s[1], p[0], p[1],
+                              _flag(count_include_pad, "count_include_pad"))
+    return (gin.reshape(shape),)
+
+
+max_pool2d.__doc__ = _POOL_DOC.format(
+    what="Max pooling", name="max_pool2d", half="kernel size",
+    extra="\n    dilation : int or (int, int)\n        Spacing of the window's taps.", extra2="")
+avg_pool2d.__doc__ = _POOL_DOC.format(
+    what="Average pooling", name="avg_pool2d", half="kernel size", extra="",
+    extra2="\n    count_include_pad : bool\n        Divide by the window size counted up to the "
+           "padded frame (True) or by the\n        number of in-frame elements (False).")
+
+
+def _flag(value, name: str) -> int:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return int(value)
+
+
+def _grad_planes(grad_out, out_shape):
+    g = as_float64(grad_out, "grad_out")
+    check_shape(g, "grad_out", out_shape, "the pooled output's")
+    return g.reshape((-1,) + tuple(out_shape[-2:]))
+
+
+# ----------------------------------------------------------------------------- pooling: references
+
+def _taps(o, k, s, p, d, size):
+    """In-frame input positions of window ``o`` along one axis, in order."""
+    return [o * s - p + i * d for i in range(k) if 0 <= o * s - p + i * d < size]
+
+
+def _max_select(plane, rows, cols):
+    """PyTorch's max rule on explicit tap lists: (value, (row, col)), or (-inf, None)."""
+    if not rows or not cols:
+        return -math.inf, None
+    best, at = -math.inf, (rows[0], cols[0])  # an all -inf window keeps its first element
+    for r in rows:
+        for c in cols:
+            v = float(plane[r, c])
+            if v > best or math.isnan(v):  # first maximum, last NaN
+                best, at = v, (r, c)
+    return best, at
+
+
+def _max_pool2d_reference(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    shape, planes, out_shape, k, s, p, d = _pool_args(x, kernel_size, stride, padding, dilation,
+                                                      ceil_mode)
+    H, W = planes.shape[1:]
+    out = np.empty((planes.shape[0],) + out_shape[-2:])
+    for n, plane in enumerate(planes):
+        for oh in range(out.shape[1]):
+            for ow in range(out.shape[2]):
+                out[n, oh, ow] = _max_select(plane, _taps(oh, k[0], s[0], p[0], d[0], H),
+                                             _taps(ow, k[1], s[1], p[1], d[1], W))[0]
+    return out.reshape(out_shape)
+
+
+def _max_pool2d_backward_reference(grad_out, x, kernel_size, stride=None, padding=0, dilation=1,
+                                   ceil_mode=False):
+    shape, planes, out_shape, k, s, p, d = _pool_args(x, kernel_size, stride, padding, dilation,
+                                                      ceil_mode)
+    g = _grad_planes(grad_out, out_shape)
+    H, W = planes.shape[1:]
+    gin = np.zeros(planes.shape)
+    for n, plane in enumerate(planes):
+        for oh in range(g.shape[1]):
+            for ow in range(g.shape[2]):
+                _, at = _max_select(plane, _taps(oh, k[0], s[0], p[0], d[0], H),
+                                    _taps(ow, k[1], s[1], p[1], d[1], W))
+                if at is not None:
+                    gin[n][at] += g[n, oh, ow]
+    return (gin.reshape(shape),)
+
+
+def _avg_divisor(o, k, s, p, size, taps, count_include_pad):
+    """Window size counted up to the padded frame, or the number of in-frame taps."""
+    start = o * s - p
+    padded = min(start + k, size + p) - start
+    return padded if count_include_pad else len(taps)
+
+
+def _avg_windows(planes, out_shape, k, s, p, count_include_pad):
+    H, W = planes.shape[1:]
+    for oh in range(out_shape[-2]):
+        rows = _taps(oh, k[0], s[0], p[0], 1, H)
+        for ow in range(out_shape[-1]):
+            cols = _taps(ow, k[1], s[1], p[1], 1, W)
+            div = (_avg_divisor(oh, k[0], s[0], p[0], H, rows, count_include_pad)
+                   * _avg_divisor(ow, k[1], s[1], p[1], W, cols, count_include_pad))
+            yield oh, ow, rows, cols, div
+
+
+def _avg_pool2d_reference(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+                          count_include_pad=True):
+    shape, planes, out_shape, k, s, p, _ = _pool_args(x, kernel_size, stride, padding, 1,
+                                                      ceil_mode)
+    _flag(count_include_pad, "count_include_pad")
+    out = np.zeros((planes.shape[0],) + out_shape[-2:])
+    for n, plane in enumerate(planes):
+        for oh, ow, rows, cols, div in _avg_windows(planes, out_shape, k, s, p,
+                                                    count_include_pad):
+            if rows and cols:
+                total = 0.0
+                for r in rows:
+                    for c in cols:
+                        total += float(plane[r, c])  # row-major, like PyTorch's loop
+                out[n, oh, ow] = total / div
+    return out.reshape(out_shape)
+
+
+def _avg_pool2d_backward_reference(grad_out, x, kernel_size, stride=None, padding=0,
+                                   ceil_mode=False, count_include_pad=True):
+    shape, planes, out_shape, k, s, p, _ = _pool_args(x, kernel_size, stride, padding, 1,
+                                                      ceil_mode)
+    g = _grad_planes(grad_out, out_shape)
+    gin = np.zeros(planes.shape)
+    for n in range(planes.shape[0]):
+        for oh, ow, rows, cols, div in _avg_windows(planes, out_shape, k, s, p,
+                                                    count_include_pad):
+            for r in rows:
+                for c in cols:
+                    gin[n, r, c] += g[n, oh, ow] / div
+    return (gin.reshape(shape),)
+
+
+# ----------------------------------------------------------------------------- feature extractor
+
+class FeatureExtractor:
+    """A fixed conv -> ReLU -> pool stack (numpy in, numpy out); see :func:`feature_extractor`.
+
+    Attributes
+    ----------
+    weights, biases : tuple of ndarray
+        Per stage, ``(C_out, C_in, k, k)`` and ``(C_out,)`` (float64, read-only).
+    padding : {"same", "valid"}
+    padding_mode : str
+        Of the convolutions (:func:`lmref.conv.conv2d`'s).
+    pool : {"max", "avg"}
+        2 x 2 windows, stride 2.
+    stride : int
+        Total downscaling ``2 ** depth``.
+    """
+
+    def __init__(self, weights, biases, padding, padding_mode, pool):
+        self.weights = tuple(weights)
+        self.biases = tuple(biases)
+        self.padding = padding
+        self.padding_mode = padding_mode
+        self.pool = pool
+        self.stride = 2 ** len(self.weights)
+        for a in self.weights + self.biases:
+            a.setflags(write=False)
+
+    @property
+    def in_channels(self) -> int:
+        return self.weights[0].shape[1]
+
+    @property
+    def out_channels(self) -> int:
+        return self.weights[-1].shape[0]
+
+    def __repr__(self):
+        return (f"FeatureExtractor(depth={len(self.weights)}, in_channels={self.in_channels}, "
+                f"channels={self.out_channels}, kernel_size={self.weights[0].shape[-1]}, "
+                f"padding={self.padding!r}, padding_mode={self.padding_mode!r}, "
+                f"pool={self.pool!r}, stride={self.stride})")
+
+    def __call__(self, image):
+        """Features of ``image``: ``(H, W)`` (one input channel), ``(C_in, H, W)`` or
+        ``(N, C_in, H, W)`` -> ``(C, h, w)`` or ``(N, C, h, w)``, float64."""
+        from lmref.conv import conv2d
+
+        x = as_float64(image, "image", ndim=(2, 3, 4))
+        batched = x.ndim == 4
+        if x.ndim == 2:
+            x = x[None]
+        x4 = x if batched else x[None]
+        if x4.shape[1] != self.in_channels:
+            raise ValueError(f"image must have {self.in_channels} channel(s) (shape "
+                             f"{'(H, W) or ' if self.in_channels == 1 else ''}"
+                             f"({self.in_channels}, H, W) or (N, {self.in_channels}, H, W)), "
+                             f"got shape {np.shape(image)}")
+        pool = max_pool2d if self.pool == "max" else avg_pool2d
+        for w, b in zip(self.weights, self.biases):
+            x4 = conv2d(x4, w, b, padding=self.padding, padding_mode=self.padding_mode)
+            x4 = pool(relu(x4), 2)
+        return x4 if batched else x4[0]
+
+
+def feature_extractor(depth, channels, seed, *, in_channels=1, kernel_size=3, padding="same",
+                      padding_mode="zeros", pool="max"):
+    """A deterministic framework-free CNN: ``depth`` stages of conv -> ReLU -> 2 x 2 pool.
+
+    Seed 001's analysis (eq. 12) needs only that: convolutions and ReLU preserve motion and
+    each 2 x 2 pooling halves it, so features at this stack's output move by ``v / 2^depth``.
+
+    Parameters
+    ----------
+    depth : int >= 1
+        Number of stages (pooling operations ``k`` in eq. 12, with ``n = 2``).
+    channels : int >= 1
+        Output channels of every convolution.
+    seed : int >= 0
+        Weights ``~ N(0, 2 / (C_in k^2))`` (He) and biases ``~ N(0, 0.05^2)`` drawn, stage
+        by stage, from ``numpy.random.default_rng(seed)``: the same seed gives the same network
+        on every platform.
+    in_channels : int
+        Channels of the images it takes (1: ``(H, W)`` images are accepted).
+    kernel_size : int, odd
+    padding : {"same", "valid"}
+        ``"same"`` keeps the size through each convolution (so ``h = floor(H / 2^depth)``).
+    padding_mode : {"zeros", "circular", "reflect", "replicate"}
+        ``"circular"`` makes the stack exactly equivariant to circular shifts by multiples of
+        its stride.
+    pool : {"max", "avg"}
+
+    Returns
+    -------
+    (FeatureExtractor, int)
+        The callable (numpy -> numpy, float64) and its total stride ``2 ** depth``.
+    """
+    depth = as_int(depth, "depth", minimum=1)
+    channels = as_int(channels, "channels", minimum=1)
+    seed = as_int(seed, "seed", minimum=0)
+    in_channels = as_int(in_channels, "in_channels", minimum=1)
+    k = as_int(kernel_size, "kernel_size", minimum=1)
+    if k % 2 == 0:
+        raise ValueError(f"kernel_size must be odd (centred taps), got {k}")
+    one_of(padding, "padding", ("same", "valid"))
+    one_of(padding_mode, "padding_mode", ("zeros", "circular", "reflect", "replicate"))
+    one_of(pool, "pool", ("max", "avg"))
+    rng = np.random.default_rng(seed)
+    weights, biases = [], []
+    c_in = in_channels
+    for _ in range(depth):
+        std = math.sqrt(2.0 / (c_in * k * k))
+        weights.append(rng.normal(0.0, std, size=(channels, c_in, k, k)))
+        biases.append(rng.normal(0.0, 0.05, size=channels))
+        c_in = channels
+    net = FeatureExtractor(weights, biases, padding, padding_mode, pool)
+    return net, net.stride
+
+
+# ----------------------------------------------------------------------------- registry
+
+def _example_relu(rng):
+    x = rng.standard_normal((2, 3, 4, 5))
+    x[np.abs(x) < 0.05] = 0.3  # keep finite differences away from the kink
+    return (x,), {}
+
+
+def _example_max_pool2d(rng):
+    return (rng.standard_normal((2, 3, 7, 8)),), {"kernel_size": 3, "stride": 2, "padding": 1,
+                                                   "dilation": 1, "ceil_mode": True}
+
+
+def _example_avg_pool2d(rng):
+    return (rng.standard_normal((2, 3, 7, 8)),), {"kernel_size": (3, 2), "stride": (2, 2),
+                                                   "padding": (1, 1), "ceil_mode": True,
+                                                   "count_include_pad": False}
+
+
+_OPS = [
+    Op(name="relu", cpu="lmref.layers:relu", reference="lmref.layers:_relu_reference",
+       backward="lmref.layers:relu_backward", peer="lmref.peers.torch_layers:relu",
+       peer_name="torch.relu", example="lmref.layers:_example_relu"),
+    Op(name="max_pool2d", cpu="lmref.layers:max_pool2d",
+       reference="lmref.layers:_max_pool2d_reference",
+       backward="lmref.layers:max_pool2d_backward", peer="lmref.peers.torch_layers:max_pool2d",
+       peer_name="torch.nn.functional.max_pool2d", example="lmref.layers:_example_max_pool2d",
+       notes="ties: first maximum in row-major window order; NaN wins (last NaN)"),
+    Op(name="avg_pool2d", cpu="lmref.layers:avg_pool2d",
+       reference="lmref.layers:_avg_pool2d_reference",
+       backward="lmref.layers:avg_pool2d_backward", peer="lmref.peers.torch_layers:avg_pool2d",
+       peer_name="torch.nn.functional.avg_pool2d", example="lmref.layers:_example_avg_pool2d"),
+]
