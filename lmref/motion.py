@@ -860,8 +860,9 @@ def feature_transfer(conv_matrix, motion_matrix, *, max_size=FEATURE_TRANSFER_MA
     writes row vectors, ``B' = A' T`` with ``T = C^-1 M C``; that is the transpose of this
     ``T`` with ``C`` and ``M`` transposed too. ``T`` is exact (``residual ~ 1e-15``) when ``C``
     has full column rank, e.g. a stride-1 circular convolution whose kernel's DFT has no zeros,
-    or a chain of such (the seed's Remark); strides and zero padding lose information and
-    leave a residual.
+    or a chain of such (the seed's Remark); strides, "valid" outputs and fewer output than input
+    channels lose information and leave a residual. Zero padding alone keeps a generic square
+    ``C`` invertible: ``T`` is then exact too, but no longer a local (convolution-like) map.
 
     Parameters
     ----------

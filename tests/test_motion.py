@@ -71,6 +71,16 @@ def test_warp_property_reference_and_matrix(case):
         assert_close(_apply(mat, x), out)
 
 
+@SETTINGS
+@given(S.warp_args(avoid_integer=False, max_size=5))  # the reference probes every pixel
+def test_warp_backward_property_reference(case):
+    (x, flow), kw = case
+    g = np.random.default_rng(x.size).standard_normal(x.shape)
+    for fast, ref in zip(M.warp_backward(g, x, flow, **kw),
+                         M._warp_backward_reference(g, x, flow, **kw)):
+        assert_close(fast, ref)
+
+
 def test_warp_accepts_float32_and_int_and_lists(rng):
     x = rng.integers(-5, 5, size=(2, 4, 4))
     flow = rng.uniform(-1, 1, size=(4, 4, 2)).astype(np.float32)
@@ -527,6 +537,24 @@ def test_scale_flow_of_affine_flow_is_affine_flow(stride, sample):
     assert_close(small, expect, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("sample,k,pad", [("corner", 3, 1), ("center", 2, 0)])
+def test_scale_flow_commutes_with_strided_conv(rng, sample, k, pad):
+    """Eq. 12 on a real layer: a stride-2 circular conv (or 2x2 pooling-like conv) of a frame
+    translated by a multiple of 2 is the feature map translated by v / 2."""
+    from lmref.conv import conv2d
+
+    x = rng.standard_normal((1, 2, 12, 10))
+    w = rng.standard_normal((3, 2, k, k))
+    flow = np.zeros((12, 10, 2))
+    flow[..., 0], flow[..., 1] = 4.0, -6.0
+    kw = {"stride": 2, "padding": pad, "padding_mode": "circular"}
+    small = M.scale_flow(flow, 2, sample=sample)
+    feat = conv2d(x, w, **kw)
+    assert small.shape[:2] == feat.shape[2:]
+    assert_close(conv2d(M.warp(x, flow, boundary="wrap"), w, **kw),
+                 M.warp(feat, small, boundary="wrap"))
+
+
 def test_scale_flow_translation_and_batch(rng):
     flow = np.broadcast_to(np.array([6.0, -4.0]), (3, 8, 10, 2))
     small = M.scale_flow(flow, 2)
@@ -581,3 +609,177 @@ def test_warp_does_not_modify_inputs(rng):
     np.testing.assert_array_equal(flow, fc)
     for o in (out, gx, gf):
         assert not np.shares_memory(o, x) and not np.shares_memory(o, flow)
+
+
+# --------------------------------------------------------------------------- Theorem 2
+
+def _near_identity_kernel(rng, c_out, c_in, k, spread=0.6):
+    """Kernel I + E with sum |E| < 1 per output: its block-circulant matrix is invertible
+    (every DFT frequency gives a strictly diagonally dominant C_out x C_in block)."""
+    w = rng.uniform(-1, 1, (c_out, c_in, k, k))
+    w *= spread / np.abs(w).sum(axis=(1, 2, 3), keepdims=True)
+    for o in range(min(c_out, c_in)):
+        w[o, o, k // 2, k // 2] += 1.0
+    return w
+
+
+def _feature_pair(rng, conv_matrices, motion, shape):
+    a = rng.standard_normal(shape).ravel()
+    a_feat, b_feat = a, motion @ a
+    for c in conv_matrices:
+        a_feat, b_feat = c @ a_feat, c @ b_feat
+    return a_feat, b_feat
+
+
+@pytest.mark.parametrize("channels,k", [(1, 3), (2, 3), (3, 5)])
+def test_feature_transfer_exact_for_circular_invertible_conv(rng, channels, k):
+    from lmref.conv import conv2d, conv2d_matrix
+
+    H, W = 6, 7
+    w = _near_identity_kernel(rng, channels, channels, k)
+    C = conv2d_matrix((channels, H, W), w, padding=k // 2, padding_mode="circular")
+    x = rng.standard_normal((channels, H, W))
+    assert_close(C @ x.ravel(), conv2d(x[None], w, padding=k // 2,
+                                       padding_mode="circular").ravel())
+    flow = rng.uniform(-2, 2, (H, W, 2))
+    mot = M.motion_matrix(flow, boundary="wrap", channels=channels)
+    res = M.feature_transfer(C, mot)
+    T, residual = res
+    assert T.shape == (channels * H * W,) * 2 and residual < 1e-12
+    a_feat, b_feat = _feature_pair(rng, [C], mot, (channels, H, W))
+    assert_close(T @ a_feat, b_feat, rtol=1e-9, atol=1e-9)
+    # the seed's closed form T = C M C^-1 (column-vector form of C^-1 M C)
+    Cd = C.toarray()
+    assert_close(T, Cd @ mot.toarray() @ np.linalg.inv(Cd), rtol=1e-9, atol=1e-9)
+
+
+def test_feature_transfer_exact_for_multi_layer_chain(rng):
+    """The seed's Remark: a chain C2 C1 of invertible layers keeps T exact."""
+    from lmref.conv import conv2d_matrix
+
+    H, W = 5, 6
+    w1 = _near_identity_kernel(rng, 2, 1, 3)  # 1 -> 2 channels: injective, still exact
+    w2 = _near_identity_kernel(rng, 2, 2, 3)
+    c1 = conv2d_matrix((1, H, W), w1, padding=1, padding_mode="circular")
+    c2 = conv2d_matrix((2, H, W), w2, padding=1, padding_mode="circular")
+    mot = M.motion_matrix(M.affine_flow((H, W), rotation=20, translation=(0.5, -1)),
+                          boundary="wrap")
+    T, residual = M.feature_transfer([c1, c2], mot)
+    assert residual < 1e-12
+    a_feat, b_feat = _feature_pair(rng, [c1, c2], mot, (1, H, W))
+    assert_close(T @ a_feat, b_feat, rtol=1e-9, atol=1e-9)
+    T_prod, _ = M.feature_transfer(c2 @ c1, mot)
+    assert_close(T, T_prod, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("c_in,kw", [(1, {"stride": 2, "padding": 1, "padding_mode": "circular"}),
+                                     (2, {"padding": 1, "padding_mode": "circular"}),
+                                     (1, {"padding": 0})])
+def test_feature_transfer_residual_when_information_is_lost(rng, c_in, kw):
+    """Strides, 'valid' outputs and channel reduction make C non-injective: T is then only the
+    least-squares map. (Zero padding alone keeps a generic square C invertible: T stays exact.)"""
+    from lmref.conv import conv2d_matrix
+
+    H, W = 6, 6
+    w = rng.standard_normal((1, c_in, 3, 3))
+    C = conv2d_matrix((c_in, H, W), w, **kw)
+    mot = M.motion_matrix(rng.uniform(-2, 2, (H, W, 2)), boundary="zeros", channels=c_in)
+    T, residual = M.feature_transfer(C, mot)
+    Cd, Md = C.toarray(), mot.toarray()
+    measured = np.linalg.norm(Cd @ Md - T @ Cd) / np.linalg.norm(Cd @ Md)
+    assert residual == pytest.approx(measured, rel=1e-12) and residual > 1e-3
+    # least squares: T minimises ||T C - C M||, so no perturbation does better
+    for _ in range(3):
+        T2 = T + 1e-3 * rng.standard_normal(T.shape)
+        assert np.linalg.norm(T2 @ Cd - Cd @ Md) > np.linalg.norm(T @ Cd - Cd @ Md)
+
+
+def test_feature_transfer_exact_with_zero_padding_when_c_is_invertible(rng):
+    from lmref.conv import conv2d_matrix
+
+    w = _near_identity_kernel(rng, 1, 1, 3)
+    C = conv2d_matrix((1, 5, 6), w, padding=1)  # zero padding, square and invertible
+    mot = M.motion_matrix(rng.uniform(-2, 2, (5, 6, 2)))
+    T, residual = M.feature_transfer(C, mot)
+    assert residual < 1e-12
+    assert_close(T @ C.toarray(), C.toarray() @ mot.toarray(), rtol=1e-9, atol=1e-9)
+
+
+def test_feature_transfer_identity_conv_gives_motion(rng):
+    mot = M.motion_matrix(rng.uniform(-2, 2, (4, 5, 2)))
+    T, residual = M.feature_transfer(np.eye(20), mot)
+    assert_close(T, mot.toarray()) and residual < 1e-15
+    T_list, _ = M.feature_transfer(np.eye(20).tolist(), mot)  # nested list = one matrix
+    assert_close(T_list, T)
+
+
+def test_feature_transfer_bad_input(rng):
+    with pytest.raises(ValueError, match="motion_matrix must be square with side 6"):
+        M.feature_transfer(np.eye(6), np.eye(5))
+    with pytest.raises(ValueError, match=r"conv_matrix\[1\] has shape \(4, 4\) but the previous"):
+        M.feature_transfer([np.eye(6), np.eye(4)], np.eye(6))
+    with pytest.raises(ValueError, match="accepts sides up to max_size=4"):
+        M.feature_transfer(sp.eye_array(5, format="csr"), sp.eye_array(5), max_size=4)
+    with pytest.raises(ValueError, match="max_size=4096"):
+        M.feature_transfer(sp.eye_array(5000, format="csr"), sp.eye_array(5000))
+    with pytest.raises(ValueError, match="non-finite"):
+        M.feature_transfer(np.full((2, 2), np.nan), np.eye(2))
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        M.feature_transfer([], np.eye(2))
+
+
+# --------------------------------------------------------------------------- Theorem 3
+
+def test_unit_normal_weights_have_d_var_one():
+    w = M.unit_normal_weights((32, 8, 3, 3), np.random.default_rng(0))
+    assert w.shape == (32, 8, 3, 3) and w.dtype == np.float64
+    d = 8 * 9
+    assert d * w.var() == pytest.approx(1.0, abs=0.05)  # 2304 draws: sd of d Var ~ 0.03
+    np.testing.assert_array_equal(w, M.unit_normal_weights((32, 8, 3, 3), 0))
+
+
+def test_noise_gain_is_sum_of_squares_and_one_on_average(rng):
+    w = rng.standard_normal((4, 3, 3, 3))
+    assert_close(M.noise_gain(w), (w ** 2).sum(axis=(1, 2, 3)))
+    gen = np.random.default_rng(7)
+    gains = np.concatenate([M.noise_gain(M.unit_normal_weights((64, 16, 3, 3), gen))
+                            for _ in range(50)])
+    # E[sum W^2] = d Var = 1; sd of one gain sqrt(2/144) = 0.118, of the mean of 3200: 0.002
+    assert gains.mean() == pytest.approx(1.0, abs=0.01)
+    assert gains.std() == pytest.approx(math.sqrt(2 / 144), rel=0.1)
+
+
+def test_noise_gain_counter_example_box_filter():
+    """The seed's 'Var = sigma^2' needs d Var[C] = 1 in expectation only: a fixed box filter
+    (all weights 1/9) has gain 1/9."""
+    assert M.noise_gain(np.full((1, 1, 3, 3), 1 / 9))[0] == pytest.approx(1 / 9)
+
+
+@pytest.mark.parametrize("kw", [{}, {"stride": 2}, {"dilation": 2}, {"groups": 2}])
+def test_propagate_noise_matches_sigma2_times_gain(kw):
+    gen = np.random.default_rng(3)
+    groups = kw.get("groups", 1)
+    w = M.unit_normal_weights((4, 4 // groups, 3, 3), gen)
+    sigma = 0.7
+    est = M.propagate_noise(w, sigma, (4, 16, 16), 300, gen, **kw)
+    expect = sigma ** 2 * M.noise_gain(w)
+    assert est.mean.shape == est.var.shape == (4,)
+    # >= 7e3 correlated samples per channel: relative sd of the variance estimate ~ 3%
+    assert_close(est.var, expect, rtol=0.12, atol=0)
+    assert np.all(np.abs(est.mean) < 0.1 * sigma * np.sqrt(M.noise_gain(w)))
+
+
+def test_propagate_noise_is_deterministic_and_checks_input():
+    w = M.unit_normal_weights((2, 1, 3, 3), 0)
+    a = M.propagate_noise(w, 1.0, (1, 8, 8), 10, 5)
+    b = M.propagate_noise(w, 1.0, (1, 8, 8), 10, np.random.default_rng(5))
+    np.testing.assert_array_equal(a.var, b.var)
+    assert a.n == 10 * 36
+    with pytest.raises(ValueError, match="sigma must be >= 0"):
+        M.propagate_noise(w, -1.0, (1, 8, 8), 10, 0)
+    with pytest.raises(ValueError, match=r"shape must be the input shape \(C_in, H, W\)"):
+        M.propagate_noise(w, 1.0, (8, 8), 10, 0)
+    with pytest.raises(TypeError, match="rng must be a numpy.random.Generator or an int seed"):
+        M.propagate_noise(w, 1.0, (1, 8, 8), 10, None)
+    with pytest.raises(ValueError, match="weight must be 4-dimensional"):
+        M.noise_gain(np.zeros((3, 3)))
