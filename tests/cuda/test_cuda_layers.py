@@ -1,0 +1,39 @@
+"""lmref.cuda.max_pool2d and its backward against lmref.layers (PyTorch's rules)."""
+import numpy as np
+import pytest
+
+import lmref.cuda as lc
+from lmref import layers
+
+CASES = [
+    dict(kernel_size=2),
+    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+    dict(kernel_size=(3, 2), stride=1, dilation=2),  # overlapping windows
+    dict(kernel_size=3, stride=(2, 1), padding=(1, 0), dilation=(1, 2), ceil_mode=True),
+]
+
+
+@pytest.mark.parametrize("kw", CASES, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
+def test_max_pool2d_and_backward_equal_cpu(rng, close, kw):
+    x = rng.integers(-3, 4, (2, 2, 5, 7)).astype(float)  # many ties: first maximum wins
+    x[0, 0, 1, 1] = np.nan  # NaN wins
+    x[1, 1, 2, 2:4] = np.nan  # the last NaN of a window wins
+    x[1, 0, 3, :] = -np.inf
+    out = layers.max_pool2d(x, **kw)
+    close(lc.max_pool2d(x, **kw), out, rtol=0, atol=0)
+    g = rng.standard_normal(out.shape)
+    close(lc.max_pool2d_backward(g, x, **kw), layers.max_pool2d_backward(g, x, **kw),
+          rtol=0, atol=0)
+
+
+def test_three_dimensional_input(rng, close):
+    x = rng.standard_normal((3, 5, 7))
+    close(lc.max_pool2d(x, 2, 1), layers.max_pool2d(x, 2, 1))
+
+
+def test_bad_input_is_refused_like_the_cpu():
+    x = np.zeros((1, 1, 5, 7))
+    with pytest.raises(ValueError, match="padding must be at most half"):
+        lc.max_pool2d(x, 2, padding=2)
+    with pytest.raises(ValueError, match="grad_out must have shape"):
+        lc.max_pool2d_backward(np.zeros((1, 1, 3, 3)), x, 2)
