@@ -45,8 +45,7 @@ Dtypes
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -132,20 +131,20 @@ def _bilinear_axis(p, size, boundary):
     ``in0``/``in1`` tell whether the corners are read; ``dq`` is the right-sided derivative of
     the (clamped / wrapped) coordinate with respect to ``p``.
     """
-    if boundary == 0:  # zeros: outside [-1, size) no corner is inside the frame
+    if boundary == _ZEROS:  # outside [-1, size) no corner is inside the frame
         if p < -1.0 or p >= size:
             return 0, 0, 0.0, 0.0, False, False, 0.0
         f = math.floor(p)
         i0 = int(f)
         t = p - f
         return i0, i0 + 1, 1.0 - t, t, i0 >= 0, i0 + 1 < size, 1.0
-    if boundary == 1:  # border: clamp the coordinate; right-sided slope is 0 from size-1 on
+    if boundary == _BORDER:  # clamp the coordinate; the right-sided slope is 0 from size-1 on
         dq = 1.0 if (p >= 0.0 and p < size - 1.0) else 0.0
         q = min(max(p, 0.0), size - 1.0)
         f = math.floor(q)
         i0 = int(f)
         return i0, min(i0 + 1, size - 1), 1.0 - (q - f), q - f, True, True, dq
-    q = _wrap_coord(p, size)  # wrap
+    q = _wrap_coord(p, size)  # _WRAP
     f = math.floor(q)
     i0 = int(f)
     i1 = i0 + 1
@@ -157,11 +156,11 @@ def _bilinear_axis(p, size, boundary):
 @jit
 def _nearest_axis(p, size, boundary):
     """One axis of a nearest sample: ``(index, inside)`` with ``index = floor(p + 0.5)``."""
-    if boundary == 0:
+    if boundary == _ZEROS:
         if p < -0.5 or p >= size - 0.5:
             return 0, False
         return int(math.floor(p + 0.5)), True
-    if boundary == 1:
+    if boundary == _BORDER:
         q = min(max(p, 0.0), size - 1.0)
         return int(math.floor(q + 0.5)), True
     i = int(math.floor(_wrap_coord(p, size) + 0.5))
@@ -182,7 +181,7 @@ def _pixel_taps(px, py, H, W, mode, boundary, idx, w, ax, ay):
     if not (math.isfinite(px) and math.isfinite(py)):
         idx[0] = _NAN_TAP
         return
-    if mode == 1:
+    if mode == _NEAREST:
         j, okx = _nearest_axis(px, W, boundary)
         i, oky = _nearest_axis(py, H, boundary)
         if okx and oky:
@@ -252,7 +251,7 @@ def _build_taps(flow, mode, boundary):
             px = x + flow[n, y, x, 0]
             py = y + flow[n, y, x, 1]
             _pixel_taps(px, py, H, W, mode, boundary, idx[p], w[p], ax[p], ay[p])
-            if mode == 0:
+            if mode == _BILINEAR:
                 cell[p], tx[p], ty[p] = _interior_cell(px, py, H, W)
             elif idx[p, 0] >= 0:  # nearest: a single read, the fast path with tx = ty = 0
                 cell[p] = idx[p, 0]
@@ -311,7 +310,7 @@ def _warp_backward_kernel(g, x, flow, mode, boundary):
         y = r - fn * H
         n_lo, n_hi = (fn, fn + 1) if nf > 1 else (0, N)
         acc = np.zeros((W, 2))
-        if mode == 0:
+        if mode == _BILINEAR:  # nearest: grad_flow = 0
             for plane in range(n_lo * C, n_hi * C):
                 src = xs[plane]
                 for xx in range(W):
