@@ -36,7 +36,7 @@ Where the paper is wrong or ambiguous, and what lmref does (details in the funct
   ``a_-1 + a_1 = sqrt(2) a0 tanh(alpha)``, which reaches ``sqrt(2) a0``. Counter-example:
   ``alpha = asinh(1) = 0.8814, beta = 0`` gives the factor ``[0.5, 1, 0.5]`` whose DFT
   ``1 + cos(w)`` vanishes at ``w = pi`` (no unique solution on any even-sized grid), and
-  ``alpha = 1, beta = 0`` gives ``[0.5385, 1, 0.5385]``, zero of the DTFT at ``w = 2.760``
+  ``alpha = 1, beta = 0`` gives ``[0.5385, 1, 0.5385]``, zero of the DTFT at ``w = 2.761``
   (not BIBO stable). :func:`reparameterize` keeps them as ``form="paper"``/``"official"`` and
   defaults to ``form="safe"`` (``a_-1 + a_1 = a0 tanh(alpha)``, strictly inside the band).
 * Theorem 9 calls (15) *necessary*; it is *sufficient* (one zero of the factor inside the unit
@@ -119,9 +119,10 @@ def _as_kernel(a, name, spatial_ndim, channels, spatial_shape):
     if arr.shape[0] != channels:
         raise ValueError(f"{name} must have one kernel per channel: shape ({channels}, ...) "
                          f"for {channels} channels, got {arr.shape}")
-    if any(k > s for k, s in zip(ks, spatial_shape)):
-        raise ValueError(f"{name}: kernel size {ks} is larger than the image "
-                         f"{tuple(spatial_shape)}; the circular system needs k <= size per axis")
+    image = tuple(spatial_shape)[-spatial_ndim:]
+    if any(k > s for k, s in zip(ks, image)):
+        raise ValueError(f"{name}: kernel size {ks} is larger than the image {image}; the "
+                         f"circular system needs k <= size per axis")
     return arr[:, None, :] if spatial_ndim == 1 else arr
 
 
@@ -405,6 +406,18 @@ def _arma_kernel(a, t4):
     return _as_kernel(a, "a", 2, t4.shape[1], t4.shape[2:])
 
 
+def _finite_conv_inputs(x, weight, bias):
+    """lmref.conv propagates NaN; the ARMA layer refuses it, naming the argument."""
+    x = as_float64(x, "x", ndim=4)
+    weight = as_float64(weight, "weight", ndim=4)
+    for arr, name in ((x, "x"), (weight, "weight")):
+        _finite_fast(arr, name)
+    if bias is not None:
+        bias = as_float64(bias, "bias", ndim=1)
+        check_finite(bias, "bias")
+    return x, weight, bias
+
+
 def arma2d(x, weight, a, bias=None, stride=1, padding="same", dilation=1,
            padding_mode="circular", *, groups=1, workers=_WORKERS, rcond=RCOND):
     """ARMA layer (eq. 2): ``T = conv2d(x, weight, bias, ...)`` (eq. 7a) then ``A * Y = T``
@@ -422,6 +435,7 @@ def arma2d(x, weight, a, bias=None, stride=1, padding="same", dilation=1,
     from lmref.conv import conv2d
 
     workers, rcond = _options(workers, rcond)
+    x, weight, bias = _finite_conv_inputs(x, weight, bias)
     t4 = conv2d(x, weight, bias, **_conv_kwargs(stride, padding, dilation, padding_mode, groups))
     a3 = _arma_kernel(a, t4)
     inv = 1.0 / _kernel_spectrum(a3, t4.shape[2:], rcond, workers)
@@ -441,6 +455,7 @@ def arma2d_backward(grad_y, x, weight, a, bias=None, stride=1, padding="same", d
 
     workers, rcond = _options(workers, rcond)
     kw = _conv_kwargs(stride, padding, dilation, padding_mode, groups)
+    x, weight, bias = _finite_conv_inputs(x, weight, bias)
     t4 = conv2d(x, weight, bias, **kw)
     g4 = as_float64(grad_y, "grad_y", ndim=4)
     check_finite(g4, "grad_y")
@@ -459,11 +474,10 @@ def arma2d_backward(grad_y, x, weight, a, bias=None, stride=1, padding="same", d
 def _arma2d_reference(x, weight, a, bias=None, stride=1, padding="same", dilation=1,
                       padding_mode="circular", *, groups=1, workers=_WORKERS, rcond=RCOND):
     """Reference of :func:`arma2d`: the conv reference then the dense circular solve."""
-    from lmref import conv
+    from lmref.conv import _conv2d_reference
 
-    conv_ref = getattr(conv, "_conv2d_reference", conv.conv2d)
-    t4 = conv_ref(x, weight, bias, **_conv_kwargs(stride, padding, dilation, padding_mode,
-                                                  groups))
+    t4 = _conv2d_reference(x, weight, bias, **_conv_kwargs(stride, padding, dilation,
+                                                           padding_mode, groups))
     return _ar_solve_reference(t4, a, workers=workers, rcond=rcond)
 
 
@@ -622,8 +636,9 @@ def _reparam_inputs(alpha, beta, a0, form):
     a0 = as_real(a0, "a0")
     if a0 <= 0:
         raise ValueError(f"a0 must be > 0 (Theorem 9 needs |a_-1 + a_1| < a0), got {a0}")
-    al = as_float64(alpha, "alpha", allow_empty=True)
-    be = as_float64(beta, "beta", allow_empty=True)
+    # (as_float64 turns a scalar into shape (1,): keep the caller's shape)
+    al = as_float64(alpha, "alpha", allow_empty=True).reshape(np.shape(alpha))
+    be = as_float64(beta, "beta", allow_empty=True).reshape(np.shape(beta))
     check_shape(be, "beta", al.shape, "the shape of alpha")
     check_finite(al, "alpha")
     check_finite(be, "beta")
@@ -646,9 +661,12 @@ def reparameterize(alpha, beta, a0=1.0, *, form="safe"):
     half-width ``1 / sqrt(2)`` that ``|a_-1 + a_1| < a0`` actually has. The printed eqs.
     16-17 and the official code reach ``sqrt(2) a0``: ``alpha = asinh(1) = 0.8814, beta = 0``
     gives ``[0.5, 1, 0.5]`` (DFT ``1 + cos w`` = 0 at ``w = pi``: singular on even grids) and
-    ``alpha = 1, beta = 0`` gives ``[0.5385, 1, 0.5385]`` (DTFT zero at ``w = 2.760``). In
+    ``alpha = 1, beta = 0`` gives ``[0.5385, 1, 0.5385]`` (DTFT zero at ``w = 2.761``). In
     float64, ``tanh(alpha)`` rounds to +-1 for ``|alpha| > 19.06`` and the safe form then
-    meets the band's edge (``ar_solve`` refuses such kernels on grids hitting the zero).
+    meets the band's edge (``ar_solve`` refuses such kernels on grids hitting the zero); and
+    the sum of the two rounded taps carries an error of up to ``ulp(max |a_+-1|)``, so with
+    ``|beta|`` large the float64 sum can cross the edge when ``1 - |tanh(alpha)|`` is tiny
+    (e.g. ``|alpha| > 15`` with ``|beta| > 100``).
 
     Official code mapping: its parameter ``alpha_code`` ``(T, Q, 2, 2)`` gives, for axis ``r``
     (0: rows/H -> ``f``, 1: columns/W -> ``g``), ``alpha = alpha_code[..., r, 1]`` and
@@ -736,10 +754,18 @@ def ar_zeros(a):
     """Zeros of the Z-transform of a centred 1-D AR kernel (Lemma 19, Definition 17).
 
     ``A(z) = sum_d a_d z^{-d}`` for offsets ``d = -m..m``; ``z^m A(z)`` has the coefficients
-    ``a`` in index order (highest power first), so these are ``numpy.roots(a)``. Vanishing
-    leading taps (``a_-m = 0``) mean zeros at infinity, which are not listed.
+    ``a`` in index order (highest power first), so these are ``numpy.roots(a / max|a|)``.
+    Leading taps with ``|a_d| <= eps * max |a|`` (float64 eps) are dropped first: they put
+    zeros at (or beyond ``1 / eps`` of) infinity, which are not listed, and would overflow the
+    companion matrix.
     """
-    return np.roots(_as_kernel_1d(a))
+    return _finite_zeros(_as_kernel_1d(a))
+
+
+def _finite_zeros(arr):
+    coef = arr / np.abs(arr).max()
+    first = int(np.argmax(np.abs(coef) > np.finfo(np.float64).eps))
+    return np.roots(coef[first:])
 
 
 class ARStability(NamedTuple):
@@ -762,7 +788,7 @@ def ar_stability_1d(a, *, tol=1e-9):
     """
     tol = as_real(tol, "tol")
     arr = _as_kernel_1d(a)
-    zeros = np.roots(arr)
+    zeros = _finite_zeros(arr)
     radius = np.abs(zeros)
     at_infinity = (arr.size - 1) - zeros.size
     on = int(np.count_nonzero(np.abs(radius - 1.0) <= tol))
