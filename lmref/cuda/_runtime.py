@@ -51,7 +51,10 @@ def numba_cuda():
 
 
 def simulator() -> bool:
-    """True when numba's CUDA simulator is selected (``NUMBA_ENABLE_CUDASIM=1``)."""
+    """True when numba's CUDA simulator is (or, numba.cuda not being imported yet, will be)
+    in use: ``NUMBA_ENABLE_CUDASIM=1`` as numba read it."""
+    if "numba.cuda" in sys.modules:  # the choice was made when numba.cuda was imported
+        return "numba.cuda.simulator_init" in sys.modules
     from numba.core import config
     return bool(getattr(config, "ENABLE_CUDASIM", 0))
 
