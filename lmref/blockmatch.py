@@ -36,6 +36,7 @@ Dtypes and non-finite values
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,6 +47,8 @@ from lmref.registry import Op
 __all__ = [
     "block_match", "displacement_order",
     "nrmse", "psnr", "psnr_to_nrmse", "nrmse_to_psnr",
+    "compensate", "latent_motion_error", "LatentMotionResult",
+    "motion_similarity", "MotionSimilarity",
 ]
 
 CHANNEL_MODES = ("sum", "each")
@@ -673,6 +676,233 @@ def nrmse_to_psnr(nrmse, peak=255.0, levels=256):
         raise ValueError("nrmse must be >= 0 (and not NaN)")
     with np.errstate(divide="ignore"):
         return _scalar_or_array(20.0 * np.log10(pk / (lv * e)), nrmse)
+
+
+# ----------------------------------------------------------------------------- latent motion
+
+def _check_flow_field(flow, name):
+    f = as_float64(flow, name, ndim=3)
+    if f.shape[-1] != 2:
+        raise ValueError(f"{name} must have shape (H, W, 2) (dx, dy), got {f.shape}")
+    return f
+
+
+def compensate(reference_features, flow, stride, mode="bilinear", *, sample="center"):
+    """Predict the features of a moved frame from the reference frame's (seed 001, eq. 12).
+
+    The input-space motion ``flow`` is scaled to the feature grid, ``v' = v / stride``
+    (:func:`lmref.motion.scale_flow`), and the reference features are warped with it.
+
+    Parameters
+    ----------
+    reference_features : array_like, shape (h, w) or (C, h, w)
+        Features of the reference frame.
+    flow : array_like, shape (H, W, 2)
+        Input-space backward flow (:mod:`lmref.motion`): the moved frame is
+        ``warp(reference_frame, flow)``.
+    stride : int or (int, int)
+        Total downscaling ``n^k`` between the frame and the features.
+    mode : {"bilinear", "nearest"}
+        Interpolation of the feature warp.
+    sample : {"center", "corner"}
+        Which input pixel a feature pixel stands for (see :func:`lmref.motion.scale_flow`):
+        ``"center"`` for non-overlapping pooling (as :func:`lmref.layers.feature_extractor`,
+        ``h = floor(H / stride)``), ``"corner"`` for strided convolutions with ``k // 2``
+        padding (``h = ceil(H / stride)``). The scaled flow must have the features' ``(h, w)``.
+
+    Returns
+    -------
+    predicted : ndarray, float64, shape of ``reference_features``
+        Warped with ``boundary="zeros"``; meaningful only where ``mask`` is True.
+    mask : ndarray of bool, shape (h, w)
+        The predictable region: the source point lies inside the feature map
+        (:func:`lmref.motion.valid_mask`); False where content enters the frame.
+    """
+    from lmref.motion import scale_flow, valid_mask, warp
+
+    feats = as_float64(reference_features, "reference_features", ndim=(2, 3))
+    f = _check_flow_field(flow, "flow")
+    latent = scale_flow(f, stride, sample=sample)  # eq. 12: v' = v / n^k
+    if latent.shape[:2] != feats.shape[-2:]:
+        raise ValueError(f"flow of spatial size {f.shape[:2]} scaled by stride {stride!r} "
+                         f"(sample={sample!r}) gives a {latent.shape[:2]} grid, but "
+                         f"reference_features are {feats.shape[-2:]}; check stride, or use "
+                         f"sample='corner' (ceil) / 'center' (floor)")
+    predicted = warp(feats, latent, mode=mode, boundary="zeros")
+    return predicted, valid_mask(latent, feats.shape, mode=mode)
+
+
+@dataclass(frozen=True)
+class LatentMotionResult:
+    """Result of :func:`latent_motion_error`.
+
+    Attributes
+    ----------
+    nrmse : float
+        Eq. 13 over the predictable region.
+    actual, predicted : ndarray
+        Features of the moved frame, and their prediction from the reference frame's.
+    mask : ndarray of bool, shape (h, w)
+        The predictable region (eroded by ``margin``).
+    moved : ndarray
+        The moved input frame ``warp(image, flow)``.
+    latent_flow : ndarray, shape (h, w, 2)
+        The flow used in feature space (``flow / stride`` on the feature grid).
+    """
+
+    nrmse: float
+    actual: np.ndarray
+    predicted: np.ndarray
+    mask: np.ndarray
+    moved: np.ndarray
+    latent_flow: np.ndarray
+
+
+def _erode(mask, margin):
+    """Keep pixels whose ``(2 margin + 1)^2`` neighbourhood is inside the frame and the mask."""
+    if margin == 0:
+        return mask
+    h, w = mask.shape
+    ok = np.zeros((h + 2 * margin + 1, w + 2 * margin + 1), dtype=np.int64)
+    ok[margin + 1:margin + 1 + h, margin + 1:margin + 1 + w] = mask
+    csum = ok.cumsum(0).cumsum(1)  # integer box counts: exact
+    n = 2 * margin + 1
+    count = csum[n:, n:] - csum[:-n, n:] - csum[n:, :-n] + csum[:-n, :-n]
+    return count == n * n
+
+
+def latent_motion_error(extract, image, flow, stride, *, mode="bilinear", boundary="zeros",
+                        sample="center", margin=0, dynamic_range=None):
+    """How well input motion scaled by ``1 / stride`` predicts feature motion (seed 001, Sec. 3).
+
+    The moved frame is ``warp(image, flow)``; its features ``extract(moved)`` (actual) are
+    compared, by eq. 13 over the predictable region, with the reference features
+    ``extract(image)`` moved by :func:`compensate` (predicted).
+
+    Parameters
+    ----------
+    extract : callable
+        numpy ``(H, W)`` or ``(C, H, W)`` -> numpy ``(h, w)`` or ``(c, h, w)``; any model (wrap a
+        PyTorch one in a function), e.g. :func:`lmref.layers.feature_extractor`'s.
+    image : array_like, shape (H, W) or (C, H, W)
+    flow : array_like, shape (H, W, 2)
+        Input-space backward flow (e.g. :func:`lmref.motion.affine_flow`).
+    stride : int or (int, int)
+        Total stride of ``extract``.
+    mode : {"bilinear", "nearest"}
+        Interpolation of both warps (image and features).
+    boundary : {"zeros", "border", "wrap"}
+        Boundary of the image warp (what enters the frame); features use ``"zeros"`` and the
+        mask.
+    sample : {"center", "corner"}
+        See :func:`compensate`.
+    margin : int >= 0
+        Also leave out feature pixels within ``margin`` of the frame border or of the
+        unpredictable region (the mask eroded by a ``(2 margin + 1)^2`` square): there the
+        actual features see zero padding or entering content through their receptive field,
+        which no motion model predicts. 0 (default) excludes only what enters the frame, as the
+        seed.
+    dynamic_range : float, optional
+        ``R`` of eq. 13; default ``max - min`` of the actual features over the mask.
+
+    Returns
+    -------
+    LatentMotionResult
+    """
+    from lmref.motion import scale_flow, warp
+
+    if not callable(extract):
+        raise TypeError(f"extract must be callable (numpy -> numpy), got "
+                        f"{type(extract).__name__}")
+    img = as_float64(image, "image", ndim=(2, 3))
+    f = _check_flow_field(flow, "flow")
+    moved = warp(img, f, mode=mode, boundary=boundary)
+    reference = as_float64(extract(img), "extract(image)", ndim=(2, 3))
+    actual = as_float64(extract(moved), "extract(moved image)", ndim=(2, 3))
+    if actual.shape != reference.shape:
+        raise ValueError(f"extract gave shapes {reference.shape} and {actual.shape} for two "
+                         f"images of the same shape")
+    margin = as_int(margin, "margin", minimum=0)
+    predicted, mask = compensate(reference, f, stride, mode, sample=sample)
+    mask = _erode(mask, margin)
+    value = nrmse(predicted, actual, mask, dynamic_range)
+    return LatentMotionResult(value, actual, predicted, mask, moved,
+                              scale_flow(f, stride, sample=sample))
+
+
+@dataclass(frozen=True)
+class MotionSimilarity:
+    """Result of :func:`motion_similarity` (over the ``count`` compared vectors).
+
+    Attributes
+    ----------
+    epe : float
+        Mean end-point error ``mean |a - b|`` (Euclidean, in pixels).
+    epe_max : float
+        Largest end-point error.
+    cosine : float
+        Cosine between the two fields as long vectors, ``sum a.b / sqrt(sum |a|^2 sum |b|^2)``;
+        NaN when a field is zero everywhere (no direction).
+    mean_cosine : float
+        Mean per-vector cosine over the vectors that are non-zero in both fields (NaN if none).
+    count : int
+        Number of vectors compared.
+    """
+
+    epe: float
+    epe_max: float
+    cosine: float
+    mean_cosine: float
+    count: int
+
+
+def motion_similarity(flow_a, flow_b, mask=None) -> MotionSimilarity:
+    """Compare two flow fields (e.g. input motion scaled down vs feature-space block matching).
+
+    Parameters
+    ----------
+    flow_a, flow_b : array_like, shape (..., H, W, 2)
+        Same shape, ``[..., 0] = dx``, ``[..., 1] = dy``; finite inside the mask.
+    mask : array_like of bool, optional
+        ``flow_a.shape[:-1]`` or ``(H, W)`` (applied to every leading index); all-False is an
+        error.
+
+    Returns
+    -------
+    MotionSimilarity
+        Sums are correctly rounded (``math.fsum``).
+    """
+    a = as_float64(flow_a, "flow_a")
+    b = as_float64(flow_b, "flow_b")
+    if a.ndim < 3 or a.shape[-1] != 2:
+        raise ValueError(f"flow_a must have shape (..., H, W, 2), got {a.shape}")
+    if b.shape != a.shape:
+        raise ValueError(f"flow_b must have the shape of flow_a {a.shape}, got {b.shape}")
+    sel = np.ones(a.shape[:-1], dtype=bool)
+    if mask is not None:
+        m = np.asarray(mask)
+        if m.dtype != np.bool_:
+            raise TypeError(f"mask must be a boolean array, got dtype {m.dtype}")
+        if m.shape != a.shape[:-1] and m.shape != a.shape[-3:-1]:
+            raise ValueError(f"mask must have shape {a.shape[:-1]} or {a.shape[-3:-1]}, "
+                             f"got {m.shape}")
+        sel = np.broadcast_to(m, a.shape[:-1])
+        if not sel.any():
+            raise ValueError("mask selects no vector: the similarity of nothing is undefined")
+    va, vb = a[sel], b[sel]
+    check_finite(va, "flow_a (inside the mask)")
+    check_finite(vb, "flow_b (inside the mask)")
+    err = np.hypot(va[:, 0] - vb[:, 0], va[:, 1] - vb[:, 1])
+    dot = va[:, 0] * vb[:, 0] + va[:, 1] * vb[:, 1]
+    na = np.hypot(va[:, 0], va[:, 1])
+    nb = np.hypot(vb[:, 0], vb[:, 1])
+    n = len(err)
+    sa, sb = math.fsum((na * na).tolist()), math.fsum((nb * nb).tolist())
+    cosine = math.fsum(dot.tolist()) / math.sqrt(sa * sb) if sa > 0 and sb > 0 else math.nan
+    both = (na > 0) & (nb > 0)
+    mean_cos = (math.fsum((dot[both] / (na[both] * nb[both])).tolist()) / int(both.sum())
+                if both.any() else math.nan)
+    return MotionSimilarity(math.fsum(err.tolist()) / n, float(err.max()), cosine, mean_cos, n)
 
 
 # ----------------------------------------------------------------------------- registry
