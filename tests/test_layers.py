@@ -1,0 +1,264 @@
+"""lmref.layers: ReLU, max/average pooling (forward, backward, PyTorch semantics) and the
+deterministic feature extractor."""
+import itertools
+
+import numpy as np
+import pytest
+
+from lmref import layers as L
+from lmref.peers import torch_available
+from lmref.testing import assert_close, gradcheck
+
+needs_torch = pytest.mark.skipif(not torch_available(),
+                                 reason="PyTorch (the cross-check peer) is not installed")
+
+# (kernel_size, stride, padding, dilation, ceil_mode): overlapping, strided, padded, dilated,
+# rectangular, ceil-mode windows (incl. a last window that would start in the right padding)
+MAX_CASES = [
+    (2, None, 0, 1, False), (3, 1, 1, 1, False), (3, 2, 1, 1, True), ((3, 2), (2, 1), (1, 0), 1,
+                                                                       False),
+    (2, 3, 1, 1, True), (3, 2, 1, 2, False), ((2, 3), 2, (1, 1), (2, 1), True), (1, 2, 0, 1, True),
+]
+AVG_CASES = [
+    (2, None, 0, False, True), (3, 1, 1, False, True), (3, 1, 1, False, False),
+    (3, 2, 1, True, True), (3, 2, 1, True, False), ((3, 2), (2, 1), (1, 1), False, False),
+    (2, 3, 1, True, True), (2, 3, 1, True, False),
+]
+
+
+def _max_kw(case):
+    k, s, p, d, c = case
+    return {"kernel_size": k, "stride": s, "padding": p, "dilation": d, "ceil_mode": c}
+
+
+def _avg_kw(case):
+    k, s, p, c, i = case
+    return {"kernel_size": k, "stride": s, "padding": p, "ceil_mode": c, "count_include_pad": i}
+
+
+def _torch_pool(torch, name, x, g, kw):
+    import torch.nn.functional as F
+
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    out = getattr(F, name)(xt, **kw)
+    out.backward(torch.from_numpy(g))
+    return out.detach().numpy(), xt.grad.numpy()
+
+
+# --------------------------------------------------------------------------- ReLU
+
+def test_relu_values_nan_and_kink():
+    x = np.array([-2.0, -0.0, 0.0, 1.5, np.inf, -np.inf, np.nan])
+    out = L.relu(x)
+    np.testing.assert_array_equal(out[:6], [0.0, 0.0, 0.0, 1.5, np.inf, 0.0])
+    assert np.isnan(out[6])
+    g = np.arange(1.0, 8.0)
+    np.testing.assert_array_equal(L.relu_backward(g, x)[0], [0, 0, 0, 4, 5, 0, 0])
+    assert L.relu(3).shape == () and L.relu([[1, -1]]).dtype == np.float64
+    np.testing.assert_array_equal(L._relu_reference(x[:6]), out[:6])
+
+
+@needs_torch
+def test_relu_matches_torch_including_nan(torch):
+    x = np.array([[-1.0, 0.0, 2.0, np.nan]])
+    np.testing.assert_array_equal(L.relu(x), torch.relu(torch.from_numpy(x)).numpy())
+
+
+def test_relu_backward_shape_check():
+    with pytest.raises(ValueError, match="grad_out must have shape"):
+        L.relu_backward(np.ones(3), np.ones(4))
+
+
+# --------------------------------------------------------------------------- pooling vs torch
+
+@needs_torch
+@pytest.mark.parametrize("case", MAX_CASES)
+@pytest.mark.parametrize("data", ["normal", "ties", "special"])
+def test_max_pool2d_forward_backward_match_torch(torch, rng, case, data):
+    x = rng.standard_normal((2, 3, 7, 9))
+    if data == "ties":
+        x = np.round(x)  # many equal maxima: first in row-major window order wins
+    elif data == "special":
+        x[0, 0, 1:3, 1:4] = np.nan
+        x[1, 2, :, :] = -np.inf
+        x[0, 1, 2, :] = np.inf
+    kw = _max_kw(case)
+    out = L.max_pool2d(x, **kw)
+    g = rng.standard_normal(out.shape)
+    t_out, t_grad = _torch_pool(torch, "max_pool2d", x, g, kw)
+    np.testing.assert_array_equal(out, t_out)  # a max is exact: no tolerance
+    np.testing.assert_array_equal(L._max_pool2d_reference(x, **kw), out)
+    grad = L.max_pool2d_backward(g, x, **kw)[0]
+    assert_close(grad, t_grad, rtol=1e-15, atol=1e-15)
+    assert_close(L._max_pool2d_backward_reference(g, x, **kw)[0], grad, rtol=0, atol=0)
+
+
+@needs_torch
+@pytest.mark.parametrize("case", AVG_CASES)
+def test_avg_pool2d_forward_backward_match_torch(torch, rng, case):
+    x = rng.standard_normal((2, 3, 7, 9))
+    kw = _avg_kw(case)
+    out = L.avg_pool2d(x, **kw)
+    g = rng.standard_normal(out.shape)
+    t_out, t_grad = _torch_pool(torch, "avg_pool2d", x, g, kw)
+    assert_close(out, t_out, rtol=1e-15, atol=1e-15)
+    np.testing.assert_array_equal(L._avg_pool2d_reference(x, **kw), out)
+    grad = L.avg_pool2d_backward(g, x, **kw)[0]
+    assert_close(grad, t_grad, rtol=1e-14, atol=1e-15)
+    assert_close(L._avg_pool2d_backward_reference(g, x, **kw)[0], grad, rtol=1e-15, atol=1e-16)
+
+
+@needs_torch
+@pytest.mark.parametrize("size,k,s,p,d,ceil", [
+    (n, k, s, p, d, c) for n, k, s, d, c in itertools.product((1, 4, 7, 8), (1, 2, 3), (1, 2, 3),
+                                                              (1, 2), (False, True))
+    for p in range(k // 2 + 1)])
+def test_pool_output_size_matches_torch(torch, size, k, s, p, d, ceil):
+    import torch.nn.functional as F
+
+    want = L.pool_output_size(size, k, s, p, d, ceil)
+    if want < 1:
+        with pytest.raises(RuntimeError):
+            F.max_pool2d(torch.zeros(1, 1, size, size, dtype=torch.float64), k, s, p, d, ceil)
+        return
+    got = F.max_pool2d(torch.zeros(1, 1, size, size, dtype=torch.float64), k, s, p, d, ceil)
+    assert got.shape[-1] == want
+
+
+# --------------------------------------------------------------------------- pooling semantics
+
+def test_max_pool_tie_goes_to_the_first_maximum_and_nan_wins():
+    x = np.array([[[[1.0, 3.0], [3.0, 2.0]]]])
+    assert L.max_pool2d(x, 2).item() == 3.0
+    np.testing.assert_array_equal(L.max_pool2d_backward(np.ones((1, 1, 1, 1)), x, 2)[0],
+                                  [[[[0.0, 1.0], [0.0, 0.0]]]])
+    y = np.array([[[[1.0, np.nan], [5.0, np.nan]]]])  # the last NaN takes the gradient
+    assert np.isnan(L.max_pool2d(y, 2).item())
+    np.testing.assert_array_equal(L.max_pool2d_backward(np.ones((1, 1, 1, 1)), y, 2)[0],
+                                  [[[[0.0, 0.0], [0.0, 1.0]]]])
+
+
+def test_max_pool_all_minus_inf_window_sends_gradient_to_its_first_element():
+    x = np.full((1, 1, 2, 2), -np.inf)
+    assert L.max_pool2d(x, 2).item() == -np.inf
+    np.testing.assert_array_equal(L.max_pool2d_backward(np.ones((1, 1, 1, 1)), x, 2)[0],
+                                  [[[[1.0, 0.0], [0.0, 0.0]]]])
+
+
+def test_max_pool_window_without_in_frame_taps_is_minus_inf_without_gradient():
+    x = np.ones((1, 1, 1, 3))  # dilated rows -1 and +1 both miss the single row
+    out = L.max_pool2d(x, (2, 1), stride=1, padding=(1, 0), dilation=(2, 1))
+    assert out.shape == (1, 1, 1, 3) and np.all(out == -np.inf)
+    assert np.all(L.max_pool2d_backward(np.ones(out.shape), x, (2, 1), stride=1, padding=(1, 0),
+                                        dilation=(2, 1))[0] == 0.0)
+
+
+def test_avg_pool_divisors():
+    x = np.ones((1, 2, 3))  # (C, H, W) input: 3-D like torch
+    # 2 x 2 windows, stride 2, padding 1: every window has one in-frame row
+    inc = L.avg_pool2d(x, 2, padding=1, count_include_pad=True)
+    exc = L.avg_pool2d(x, 2, padding=1, count_include_pad=False)
+    assert inc.shape == (1, 2, 2)
+    np.testing.assert_array_equal(inc, [[[0.25, 0.5], [0.25, 0.5]]])
+    np.testing.assert_array_equal(exc, np.ones((1, 2, 2)))
+
+
+@pytest.mark.parametrize("op", ["max", "avg"])
+@pytest.mark.parametrize("case", range(4))
+def test_pool_backward_gradcheck(rng, op, case):
+    x = rng.standard_normal((1, 2, 6, 7))
+    kw = _max_kw(MAX_CASES[case]) if op == "max" else _avg_kw(AVG_CASES[case + 3])
+    fwd = L.max_pool2d if op == "max" else L.avg_pool2d
+    bwd = L.max_pool2d_backward if op == "max" else L.avg_pool2d_backward
+    g = rng.standard_normal(fwd(x, **kw).shape)
+    gradcheck(lambda a: fwd(a, **kw), [x], g, lambda go, a: bwd(go, a, **kw), max_checks=None)
+
+
+def test_relu_gradcheck(rng):
+    x = rng.standard_normal((3, 4))
+    x[np.abs(x) < 0.01] = 0.5
+    gradcheck(L.relu, [x], rng.standard_normal((3, 4)), L.relu_backward, max_checks=None)
+
+
+def test_fast_pool_equals_reference_on_4d_and_3d(rng):
+    for x in (rng.standard_normal((2, 3, 9, 8)), rng.standard_normal((3, 9, 8))):
+        kw = _max_kw(MAX_CASES[6])
+        np.testing.assert_array_equal(L.max_pool2d(x, **kw), L._max_pool2d_reference(x, **kw))
+        kw = _avg_kw(AVG_CASES[5])
+        np.testing.assert_array_equal(L.avg_pool2d(x, **kw), L._avg_pool2d_reference(x, **kw))
+        assert L.max_pool2d(x, 2).ndim == x.ndim
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: L.max_pool2d(np.zeros((1, 1, 5, 5)), 3, padding=2), ValueError,
+     "padding must be at most half of kernel_size"),
+    (lambda: L.avg_pool2d(np.zeros((1, 1, 5, 5)), 2, padding=(0, 2)), ValueError,
+     "padding must be at most half"),
+    (lambda: L.max_pool2d(np.zeros((1, 1, 2, 2)), 3), ValueError, "too small"),
+    (lambda: L.max_pool2d(np.zeros((5, 5)), 2), ValueError, "x must be 3 or 4-dimensional"),
+    (lambda: L.max_pool2d(np.zeros((1, 5, 5)), 0), ValueError, "kernel_size must be >= 1"),
+    (lambda: L.max_pool2d(np.zeros((1, 5, 5)), 2, stride=0), ValueError, "stride must be >= 1"),
+    (lambda: L.max_pool2d(np.zeros((1, 5, 5)), (2, 2, 2)), ValueError, "kernel_size must be"),
+    (lambda: L.max_pool2d(np.zeros((1, 5, 5)), 2, ceil_mode=1), TypeError, "ceil_mode must be"),
+    (lambda: L.avg_pool2d(np.zeros((1, 5, 5)), 2, count_include_pad="yes"), TypeError,
+     "count_include_pad must be"),
+    (lambda: L.max_pool2d_backward(np.zeros((1, 3, 3)), np.zeros((1, 5, 5)), 2), ValueError,
+     "grad_out must have shape"),
+    (lambda: L.avg_pool2d(np.zeros((1, 5, 5), dtype=complex), 2), TypeError,
+     "x must have a real"),
+])
+def test_bad_pool_arguments(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+# --------------------------------------------------------------------------- feature extractor
+
+def test_feature_extractor_is_deterministic_and_strided(rng):
+    image = rng.random((37, 50))
+    f1, s1 = L.feature_extractor(3, 5, seed=11)
+    f2, _ = L.feature_extractor(3, 5, seed=11)
+    f3, _ = L.feature_extractor(3, 5, seed=12)
+    out = f1(image)
+    assert s1 == f1.stride == 8 and out.shape == (5, 37 // 8, 50 // 8)
+    np.testing.assert_array_equal(out, f2(image))
+    assert not np.array_equal(out, f3(image))
+    assert np.all(out >= 0.0)  # the last stage is ReLU then max pooling
+    batched = f1(np.stack([image, image[::-1]])[:, None])
+    np.testing.assert_array_equal(batched[0], out)
+    assert "depth=3" in repr(f1) and f1.out_channels == 5 and f1.in_channels == 1
+
+
+def test_feature_extractor_matches_an_explicit_stack(rng):
+    from lmref.conv import conv2d
+
+    f, _ = L.feature_extractor(2, 3, seed=5, in_channels=2, padding="valid", pool="avg")
+    x = rng.random((2, 20, 22))
+    h = x[None]
+    for w, b in zip(f.weights, f.biases):
+        h = L.avg_pool2d(L.relu(conv2d(h, w, b)), 2)
+    np.testing.assert_array_equal(f(x), h[0])
+    with pytest.raises(ValueError, match="image must have 2 channel"):
+        f(rng.random((20, 22)))
+
+
+def test_circular_extractor_is_equivariant_to_stride_shifts(rng):
+    f, s = L.feature_extractor(2, 4, seed=2, padding_mode="circular")
+    x = rng.random((3 * s * 2, 4 * s))
+    np.testing.assert_array_equal(f(np.roll(x, (s, -2 * s), axis=(0, 1))),
+                                  np.roll(f(x), (1, -2), axis=(1, 2)))
+
+
+@pytest.mark.parametrize("kw,exc,match", [
+    ({"depth": 0}, ValueError, "depth must be >= 1"),
+    ({"channels": 0}, ValueError, "channels must be >= 1"),
+    ({"seed": -1}, ValueError, "seed must be >= 0"),
+    ({"kernel_size": 4}, ValueError, "kernel_size must be odd"),
+    ({"padding": "full"}, ValueError, "padding must be one of"),
+    ({"pool": "min"}, ValueError, "pool must be one of"),
+])
+def test_bad_feature_extractor_arguments(kw, exc, match):
+    args = {"depth": 2, "channels": 3, "seed": 0}
+    args.update(kw)
+    with pytest.raises(exc, match=match):
+        L.feature_extractor(args.pop("depth"), args.pop("channels"), args.pop("seed"), **args)
