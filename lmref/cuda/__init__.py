@@ -4,14 +4,17 @@
 ``local_multiply``, ``local_multiply_backward``, ``max_pool2d`` and ``max_pool2d_backward``
 take the same arguments as the CPU functions of the same name, validate them with the CPU
 module's own checks, follow the same conventions and tie rules, and return float64 results
-equal to the CPU ones (integers and flows exactly, floats to rounding: see each function).
+equal to the CPU ones: block-matching flows and max-pooling results exactly; other floats to
+rounding (fused multiply-adds, reordered sums; the tests hold them to ``rtol = atol = 1e-12``
+on O(1) data). No ``fastmath``.
 
 Array kinds: NumPy in, NumPy out (copied to the device and back). Objects with
 ``__cuda_array_interface__`` (numba device arrays, CuPy arrays, PyTorch CUDA tensors) stay on
 the device, without copies when they are float64 and C-contiguous (otherwise cast on the
 device), and the results come back as the kind of the first device argument: torch tensor,
-CuPy array, or numba device array. Their values are not checked on the host (NaN etc. follow
-the kernels' documented behaviour).
+CuPy array, or numba device array. Their values are never copied to the host: block matching
+checks finiteness and magnitude on the device, elsewhere NaN and Inf follow the CPU's
+documented behaviour.
 
 ``is_available()`` tells whether a GPU, or numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``
 set before numba is imported), is usable; without one the functions raise ``RuntimeError``.

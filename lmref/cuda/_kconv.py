@@ -25,7 +25,7 @@ from lmref.cuda._kcommon import block_sum
 __all__: list[str] = []
 
 CB = 4  # output channels per thread in conv2d_tiled
-TAPS = 8  # kernel taps reduced per pass in conv2d_grad_weight
+TAPS = 9  # kernel taps reduced per pass in conv2d_grad_weight (a 3 x 3 kernel in one)
 
 
 @cuda.jit

@@ -59,15 +59,21 @@ def simulator() -> bool:
     return bool(getattr(config, "ENABLE_CUDASIM", 0))
 
 
+_available = False  # a GPU, once found, stays usable for the life of the process
+
+
 def is_available() -> bool:
     """Whether a CUDA GPU (or numba's CUDA simulator) is usable by :mod:`lmref.cuda`.
 
     The first call imports numba.cuda and initialises the driver; importing lmref does not.
     """
-    try:
-        return bool(numba_cuda().is_available())
-    except Exception:  # no numba-cuda, no driver, broken install: not available
-        return False
+    global _available
+    if not _available:
+        try:
+            _available = bool(numba_cuda().is_available())
+        except Exception:  # no numba-cuda, no driver, broken install: not available
+            return False
+    return _available
 
 
 def require():
@@ -189,6 +195,11 @@ class Session:
 
     def launch(self, kernel, grid, block, *args, shared: int = 0):
         """``kernel[grid, block, stream, shared](*args)`` (or its compile check)."""
+        grid3 = tuple(grid) + (1,) * (3 - len(grid)) if isinstance(grid, tuple) else (grid, 1, 1)
+        if grid3[1] > 65535 or grid3[2] > 65535 or grid3[0] > 2**31 - 1:
+            raise ValueError(f"lmref.cuda: the input is too large for one kernel launch (grid "
+                             f"{grid3}: at most 65535 blocks along y and z, which count images x "
+                             f"channels here); split the batch")
         if COMPILE_ONLY:
             _compile(kernel, args)
             return

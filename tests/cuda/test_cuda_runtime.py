@@ -91,3 +91,9 @@ def test_every_kernel_compiles_for_a_real_gpu():
                          text=True, timeout=600, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_ENABLE_CUDASIM": "0"})
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_launches_beyond_the_grid_limit_are_refused():
+    x = np.zeros((65536, 1, 1, 2))  # one block per image along the grid's z axis
+    with pytest.raises(ValueError, match="split the batch"):
+        lc.warp(x, np.zeros((1, 2, 2)))
