@@ -170,49 +170,6 @@ def _nearest_axis(p, size, boundary):
 
 
 @jit
-def _pixel_taps(px, py, H, W, mode, boundary, idx, w, ax, ay):
-    """Fill the 4 taps of one output pixel (flat source index, weight, d/dpx and d/dpy of the
-    weight). Corners in the order TL, TR, BL, BR; ``idx = -1``: not read; ``-2``: NaN flow."""
-    for k in range(4):
-        idx[k] = _OUT_TAP
-        w[k] = 0.0
-        ax[k] = 0.0
-        ay[k] = 0.0
-    if not (math.isfinite(px) and math.isfinite(py)):
-        idx[0] = _NAN_TAP
-        return
-    if mode == _NEAREST:
-        j, okx = _nearest_axis(px, W, boundary)
-        i, oky = _nearest_axis(py, H, boundary)
-        if okx and oky:
-            idx[0] = i * W + j
-            w[0] = 1.0
-        return
-    j0, j1, wx0, wx1, inx0, inx1, dqx = _bilinear_axis(px, W, boundary)
-    i0, i1, wy0, wy1, iny0, iny1, dqy = _bilinear_axis(py, H, boundary)
-    if iny0 and inx0:
-        idx[0] = i0 * W + j0
-    if iny0 and inx1:
-        idx[1] = i0 * W + j1
-    if iny1 and inx0:
-        idx[2] = i1 * W + j0
-    if iny1 and inx1:
-        idx[3] = i1 * W + j1
-    w[0] = wy0 * wx0
-    w[1] = wy0 * wx1
-    w[2] = wy1 * wx0
-    w[3] = wy1 * wx1
-    ax[0] = -wy0 * dqx
-    ax[1] = wy0 * dqx
-    ax[2] = -wy1 * dqx
-    ax[3] = wy1 * dqx
-    ay[0] = -wx0 * dqy
-    ay[1] = -wx1 * dqy
-    ay[2] = wx0 * dqy
-    ay[3] = wx1 * dqy
-
-
-@jit
 def _interior_cell(px, py, H, W):
     """Fast-path cell of a bilinear sample: ``(base, tx, ty)`` when the four corners
     ``base, base + 1, base + W, base + W + 1`` all lie in the frame (no boundary rule applies)
@@ -232,17 +189,17 @@ def _interior_cell(px, py, H, W):
 @pjit
 def _build_taps(flow, mode, boundary):
     """Sampling tables of every flow pixel ``p``: general taps ``idx, w, ax, ay`` of shape
-    (Nf*H*W, 4) and the fast path ``cell[p]`` (-1: use the taps), ``tx``, ``ty`` (bilinear
+    (Nf*H*W, 4) (``idx = -1``: corner not read; ``idx[p, 0] = -2``: non-finite flow) and the
+    fast path ``cell[p]`` (-1: use the taps), ``tx``, ``ty`` (bilinear
     interior cells; for nearest ``cell`` is the one pixel read, with ``tx = ty = 0``)."""
     nf, H, W = flow.shape[0], flow.shape[1], flow.shape[2]
     P = nf * H * W
-    idx = np.empty((P, 4), np.int64)
-    w = np.empty((P, 4))
-    ax = np.empty((P, 4))
-    ay = np.empty((P, 4))
-    cell = np.full(P, -1, np.int64)
-    tx = np.zeros(P)
-    ty = np.zeros(P)
+    # two allocations, not seven: many mid-size temporaries made glibc return and re-fault
+    # their pages on every call (measured 30x slower for 224 x 224)
+    ints = np.empty((P, 5), np.int64)
+    reals = np.zeros((P, 14))
+    idx, cell = ints[:, :4], ints[:, 4]
+    w, ax, ay, tx, ty = reals[:, 0:4], reals[:, 4:8], reals[:, 8:12], reals[:, 12], reals[:, 13]
     for r in prange(nf * H):
         n = r // H
         y = r - n * H
@@ -250,11 +207,44 @@ def _build_taps(flow, mode, boundary):
             p = r * W + x
             px = x + flow[n, y, x, 0]
             py = y + flow[n, y, x, 1]
-            _pixel_taps(px, py, H, W, mode, boundary, idx[p], w[p], ax[p], ay[p])
-            if mode == _BILINEAR:
+            # written out here: helpers taking array rows are not inlined (refcounts per call)
+            for k in range(4):
+                idx[p, k] = _OUT_TAP
+            cell[p] = -1
+            if not (math.isfinite(px) and math.isfinite(py)):
+                idx[p, 0] = _NAN_TAP
+            elif mode == _NEAREST:
+                j, okx = _nearest_axis(px, W, boundary)
+                i, oky = _nearest_axis(py, H, boundary)
+                if okx and oky:
+                    idx[p, 0] = i * W + j
+                    w[p, 0] = 1.0
+                    cell[p] = i * W + j  # a single read: the fast path with tx = ty = 0
+            else:
+                j0, j1, wx0, wx1, inx0, inx1, dqx = _bilinear_axis(px, W, boundary)
+                i0, i1, wy0, wy1, iny0, iny1, dqy = _bilinear_axis(py, H, boundary)
+                # corners TL, TR, BL, BR: index (-1: not read), weight, d/dpx, d/dpy of weight
+                if iny0 and inx0:
+                    idx[p, 0] = i0 * W + j0
+                if iny0 and inx1:
+                    idx[p, 1] = i0 * W + j1
+                if iny1 and inx0:
+                    idx[p, 2] = i1 * W + j0
+                if iny1 and inx1:
+                    idx[p, 3] = i1 * W + j1
+                w[p, 0] = wy0 * wx0
+                w[p, 1] = wy0 * wx1
+                w[p, 2] = wy1 * wx0
+                w[p, 3] = wy1 * wx1
+                ax[p, 0] = -wy0 * dqx
+                ax[p, 1] = wy0 * dqx
+                ax[p, 2] = -wy1 * dqx
+                ax[p, 3] = wy1 * dqx
+                ay[p, 0] = -wx0 * dqy
+                ay[p, 1] = -wx1 * dqy
+                ay[p, 2] = wx0 * dqy
+                ay[p, 3] = wx1 * dqy
                 cell[p], tx[p], ty[p] = _interior_cell(px, py, H, W)
-            elif idx[p, 0] >= 0:  # nearest: a single read, the fast path with tx = ty = 0
-                cell[p] = idx[p, 0]
     return idx, w, ax, ay, cell, tx, ty
 
 
