@@ -281,28 +281,31 @@ def _grad_a_from_spectra(gt_spec, y_spec, kshape, spatial, workers):
 def _ar_grad_a_kernel(gt, y, kh, kw):
     """``out[c, p, q] = -sum_{n,i,j} gt[n,c,i,j] y[n,c,(i-dh)%H,(j-dw)%W]`` (dh = p - kh//2).
 
-    One independent output per (channel, tap); each reduction runs in a fixed order. The
-    column wrap is split into two contiguous runs instead of a modulo per element.
+    One independent channel per thread. Each tap accumulates into a vector over ``j`` (no
+    reduction inside the inner loop, so nothing depends on the previous addition), summed in
+    a fixed order at the end; the column wrap is split into two contiguous runs.
     """
     nb, nc, h, w = gt.shape
     ntap = kh * kw
     out = np.empty((nc, kh, kw))
-    for idx in prange(nc * ntap):
-        c = idx // ntap
-        p = (idx % ntap) // kw
-        q = idx % kw
-        sh = (p - kh // 2) % h
-        sw = (q - kw // 2) % w
-        acc = 0.0
+    for c in prange(nc):
+        acc = np.zeros((ntap, w))
         for n in range(nb):
             for i in range(h):
-                g_row = gt[n, c, i]
-                y_row = y[n, c, (i - sh + h) % h]
-                for j in range(sw, w):
-                    acc += g_row[j] * y_row[j - sw]
-                for j in range(sw):
-                    acc += g_row[j] * y_row[j - sw + w]
-        out[c, p, q] = -acc
+                for p in range(kh):
+                    r = (i - (p - kh // 2) + h) % h
+                    for q in range(kw):
+                        sw = (q - kw // 2 + w) % w
+                        k = p * kw + q
+                        for j in range(sw, w):
+                            acc[k, j] += gt[n, c, i, j] * y[n, c, r, j - sw]
+                        for j in range(sw):
+                            acc[k, j] += gt[n, c, i, j] * y[n, c, r, j - sw + w]
+        for k in range(ntap):
+            total = 0.0
+            for j in range(w):
+                total += acc[k, j]
+            out[c, k // kw, k % kw] = -total
     return out
 
 
