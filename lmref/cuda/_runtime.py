@@ -136,8 +136,9 @@ class Session:
         the CPU validator refuses with its own message."""
         if not is_device_array(x):
             return x
-        shape = tuple(int(s) for s in x.shape)
-        dtype = np.dtype(x.dtype)
+        view = self._view(x)
+        shape = tuple(int(s) for s in view.shape)
+        dtype = np.dtype(view.dtype)
         if dtype.kind not in "iuf":
             return np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape, (0,) * len(shape))
         if self.like is None:
@@ -161,9 +162,20 @@ class Session:
         arr = np.ascontiguousarray(arr)
         return arr.copy() if COMPILE_ONLY else self.cuda.to_device(arr, stream=self.stream)
 
+    def _view(self, x):
+        """A numba (or simulator) device array over device argument ``x``, without a copy."""
+        if _is_numba_device(x):
+            return x
+        if type(x).__module__.split(".")[0] == "torch" and x.requires_grad:
+            x = x.detach()  # torch hides the interface of tensors that require grad
+        try:
+            return self.cuda.as_cuda_array(x)
+        except Exception as exc:  # dtypes numba cannot map (bfloat16...), broken interfaces
+            raise TypeError(f"lmref.cuda cannot read {type(x).__name__} of dtype "
+                            f"{getattr(x, 'dtype', '?')} as a device array: {exc}") from None
+
     def _as_f64_device(self, x):
-        cuda = self.cuda
-        arr = x if _is_numba_device(x) else cuda.as_cuda_array(x)
+        arr = self._view(x)
         if arr.dtype == np.float64 and arr.is_c_contiguous():
             return arr  # read-only use: kernels never write into their inputs
         out = self.empty(arr.shape)

@@ -97,3 +97,37 @@ def test_launches_beyond_the_grid_limit_are_refused():
     x = np.zeros((65536, 1, 1, 2))  # one block per image along the grid's z axis
     with pytest.raises(ValueError, match="split the batch"):
         lc.warp(x, np.zeros((1, 2, 2)))
+
+
+def _real_gpu_only():
+    from lmref.cuda._runtime import simulator
+
+    if simulator():
+        pytest.skip("numba's simulator implements no __cuda_array_interface__")
+
+
+def test_any_cuda_array_interface_is_read_in_place(rng, to_device, close):
+    _real_gpu_only()
+
+    class Foreign:  # e.g. another library's array: only the interface
+        def __init__(self, dev):
+            self.__cuda_array_interface__ = dev.__cuda_array_interface__
+            self.keep = dev
+
+    x = rng.standard_normal((2, 5, 7))
+    flow = rng.uniform(-2, 2, (5, 7, 2))
+    out = lc.warp(Foreign(to_device(x.astype(np.float32))), Foreign(to_device(flow)))
+    assert hasattr(out, "copy_to_host")  # a numba device array
+    close(out, motion.warp(x.astype(np.float32), flow))
+
+
+def test_torch_cuda_tensors_give_torch_tensors(rng, close):
+    _real_gpu_only()
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA device")
+    x = torch.from_numpy(rng.standard_normal((2, 5, 7))).cuda().requires_grad_(True)
+    flow = torch.from_numpy(rng.uniform(-2, 2, (5, 7, 2))).float().cuda()
+    out = lc.warp(x, flow)
+    assert isinstance(out, torch.Tensor) and out.is_cuda and out.dtype == torch.float64
+    close(out.cpu().numpy(), motion.warp(x.detach().cpu().numpy(), flow.cpu().numpy()))
