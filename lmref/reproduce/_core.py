@@ -11,6 +11,7 @@ sweep gives bit-identical results whatever runs it and in whatever order.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -103,6 +104,31 @@ def task_rng(base_seed: int, *params) -> np.random.Generator:
     return np.random.default_rng(task_seed(base_seed, *params))
 
 
+@contextlib.contextmanager
+def _numba_threads(n: int):
+    """Run numba's parallel kernels with ``n`` threads inside the block (this thread only)."""
+    import numba
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+def _run_task(fn: Callable, seed: int, task):
+    """One task of a sweep, numba single-threaded.
+
+    Sweep tasks are small and many: the tasks are the unit of parallelism (dask workers), and
+    a parallel region per small kernel costs more than it gains, badly so when the cores are
+    shared (measured 4x slower on a loaded 2-core machine). lmref's kernels give identical
+    results whatever the thread count, so this changes speed only.
+    """
+    with _numba_threads(1):
+        return fn(task, seed=seed)
+
+
 class SerialRunner:
     """Runs tasks one after another in this process."""
 
@@ -191,7 +217,7 @@ class Context:
         ``fn`` must be a module-level function and should seed itself with
         ``task_rng(seed, *task)`` so the result does not depend on who runs it.
         """
-        return self.runner.map(functools.partial(fn, seed=self.seed), list(tasks),
+        return self.runner.map(functools.partial(_run_task, fn, self.seed), list(tasks),
                                self.progress(label))
 
     def progress(self, label: str) -> Callable:

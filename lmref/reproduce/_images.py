@@ -45,7 +45,7 @@ def moving_object_pair(size: int, shift: tuple[int, int], rng: np.random.Generat
     so it is ``-shift`` on the object in the current frame and 0 elsewhere.
     """
     background = textured_image(size, rng, objects=4)
-    texture = 0.35 * textured_image(size, rng, objects=0, smooth=1.0) + 150.0
+    texture = 0.6 * textured_image(size, rng, objects=0, smooth=1.0) + 60.0
     oh, ow = int(object_frac * size * 0.6), int(object_frac * size)
     y0, x0 = (size - oh) // 2, (size - ow) // 2
     dx, dy = shift

@@ -14,10 +14,16 @@ LMREF_COLOUR = "tab:blue"
 
 
 def new_figure(ctx, title: str, caption: str, nrows: int = 1, ncols: int = 1,
-               size: tuple[float, float] = (7.0, 4.5), **kwargs):
-    """A figure with ``nrows x ncols`` axes (always a 2-D array), a title and a caption."""
-    fig, axes = ctx.plt.subplots(nrows, ncols, figsize=size, squeeze=False,
-                                 layout="constrained", **kwargs)
+               size: tuple[float, float] = (7.0, 4.5), *, mosaic=None, **kwargs):
+    """A figure with ``nrows x ncols`` axes (always a 2-D array), a title and a caption.
+
+    With ``mosaic`` (see ``plt.subplot_mosaic``) the axes come back as a dict instead.
+    """
+    if mosaic is not None:
+        fig, axes = ctx.plt.subplot_mosaic(mosaic, figsize=size, layout="constrained", **kwargs)
+    else:
+        fig, axes = ctx.plt.subplots(nrows, ncols, figsize=size, squeeze=False,
+                                     layout="constrained", **kwargs)
     fig.suptitle(title, fontweight="bold", fontsize=12)
     # the caption sits below everything; bbox_inches="tight" keeps it in the saved PNG
     fig.text(0.5, -0.01, caption, ha="center", va="top", fontsize=9, style="italic",
