@@ -201,6 +201,27 @@ def _fsum_round(partials, n):
 
 
 @jit
+def _fsum_kernel(values):
+    """Correctly rounded sum of a float64 vector (``math.fsum``'s algorithm, compiled)."""
+    partials = np.empty(_PARTIALS)
+    n = 0
+    for i in range(values.shape[0]):
+        n = _fsum_into(partials, n, values[i])
+    return _fsum_round(partials, n)
+
+
+def _fsum(values) -> float:
+    """``math.fsum`` of ``values``; infinities (an overflowed square) and an overflowing total
+    give NumPy's sum (inf) instead of ``math.fsum``'s OverflowError."""
+    v = np.ascontiguousarray(values, dtype=np.float64).ravel()
+    total = float(_fsum_kernel(v)) if np.isfinite(v).all() else math.nan
+    if math.isfinite(total):
+        return total
+    with np.errstate(over="ignore"):
+        return float(np.sum(v))
+
+
+@jit
 def _exact_block_cost(cp, rp, c0, c1, y, x, oy, ox, b, partials):
     """Correctly rounded SSD of one block pair (the reference's ``math.fsum``)."""
     n = 0
@@ -569,7 +590,8 @@ def _selected(predicted, actual, mask):
 
 def _mse(sel_p, sel_a) -> float:
     d = sel_p - sel_a
-    return math.fsum((d * d).tolist()) / d.size  # correctly rounded sum: order-free
+    with np.errstate(over="ignore"):  # an overflowing square makes the MSE inf
+        return _fsum(d * d) / d.size  # correctly rounded: independent of element order
 
 
 def nrmse(predicted, actual, mask=None, dynamic_range=None) -> float:
@@ -897,12 +919,12 @@ def motion_similarity(flow_a, flow_b, mask=None) -> MotionSimilarity:
     na = np.hypot(va[:, 0], va[:, 1])
     nb = np.hypot(vb[:, 0], vb[:, 1])
     n = len(err)
-    sa, sb = math.fsum((na * na).tolist()), math.fsum((nb * nb).tolist())
-    cosine = math.fsum(dot.tolist()) / math.sqrt(sa * sb) if sa > 0 and sb > 0 else math.nan
+    sa, sb = _fsum(na * na), _fsum(nb * nb)
+    cosine = _fsum(dot) / math.sqrt(sa * sb) if sa > 0 and sb > 0 else math.nan
     both = (na > 0) & (nb > 0)
-    mean_cos = (math.fsum((dot[both] / (na[both] * nb[both])).tolist()) / int(both.sum())
+    mean_cos = (_fsum(dot[both] / (na[both] * nb[both])) / int(both.sum())
                 if both.any() else math.nan)
-    return MotionSimilarity(math.fsum(err.tolist()) / n, float(err.max()), cosine, mean_cos, n)
+    return MotionSimilarity(_fsum(err) / n, float(err.max()), cosine, mean_cos, n)
 
 
 # ----------------------------------------------------------------------------- registry

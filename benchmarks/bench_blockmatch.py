@@ -1,0 +1,93 @@
+"""asv benchmarks of lmref.blockmatch.block_match (seed 001's two settings) against a PyTorch
+box-filter formulation (OpenCV is not a dependency, so no cv2 peer)."""
+import numpy as np
+
+from lmref import blockmatch
+
+from ._common import torch_or_skip
+
+PEERS = ["lmref", "torch"]
+#: name -> (shape, block_size, search_range): seed 001's input frames and feature maps
+CASES = {
+    "frame_224x224_b31_s11": ((224, 224), 31, 11),
+    "features_64x28x28_b3_s5_sum": ((64, 28, 28), 3, 5),
+}
+
+
+def torch_block_match(torch, reference, current, block_size, search_range, chunk=64):
+    """The fastest PyTorch formulation we found: displacements in chunks, squared differences
+    summed over channels, box sums from an integral image (O(1) per pixel), running minimum.
+
+    Same conventions as :func:`lmref.blockmatch.block_match` (``channels="sum"``,
+    ``boundary="zeros"``); ties go to the earlier displacement of the chunk order up to
+    rounding (the integral image subtracts, so near ties may differ from lmref's exact rule).
+    Returns ``(flow, cost)`` tensors.
+    """
+    F = torch.nn.functional
+    ref = reference if reference.dim() == 3 else reference[None]
+    cur = current if current.dim() == 3 else current[None]
+    C, H, W = cur.shape
+    b, s, r = block_size, search_range, block_size // 2
+    cp = F.pad(cur, (r, r, r, r))
+    rp = F.pad(ref, (r + s, r + s, r + s, r + s))
+    order = torch.from_numpy(blockmatch.displacement_order(s))
+    best = torch.full((H, W), float("inf"), dtype=cur.dtype)
+    arg = torch.zeros((H, W), dtype=torch.long)
+    for k0 in range(0, len(order), chunk):
+        ks = order[k0:k0 + chunk]
+        shifted = torch.stack([rp[:, s + dy:s + dy + H + b - 1, s + dx:s + dx + W + b - 1]
+                               for dy, dx in ks.tolist()])
+        d2 = ((shifted - cp) ** 2).sum(1)  # (n, H + b - 1, W + b - 1)
+        sat = F.pad(d2.cumsum(1).cumsum(2), (1, 0, 1, 0))
+        cost = sat[:, b:, b:] - sat[:, :-b, b:] - sat[:, b:, :-b] + sat[:, :-b, :-b]
+        cmin, cidx = cost.min(0)  # first minimum within the chunk
+        better = cmin < best
+        best = torch.where(better, cmin, best)
+        arg = torch.where(better, cidx + k0, arg)
+    dydx = order[arg].to(cur.dtype)
+    return torch.stack([dydx[..., 1], dydx[..., 0]], -1), best
+
+
+class BlockMatch:
+    """Exhaustive SSD block matching, float64, ``channels="sum"``, ``boundary="zeros"``."""
+
+    params = (PEERS, list(CASES))
+    param_names = ["peer", "case"]
+    timeout = 180
+
+    def setup(self, peer, case):
+        shape, self.b, self.s = CASES[case]
+        rng = np.random.default_rng(0)
+        self.ref = rng.standard_normal(shape)
+        self.cur = np.roll(self.ref, (1, -2), axis=(-2, -1)) + 0.1 * rng.standard_normal(shape)
+        if peer == "torch":
+            self.torch = torch_or_skip()
+            self.tref = self.torch.from_numpy(self.ref)
+            self.tcur = self.torch.from_numpy(self.cur)
+            self.run = self._torch
+        else:
+            self.run = self._lmref
+        self.run()  # JIT compile / warm-up outside the timing
+
+    def _lmref(self):
+        return blockmatch.block_match(self.ref, self.cur, self.b, self.s)
+
+    def _torch(self):
+        with self.torch.no_grad():
+            return torch_block_match(self.torch, self.tref, self.tcur, self.b, self.s)
+
+    def time_block_match(self, peer, case):
+        self.run()
+
+
+class Metrics:
+    """NRMSE over a masked ``(256, 56, 56)`` feature tensor (correctly rounded sums)."""
+
+    def setup(self):
+        rng = np.random.default_rng(0)
+        self.a = rng.standard_normal((256, 56, 56))
+        self.p = self.a + 0.01 * rng.standard_normal(self.a.shape)
+        self.mask = rng.random((56, 56)) > 0.1
+
+    def time_nrmse(self):
+        blockmatch.nrmse(self.p, self.a, self.mask)
