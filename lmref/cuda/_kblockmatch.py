@@ -5,7 +5,7 @@
 1. ``scan``: per output tile and chunk of displacements (contiguous in tie order), box-filter
    costs without subtractions (identical blocks cost exactly 0, and the rounding error is
    bounded relative to the cost): squared differences summed over the channel group; column
-   windows by segment suffix + prefix sums (a thread per halo column, in registers); row
+   windows by segment suffix + prefix sums (a thread per halo column); row
    windows by direct sums in shared memory. Each pixel keeps its best cost, the smallest cost
    of any other displacement ("second") and the best displacement's rank in tie order (strict
    ``<`` while scanning in tie order: the earlier displacement keeps a tie).
@@ -23,7 +23,7 @@ from lmref.cuda._kcommon import block_max, block_sum
 
 __all__: list[str] = []
 
-MAX_TILE_ROWS = 32  # size of the per-thread suffix-sum array (tile rows <= this)
+MAX_TILE_ROWS = 32  # size of the per-thread (local memory) suffix-sum array: tile rows <= this
 PARTIALS = 128  # lmref.blockmatch._PARTIALS
 
 

@@ -6,9 +6,11 @@ coordinate to its source row/column (-1: a zero), which covers every ``padding_m
 input gathers over the inverse maps (CSR lists of the padded positions of each source pixel).
 
 * ``conv2d_tiled``: direct convolution with shared-memory tiling. A block computes a tile of
-  ``blockDim.y x blockDim.x`` output pixels for ``CB`` output channels of one group (registers
-  hold ``CB`` accumulators per thread); input tiles (with halo) of ``ci_chunk`` channels and
-  their weights are staged in dynamic shared memory.
+  ``blockDim.y x (PX * blockDim.x)`` output pixels for ``CB`` output channels of one group;
+  each thread holds ``PX x CB`` accumulators in registers, so a kernel tap costs ``PX + CB``
+  shared-memory loads for ``PX * CB`` fused multiply-adds (the loads, not the FP64 units,
+  bound a thread with fewer). Input tiles (with halo) of ``ci_chunk`` channels and their
+  weights are staged in dynamic shared memory.
 * ``conv2d_direct``: one thread per output, global reads: the fallback when a tile does not
   fit in shared memory (huge kernels or dilations).
 * ``conv2d_grad_input``: gather per input pixel; ``conv2d_grad_weight``: one block per
@@ -24,14 +26,18 @@ from lmref.cuda._kcommon import block_sum
 
 __all__: list[str] = []
 
-CB = 4  # output channels per thread in conv2d_tiled
+CB = 8  # output channels per thread in conv2d_tiled
+PX = 4  # output columns per thread in conv2d_tiled
+CB_PX = CB * PX  # (a local array's size must be a plain global constant)
 TAPS = 9  # kernel taps reduced per pass in conv2d_grad_weight (a 3 x 3 kernel in one)
 
 
 @cuda.jit
 def conv2d_tiled(x, w, bias, rmap, cmap, out, sh, sw, dh, dw, groups, co_blocks, ci_chunk):
-    """Grid (tiles_x, tiles_y, N * groups * co_blocks), 2-D blocks; dynamic shared memory:
-    ci_chunk input tiles, then CB x ci_chunk x KH x KW weights."""
+    """Grid (tiles_x, tiles_y, N * groups * co_blocks), 2-D blocks; a tile is blockDim.y rows
+    x PX * blockDim.x columns of outputs (thread (tx, ty) owns columns tx + j * blockDim.x, so
+    warps read consecutive shared-memory words) for CB output channels. Dynamic shared
+    memory: ci_chunk input tiles, then CB x ci_chunk x KH x KW weights."""
     smem = cuda.shared.array(0, float64)
     cout, cin_g, KH, KW = w.shape[0], w.shape[1], w.shape[2], w.shape[3]
     Ho, Wo = out.shape[2], out.shape[3]
@@ -48,16 +54,17 @@ def conv2d_tiled(x, w, bias, rmap, cmap, out, sh, sw, dh, dw, groups, co_blocks,
     co0 = grp * cout_g + cob * CB
     nco = min(CB, cout_g - cob * CB)
     oy = int64(cuda.blockIdx.y) * by + ty
-    ox = int64(cuda.blockIdx.x) * bx + tx
+    ox0 = int64(cuda.blockIdx.x) * bx * PX + tx  # first of this thread's PX columns
     tih = (by - 1) * sh + (KH - 1) * dh + 1
-    tiw = (bx - 1) * sw + (KW - 1) * dw + 1
+    tiw = (bx * PX - 1) * sw + (KW - 1) * dw + 1
     tsz = tih * tiw
     py0 = int64(cuda.blockIdx.y) * by * sh
-    px0 = int64(cuda.blockIdx.x) * bx * sw
+    px0 = int64(cuda.blockIdx.x) * bx * PX * sw
     ntaps = KH * KW
     wofs = ci_chunk * tsz
-    acc = cuda.local.array(CB, float64)
-    for k in range(CB):
+    acc = cuda.local.array(CB_PX, float64)  # acc[k * PX + j]: channel co0 + k, column j
+    xv = cuda.local.array(PX, float64)
+    for k in range(CB_PX):
         acc[k] = 0.0
     for cs in range(0, cin_g, ci_chunk):
         nci = min(ci_chunk, cin_g - cs)
@@ -80,19 +87,26 @@ def conv2d_tiled(x, w, bias, rmap, cmap, out, sh, sw, dh, dw, groups, co_blocks,
                 val = w[co0 + k, cs + t // ntaps, (t % ntaps) // KW, t % KW]
             smem[wofs + e] = val
         cuda.syncthreads()
-        if oy < Ho and ox < Wo:
+        if oy < Ho:
             for cc in range(nci):
                 for ky in range(KH):
                     row = cc * tsz + (ty * sh + ky * dh) * tiw + tx * sw
                     for kx in range(KW):
-                        xv = smem[row + kx * dw]
+                        for j in range(PX):  # PX + CB shared loads for PX * CB FMAs
+                            xv[j] = smem[row + j * bx * sw + kx * dw]
                         t = (cc * KH + ky) * KW + kx
                         for k in range(CB):
-                            acc[k] += xv * smem[wofs + k * nci * ntaps + t]
+                            wv = smem[wofs + k * nci * ntaps + t]
+                            for j in range(PX):
+                                acc[k * PX + j] += xv[j] * wv
         cuda.syncthreads()
-    if oy < Ho and ox < Wo:
-        for k in range(nco):
-            out[n, co0 + k, oy, ox] = acc[k] + bias[co0 + k]
+    if oy < Ho:  # constant trip counts below keep acc in registers (no dynamic indexing)
+        for j in range(PX):
+            ox = ox0 + j * bx
+            if ox < Wo:
+                for k in range(CB):
+                    if k < nco:
+                        out[n, co0 + k, oy, ox] = acc[k * PX + j] + bias[co0 + k]
 
 
 @cuda.jit
@@ -178,15 +192,17 @@ def conv2d_grad_weight(g, x, rmap, cmap, gw, sh, sw, dh, dw, groups):
             oy = (p // Wo) % Ho
             ox = p % Wo
             gv = g[n, co, oy, ox]
-            for j in range(nt):
-                ky = (t0 + j) // KW
-                kx = (t0 + j) % KW
-                sy = rmap[oy * sh + ky * dh]
-                sx = cmap[ox * sw + kx * dw]
-                if sy >= 0 and sx >= 0:
-                    acc[j] += gv * x[n, c, sy, sx]
-        for j in range(nt):
-            smem[j * nthr + tid] = acc[j]
+            for j in range(TAPS):  # constant trip count: acc stays in registers
+                if j < nt:
+                    ky = (t0 + j) // KW
+                    kx = (t0 + j) % KW
+                    sy = rmap[oy * sh + ky * dh]
+                    sx = cmap[ox * sw + kx * dw]
+                    if sy >= 0 and sx >= 0:
+                        acc[j] += gv * x[n, c, sy, sx]
+        for j in range(TAPS):
+            if j < nt:
+                smem[j * nthr + tid] = acc[j]
         cuda.syncthreads()
         step = nthr // 2
         while step > 0:

@@ -34,9 +34,9 @@ def _prepare(s, x, weight, bias, stride, padding, dilation, groups, padding_mode
 def _tiled_config(s, w_shape, geom):
     """(block, ci_chunk) of conv2d_tiled, or None when even one channel's tile is too big."""
     _, cin_g, kh, kw = w_shape
-    bx, by = threads(16, 4), threads(16, 4)
+    bx, by = threads(16, 2), threads(16, 4)  # tiles of by x (bx * PX) outputs
     (sh, sw), (dh, dw) = geom.stride, geom.dilation
-    tile = ((by - 1) * sh + (kh - 1) * dh + 1) * ((bx - 1) * sw + (kw - 1) * dw + 1)
+    tile = ((by - 1) * sh + (kh - 1) * dh + 1) * ((bx * s.k.PX - 1) * sw + (kw - 1) * dw + 1)
     per_channel = tile + s.k.CB * kh * kw
     chunk = min(cin_g, _MAX_CI_CHUNK, _SMEM_DOUBLES // per_channel)
     return None if chunk < 1 else ((bx, by), chunk, chunk * per_channel)
@@ -62,7 +62,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     if cfg is not None:
         (bx, by), chunk, doubles = cfg
         co_blocks = -(-(cout // geom.groups) // s.k.CB)
-        grid = (blocks(wo, bx), blocks(ho, by), n * geom.groups * co_blocks)
+        grid = (blocks(wo, bx * s.k.PX), blocks(ho, by), n * geom.groups * co_blocks)
         s.launch(s.k.conv2d_tiled, grid, (bx, by), dx, dw, db, rmap, cmap, out, sh, sw, dh, dwl,
                  geom.groups, co_blocks, chunk, shared=8 * doubles)
     else:

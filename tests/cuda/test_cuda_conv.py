@@ -41,10 +41,10 @@ def test_untiled_fallback_and_no_bias(rng, close, monkeypatch):
     close((gx, gw), conv.conv2d_backward(np.ones((1, 2, 4, 4)), x, w)[:2])
 
 
-def test_many_input_channels_use_several_chunks(rng, close):
-    x = rng.standard_normal((1, 9, 5, 5))  # 9 > 8 channels staged per shared-memory step
-    w = rng.standard_normal((1, 9, 1, 1))
-    close(lc.conv2d(x, w), conv.conv2d(x, w))
+def test_several_channel_chunks_and_column_tiles(rng, close):
+    x = rng.standard_normal((1, 9, 4, 19))  # 9 > 8 channels staged per shared-memory step;
+    w = rng.standard_normal((9, 9, 1, 2))  # 19 columns: several tiles, the last partial
+    close(lc.conv2d(x, w, stride=(1, 2)), conv.conv2d(x, w, stride=(1, 2)))
 
 
 @pytest.mark.parametrize("kw, match", [
