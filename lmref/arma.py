@@ -51,6 +51,13 @@ Where the paper is wrong or ambiguous, and what lmref does (details in the funct
   eq. 4 gives ``r^2 = 2/9`` while eq. 5 (and the variance) give ``2/3``.
   :func:`erf_radius` defaults to the standard deviation (``form="std"``) and keeps eq. 4 as
   ``form="paper"``; both agree on causal 1-D networks (``p >= 0``), where eqs. 5-6 hold exactly.
+* The official code's hand-written backward of its kernel construction
+  (``parameterized_weights_backward``) drops the gradient through the centre row and column
+  of each 3x3 factor kernel (``A = A_x (x) A_y`` with centre taps 1): its ``alpha`` gradients
+  equal autograd's (and lmref's :func:`reparameterize_backward` composed with
+  :func:`separable_ar_kernel_backward`) only where ``dL/dA`` vanishes on that cross. Its
+  ``F.pad`` also swaps the two padding amounts, so it runs on square images only; lmref
+  handles any ``H x W``.
 * The appendix's intermediate moments A.34 and A.39 are wrong (the geometric mean is
   ``c / (1 - c)``, not ``1 / (1 - c)``); the final eq. A.41 = eq. 6 is right (tested).
 """
@@ -825,6 +832,8 @@ def _parse_layer(spec, i, nd):
     if len(spec) not in (1 + n_arrays, 2 + n_arrays) or (kind == "ar" and len(spec) != 2):
         raise ValueError(f"layers[{i}] ({kind!r}) has {len(spec) - 1} entries after the kind")
     kwargs = dict(spec[1 + n_arrays]) if len(spec) == 2 + n_arrays else {}
+    if kind == "arma":  # arma2d's defaults for its moving-average part
+        kwargs = {"padding": "same", "padding_mode": "circular", **kwargs}
     steps = []
     if kind in ("conv", "arma"):
         w = as_float64(spec[1], f"layers[{i}] weight", ndim=nd + 2)
@@ -912,7 +921,9 @@ def erf(layers, input_shape, *, positions="all", wrap=None, batch=256):
     ----------
     layers : sequence
         ``("conv", weight[, conv_kwargs])``, ``("ar", a)`` or ``("arma", weight, a[, kwargs])``
-        (= conv then AR), applied in order; 1-D or 2-D after ``input_shape``. The network must
+        (= conv then AR; its conv defaults to :func:`arma2d`'s ``padding="same"``,
+        ``padding_mode="circular"``, the conv layer's to :mod:`lmref.conv`'s), applied in order;
+        1-D or 2-D after ``input_shape``. The network must
         keep the spatial size (stride 1, ``padding="same"``); no nonlinearity (the ERF of a
         linear network does not depend on the input).
     input_shape : ``(S, L)`` or ``(S, H, W)``
