@@ -107,7 +107,7 @@ def _check_warp_inputs(x, flow, mode, boundary):
 
 def _check_taps_alloc(x4, f4):
     n_taps = f4.shape[0] * f4.shape[1] * f4.shape[2]
-    check_alloc((n_taps, 4 * 4 + 3), "the warp's sampling table")
+    check_alloc((n_taps, _N_INTS + _N_REALS), "the warp's sampling table")
     check_alloc(x4.shape, "the warp's output")
 
 
@@ -186,148 +186,186 @@ def _interior_cell(px, py, H, W):
     return int(fy) * W + int(fx), tx, ty
 
 
-@pjit
-def _build_taps(flow, mode, boundary):
-    """Sampling tables of every flow pixel ``p``: general taps ``idx, w, ax, ay`` of shape
-    (Nf*H*W, 4) (``idx = -1``: corner not read; ``idx[p, 0] = -2``: non-finite flow) and the
-    fast path ``cell[p]`` (-1: use the taps), ``tx``, ``ty`` (bilinear
-    interior cells; for nearest ``cell`` is the one pixel read, with ``tx = ty = 0``)."""
-    nf, H, W = flow.shape[0], flow.shape[1], flow.shape[2]
-    P = nf * H * W
-    # two allocations, not seven: many mid-size temporaries made glibc return and re-fault
-    # their pages on every call (measured 30x slower for 224 x 224)
-    ints = np.empty((P, 5), np.int64)
-    reals = np.zeros((P, 14))
-    idx, cell = ints[:, :4], ints[:, 4]
-    w, ax, ay, tx, ty = reals[:, 0:4], reals[:, 4:8], reals[:, 8:12], reals[:, 12], reals[:, 13]
-    for r in prange(nf * H):
-        n = r // H
-        y = r - n * H
-        for x in range(W):
-            p = r * W + x
-            px = x + flow[n, y, x, 0]
-            py = y + flow[n, y, x, 1]
-            # written out here: helpers taking array rows are not inlined (refcounts per call)
-            for k in range(4):
-                idx[p, k] = _OUT_TAP
-            cell[p] = -1
-            if not (math.isfinite(px) and math.isfinite(py)):
-                idx[p, 0] = _NAN_TAP
-            elif mode == _NEAREST:
-                j, okx = _nearest_axis(px, W, boundary)
-                i, oky = _nearest_axis(py, H, boundary)
-                if okx and oky:
-                    idx[p, 0] = i * W + j
-                    w[p, 0] = 1.0
-                    cell[p] = i * W + j  # a single read: the fast path with tx = ty = 0
+# Sampling table of one pixel (a row of two arrays): ints[p] = (TL, TR, BL, BR source index,
+# CELL) and reals[p] = (4 weights, 4 d/dpx of the weights, 4 d/dpy, TX, TY). Index -1: corner not
+# read; ints[p, 0] = -2: non-finite flow. CELL >= 0 selects the fast path: the four corners
+# CELL, CELL + 1, CELL + W, CELL + W + 1 with fractions TX, TY (bilinear interior cells), or the
+# single pixel CELL when TX = TY = 0 (exact pixels, nearest).
+_CELL = 4
+_AX, _AY, _TX, _TY = 4, 8, 12, 13
+_N_INTS, _N_REALS = 5, 14
+
+
+@jit
+def _fill_row_taps(flow, n, y, mode, boundary, ints, reals, base):
+    """Sampling tables of flow row (n, y) into rows ``base .. base + W - 1``.
+
+    Called once per row (array arguments cost reference counting per call: never per pixel).
+    """
+    H, W = flow.shape[1], flow.shape[2]
+    for x in range(W):
+        p = base + x
+        px = x + flow[n, y, x, 0]
+        py = y + flow[n, y, x, 1]
+        for k in range(4):
+            ints[p, k] = _OUT_TAP
+        ints[p, _CELL] = -1
+        for k in range(_N_REALS):
+            reals[p, k] = 0.0
+        if not (math.isfinite(px) and math.isfinite(py)):
+            ints[p, 0] = _NAN_TAP
+        elif mode == _NEAREST:
+            j, okx = _nearest_axis(px, W, boundary)
+            i, oky = _nearest_axis(py, H, boundary)
+            if okx and oky:
+                ints[p, 0] = i * W + j
+                ints[p, _CELL] = i * W + j
+                reals[p, 0] = 1.0
+        else:
+            j0, j1, wx0, wx1, inx0, inx1, dqx = _bilinear_axis(px, W, boundary)
+            i0, i1, wy0, wy1, iny0, iny1, dqy = _bilinear_axis(py, H, boundary)
+            if iny0 and inx0:
+                ints[p, 0] = i0 * W + j0
+            if iny0 and inx1:
+                ints[p, 1] = i0 * W + j1
+            if iny1 and inx0:
+                ints[p, 2] = i1 * W + j0
+            if iny1 and inx1:
+                ints[p, 3] = i1 * W + j1
+            reals[p, 0] = wy0 * wx0
+            reals[p, 1] = wy0 * wx1
+            reals[p, 2] = wy1 * wx0
+            reals[p, 3] = wy1 * wx1
+            reals[p, _AX + 0] = -wy0 * dqx
+            reals[p, _AX + 1] = wy0 * dqx
+            reals[p, _AX + 2] = -wy1 * dqx
+            reals[p, _AX + 3] = wy1 * dqx
+            reals[p, _AY + 0] = -wx0 * dqy
+            reals[p, _AY + 1] = -wx1 * dqy
+            reals[p, _AY + 2] = wx0 * dqy
+            reals[p, _AY + 3] = wx1 * dqy
+            ints[p, _CELL], reals[p, _TX], reals[p, _TY] = _interior_cell(px, py, H, W)
+
+
+@jit
+def _warp_row(src, dst, ints, reals, base, out0, W):
+    """Warp one row of one plane: ``dst[out0 + x]`` from the tables ``base + x``. Both paths do
+    the same operations in the same order (corners TL, TR, BL, BR, weights ``wy * wx``, running
+    sum from 0.0), so the fast path is bit-identical to the general taps (and the reference)."""
+    for xx in range(W):
+        p = base + xx
+        b = ints[p, _CELL]
+        if b >= 0:
+            a = reals[p, _TX]
+            if a == 0.0:
+                v = 0.0 + src[b]
             else:
-                j0, j1, wx0, wx1, inx0, inx1, dqx = _bilinear_axis(px, W, boundary)
-                i0, i1, wy0, wy1, iny0, iny1, dqy = _bilinear_axis(py, H, boundary)
-                # corners TL, TR, BL, BR: index (-1: not read), weight, d/dpx, d/dpy of weight
-                if iny0 and inx0:
-                    idx[p, 0] = i0 * W + j0
-                if iny0 and inx1:
-                    idx[p, 1] = i0 * W + j1
-                if iny1 and inx0:
-                    idx[p, 2] = i1 * W + j0
-                if iny1 and inx1:
-                    idx[p, 3] = i1 * W + j1
-                w[p, 0] = wy0 * wx0
-                w[p, 1] = wy0 * wx1
-                w[p, 2] = wy1 * wx0
-                w[p, 3] = wy1 * wx1
-                ax[p, 0] = -wy0 * dqx
-                ax[p, 1] = wy0 * dqx
-                ax[p, 2] = -wy1 * dqx
-                ax[p, 3] = wy1 * dqx
-                ay[p, 0] = -wx0 * dqy
-                ay[p, 1] = -wx1 * dqy
-                ay[p, 2] = wx0 * dqy
-                ay[p, 3] = wx1 * dqy
-                cell[p], tx[p], ty[p] = _interior_cell(px, py, H, W)
-    return idx, w, ax, ay, cell, tx, ty
+                c = reals[p, _TY]
+                v = (((0.0 + ((1.0 - c) * (1.0 - a)) * src[b]) + ((1.0 - c) * a) * src[b + 1])
+                     + (c * (1.0 - a)) * src[b + W]) + (c * a) * src[b + W + 1]
+        elif ints[p, 0] == _NAN_TAP:
+            v = np.nan
+        else:
+            v = 0.0
+            for k in range(4):
+                if ints[p, k] >= 0 and reals[p, k] != 0.0:
+                    v += reals[p, k] * src[ints[p, k]]
+        dst[out0 + xx] = v
 
 
 @pjit
 def _warp_kernel(x, flow, mode, boundary):
     N, C, H, W = x.shape
     nf = flow.shape[0]
-    idx, w, _, _, cell, tx, ty = _build_taps(flow, mode, boundary)
     xs = x.reshape((N * C, H * W))
     out = np.empty((N * C, H * W))
-    # Hot loop written out (array-taking helpers are not inlined and cost refcounts per call).
-    # Both paths do the same operations in the same order (corners TL, TR, BL, BR, weights
-    # wy * wx, running sum from 0.0), so the interior fast path is bit-identical to the taps.
-    for r in prange(N * C * H):  # one output row per iteration: independent outputs
-        plane = r // H
-        y = r - plane * H
-        base = (plane // C if nf > 1 else 0) * H * W + y * W
-        src = xs[plane]
-        dst = out[plane]
-        for xx in range(W):
-            p = base + xx
-            b = cell[p]
-            if b >= 0:
-                a = tx[p]
-                if a == 0.0:
-                    v = 0.0 + src[b]
-                else:
-                    c = ty[p]
-                    v = (((0.0 + ((1.0 - c) * (1.0 - a)) * src[b]) + ((1.0 - c) * a) * src[b + 1])
-                         + (c * (1.0 - a)) * src[b + W]) + (c * a) * src[b + W + 1]
-            elif idx[p, 0] == _NAN_TAP:
-                v = np.nan
-            else:
-                v = 0.0
-                for k in range(4):
-                    if idx[p, k] >= 0 and w[p, k] != 0.0:
-                        v += w[p, k] * src[idx[p, k]]
-            dst[y * W + xx] = v
+    for r in prange(N * H):  # one (image, row): its taps once, then every channel's row
+        n = r // H
+        y = r - n * H
+        ints = np.empty((W, _N_INTS), np.int64)
+        reals = np.empty((W, _N_REALS))
+        _fill_row_taps(flow, n if nf > 1 else 0, y, mode, boundary, ints, reals, 0)
+        for c in range(C):
+            _warp_row(xs[n * C + c], out[n * C + c], ints, reals, 0, y * W, W)
     return out.reshape((N, C, H, W))
+
+
+@jit
+def _slopes_row(src, gs, acc, ints, reals, out0, W):
+    """Add ``g * (d/dpx, d/dpy)`` of one plane's row to ``acc`` (right-sided slopes)."""
+    for xx in range(W):
+        b = ints[xx, _CELL]
+        if b >= 0:  # interior cell: slopes of the bilinear patch (dq = 1)
+            a = reals[xx, _TX]
+            c = reals[xx, _TY]
+            v00 = src[b]
+            v01 = src[b + 1]
+            v10 = src[b + W]
+            v11 = src[b + W + 1]
+            sx = (1.0 - c) * (v01 - v00) + c * (v11 - v10)
+            sy = (1.0 - a) * (v10 - v00) + a * (v11 - v01)
+        else:
+            sx = 0.0
+            sy = 0.0
+            for k in range(4):
+                if ints[xx, k] >= 0:  # in-frame corners are read even at weight 0
+                    v = src[ints[xx, k]]
+                    sx += reals[xx, _AX + k] * v
+                    sy += reals[xx, _AY + k] * v
+        gv = gs[out0 + xx]
+        acc[xx, 0] += gv * sx
+        acc[xx, 1] += gv * sy
+
+
+@jit
+def _scatter_plane(gs, dst, ints, reals, base, HW, W):
+    """grad_x of one plane: ``dst += M^T gs`` with the plane's tables at ``base``, in order."""
+    for q in range(HW):
+        p = base + q
+        gv = gs[q]
+        b = ints[p, _CELL]
+        if b >= 0:
+            a = reals[p, _TX]
+            if a == 0.0:
+                dst[b] += gv
+            else:
+                c = reals[p, _TY]
+                dst[b] += ((1.0 - c) * (1.0 - a)) * gv
+                dst[b + 1] += ((1.0 - c) * a) * gv
+                dst[b + W] += (c * (1.0 - a)) * gv
+                dst[b + W + 1] += (c * a) * gv
+        else:
+            for k in range(4):
+                if ints[p, k] >= 0 and reals[p, k] != 0.0:
+                    dst[ints[p, k]] += reals[p, k] * gv
 
 
 @pjit
 def _warp_backward_kernel(g, x, flow, mode, boundary):
     N, C, H, W = x.shape
     nf = flow.shape[0]
-    idx, w, ax, ay, cell, tx, ty = _build_taps(flow, mode, boundary)
     xs = x.reshape((N * C, H * W))
     gs = g.reshape((N * C, H * W))
-    grad_flow = np.zeros((nf, H, W, 2))
+    # tables of every flow pixel (grad_x needs whole planes); two allocations, not one per
+    # table: many mid-size temporaries made glibc re-fault their pages on every call
+    ints = np.empty((nf * H * W, _N_INTS), np.int64)
+    reals = np.empty((nf * H * W, _N_REALS))
+    for r in prange(nf * H):
+        _fill_row_taps(flow, r // H, r - (r // H) * H, mode, boundary, ints, reals, r * W)
     # grad_flow: one flow row per iteration, summed over (n, c) in increasing order
+    grad_flow = np.zeros((nf, H, W, 2))
     for r in prange(nf * H):
         fn = r // H
         y = r - fn * H
         n_lo, n_hi = (fn, fn + 1) if nf > 1 else (0, N)
         acc = np.zeros((W, 2))
+        row_ints = ints[r * W:(r + 1) * W]
+        row_reals = reals[r * W:(r + 1) * W]
         if mode == _BILINEAR:  # nearest: grad_flow = 0
             for plane in range(n_lo * C, n_hi * C):
-                src = xs[plane]
-                for xx in range(W):
-                    p = r * W + xx
-                    gv = gs[plane, y * W + xx]
-                    b = cell[p]
-                    if b >= 0:  # interior cell: slopes of the bilinear patch (dq = 1)
-                        a = tx[p]
-                        c = ty[p]
-                        v00 = src[b]
-                        v01 = src[b + 1]
-                        v10 = src[b + W]
-                        v11 = src[b + W + 1]
-                        sx = (1.0 - c) * (v01 - v00) + c * (v11 - v10)
-                        sy = (1.0 - a) * (v10 - v00) + a * (v11 - v01)
-                    else:
-                        sx = 0.0
-                        sy = 0.0
-                        for k in range(4):
-                            if idx[p, k] >= 0:  # in-frame corners are read even at weight 0
-                                v = src[idx[p, k]]
-                                sx += ax[p, k] * v
-                                sy += ay[p, k] * v
-                    acc[xx, 0] += gv * sx
-                    acc[xx, 1] += gv * sy
+                _slopes_row(xs[plane], gs[plane], acc, row_ints, row_reals, y * W, W)
         for xx in range(W):
-            if idx[r * W + xx, 0] == _NAN_TAP:
+            if row_ints[xx, 0] == _NAN_TAP:
                 acc[xx, 0] = np.nan
                 acc[xx, 1] = np.nan
             grad_flow[fn, y, xx, 0] = acc[xx, 0]
@@ -337,25 +375,7 @@ def _warp_backward_kernel(g, x, flow, mode, boundary):
     grad_x = np.zeros((N * C, H * W))
     for plane in prange(N * C):
         base = (plane // C if nf > 1 else 0) * H * W
-        dst = grad_x[plane]
-        for q in range(H * W):
-            p = base + q
-            gv = gs[plane, q]
-            b = cell[p]
-            if b >= 0:
-                a = tx[p]
-                if a == 0.0:
-                    dst[b] += gv
-                else:
-                    c = ty[p]
-                    dst[b] += ((1.0 - c) * (1.0 - a)) * gv
-                    dst[b + 1] += ((1.0 - c) * a) * gv
-                    dst[b + W] += (c * (1.0 - a)) * gv
-                    dst[b + W + 1] += (c * a) * gv
-            else:
-                for k in range(4):
-                    if idx[p, k] >= 0 and w[p, k] != 0.0:
-                        dst[idx[p, k]] += w[p, k] * gv
+        _scatter_plane(gs[plane], grad_x[plane], ints, reals, base, H * W, W)
     return grad_x.reshape((N, C, H, W)), grad_flow
 
 
