@@ -638,7 +638,8 @@ def _reparam_parts(alpha, beta, a0, form):
         return (_SQRT_HALF * ta, _SQRT_HALF * (1.0 - ta * ta), _SQRT_HALF * beta,
                 np.full_like(beta, _SQRT_HALF))
     tb = np.tanh(beta)
-    return _SQRT_HALF * ta, _SQRT_HALF * (1.0 - ta * ta), _SQRT_HALF * tb, _SQRT_HALF * (1 - tb * tb)
+    return (_SQRT_HALF * ta, _SQRT_HALF * (1.0 - ta * ta), _SQRT_HALF * tb,
+            _SQRT_HALF * (1.0 - tb * tb))
 
 
 def _reparam_inputs(alpha, beta, a0, form):

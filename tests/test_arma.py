@@ -305,7 +305,6 @@ def test_separable_kernel_is_outer_product_of_convolved_factors(rng, q):
 
 def test_separable_kernel_solve_equals_cascade_of_3x3_solves(rng):
     """The official code solves its Q 3x3 kernels one after the other: same as one kernel."""
-    f = np.asarray(ar_factors(2, 3).example()) if False else None  # noqa: F841 (documentation)
     f = rng.uniform(-0.4, 0.4, (2, 3, 3))
     g = rng.uniform(-0.4, 0.4, (2, 3, 3))
     f[..., 1] = g[..., 1] = 1.0

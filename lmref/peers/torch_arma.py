@@ -55,7 +55,7 @@ def arma2d(x, weight, a, bias=None, stride=1, padding="same", dilation=1,
 
 
 def _chain(f):
-    """``f[:, 0] * f[:, 1] * ...`` (full convolutions) for factors ``(C, Q, 3)`` -> ``(C, 2Q+1)``."""
+    """``f[:, 0] * f[:, 1] * ...`` (full convolutions): factors ``(C, Q, 3)`` -> ``(C, 2Q+1)``."""
     out = f[:, 0]
     for q in range(1, f.shape[1]):
         # conv1d is a correlation: flip the factor to convolve; grouped over channels
