@@ -57,7 +57,8 @@ def as_float64(x, name: str, *, ndim: int | Sequence[int] | None = None,
                              f"{_describe(arr)}")
     if arr.size == 0 and not allow_empty:
         raise ValueError(f"{name} must not be empty, got {_describe(arr)}")
-    return np.ascontiguousarray(arr, dtype=np.float64)
+    # np.asarray(order='C'), not np.ascontiguousarray, which turns a 0-d scalar into shape (1,)
+    return np.asarray(arr, dtype=np.float64, order="C")
 
 
 def as_int(value, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -111,7 +112,8 @@ def check_shape(arr: np.ndarray, name: str, expected: tuple, what: str = "") -> 
     """Raise if ``arr.shape != expected`` (``None`` entries in ``expected`` match anything)."""
     ok = arr.ndim == len(expected) and all(e is None or e == s for e, s in zip(expected, arr.shape))
     if not ok:
-        exp = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
+        parts = ["*" if e is None else str(e) for e in expected]
+        exp = "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
         extra = f" ({what})" if what else ""
         raise ValueError(f"{name} must have shape {exp}{extra}, got {arr.shape}")
 
