@@ -395,9 +395,61 @@ def _block_match_kernel(cp, rp, keys, groups, order, nchunks, b, exact_pass, thr
     for t in prange(best.shape[0]):
         g = t // nchunks
         ch = t % nchunks
+        if exact_pass and thr[g].max() < 0.0:
+            continue  # no near tie in this channel group
         _scan(cp, rp, keys[g], int(groups[g, 0]), int(groups[g, 1]), order,
               ch * nd // nchunks, (ch + 1) * nd // nchunks, b, exact_pass, thr[g], best[t],
               second[t], arg[t], bkey[t])
+
+
+@pjit
+def _redecide_kernel(cp, rp, keys, groups, order, b, tau, pixels, cost_out, arg_out):
+    """Exact decision at a few pixels ``pixels[i] = (group, y, x)``, one pixel per task.
+
+    Direct block sums (sequential, within ``tau / 4`` of the exact SSD) pick the candidates
+    within ``tau`` of their minimum; those get their exact cost, in tie order, skipping blocks
+    identical to the best so far (equal keys: equal costs).
+    """
+    nd = order.shape[0]
+    for i in prange(pixels.shape[0]):
+        g = int(pixels[i, 0])
+        y = int(pixels[i, 1])
+        x = int(pixels[i, 2])
+        c0 = int(groups[g, 0])
+        c1 = int(groups[g, 1])
+        direct = np.empty(nd)
+        low = np.inf
+        for k in range(nd):
+            oy = int(order[k, 0])
+            ox = int(order[k, 1])
+            acc = 0.0
+            for c in range(c0, c1):
+                for a in range(b):
+                    cur = cp[c, y + a, x:x + b]
+                    ref = rp[c, y + oy + a, x + ox:x + ox + b]
+                    for j in range(b):
+                        t = cur[j] - ref[j]
+                        acc += t * t
+            direct[k] = acc
+            low = min(low, acc)
+        limit = low * (1.0 + tau)
+        partials = np.empty(_PARTIALS)
+        best = np.inf
+        best_k = 0
+        best_key = -2.0
+        for k in range(nd):
+            if direct[k] <= limit:
+                oy = int(order[k, 0])
+                ox = int(order[k, 1])
+                kd = keys[g, y + oy, x + ox]
+                if kd != best_key:
+                    e = _exact_block_cost(cp, rp, c0, c1, y, x, oy, ox, b, partials)
+                    if e < best:
+                        best = e
+                        best_k = k
+                        best_key = kd
+        cost_out[i] = best
+        arg_out[i] = float(best_k)
 
 
 # ----------------------------------------------------------------------------- fast path
@@ -445,16 +497,15 @@ def _merge(best, second, arg, bkey, n_groups, nchunks):
     return m, sec, k, key
 
 
-def _tie_tolerance(b: int, group: int) -> float:
-    """Relative bound covering the box sums' rounding twice over, plus margin.
+def _tie_tolerance(height: int) -> float:
+    """Relative tie window for costs summed in trees of at most ``height`` additions.
 
-    A box cost is a sum of non-negative terms in a tree of height at most ``group - 1`` (the
-    channels) + ``b`` (column windows) + ``2 * bit_length(b)`` (row doubling), so it is within
-    ``gamma_h = h u / (1 - h u)`` (relative) of the exact sum; two of them and the rounding of
-    the exact costs stay below ``2 gamma_h + 4 u``; we take twice that.
+    Such a sum of non-negative terms is within ``gamma = h u / (1 - h u)`` (relative) of the
+    exact sum; comparing two of them with the rounding of the exact costs stays below
+    ``2 gamma + 4 u``; we take twice that. Box costs: ``h = group - 1`` (channels) ``+ b``
+    (column windows) ``+ 2 bit_length(b)`` (row doubling); direct sums: ``h = group b^2``.
     """
-    h = group + b + 2 * b.bit_length() + 2
-    gamma = h * _U / (1.0 - h * _U)
+    gamma = height * _U / (1.0 - height * _U)
     return 2.0 * (2.0 * gamma + 4.0 * _U)
 
 
@@ -542,19 +593,45 @@ def block_match(reference, current, block_size, search_range, *, channels="sum",
     _block_match_kernel(cp, rp, keys, garr, offsets, nchunks, b, 0, thr, best, second, arg, bkey)
     cost, sec, k, _ = _merge(best, second, arg, bkey, n_groups, nchunks)
     if not _integral_and_exact(ref3, cur3, b, group):
-        limit = cost * (1.0 + _tie_tolerance(b, group))
+        limit = cost * (1.0 + _tie_tolerance(group + b + 2 * b.bit_length() + 2))
         near = (cost > 0.0) & (sec <= limit)
         if near.any():  # re-decide near ties on exact costs
-            thr = np.where(near, limit, -1.0)
-            best.fill(np.inf)
-            arg.fill(0.0)
-            bkey.fill(-2.0)
-            _block_match_kernel(cp, rp, keys, garr, offsets, nchunks, b, 1, thr, best, second,
-                                arg, bkey)
-            exact_cost, _, exact_k, _ = _merge(best, second, arg, bkey, n_groups, nchunks)
-            cost = np.where(near, exact_cost, cost)
-            k = np.where(near, exact_k, k)
+            args = (cp, rp, keys, garr, offsets, b, near, limit, cost, k)
+            per_pixel = _redecide_pixels if _few(near, b, group) else _redecide_rescan
+            per_pixel(*args, best=best, second=second, arg=arg, bkey=bkey, nchunks=nchunks)
     return _package(cost, k.astype(np.int64), order, flat or channels == "sum")
+
+
+def _few(near, b, group) -> bool:
+    """Whether direct sums at the near-tied pixels cost less than another box-filter scan."""
+    n_groups_hit = int(near.any(axis=(1, 2)).sum())
+    Hp, Wp = near.shape[1] + b - 1, near.shape[2] + b - 1
+    return int(near.sum()) * b * b * group <= 20 * n_groups_hit * Hp * Wp
+
+
+def _redecide_pixels(cp, rp, keys, garr, offsets, b, near, limit, cost, k, **_):
+    """Exact re-decision at each near-tied pixel from direct sums (few pixels)."""
+    pixels = np.argwhere(near).astype(np.float64)
+    out_cost = np.empty(len(pixels))
+    out_k = np.empty(len(pixels))
+    group = int(garr[0, 1] - garr[0, 0])
+    _redecide_kernel(cp, rp, keys, garr, offsets, b, _tie_tolerance(group * b * b), pixels,
+                     out_cost, out_k)
+    cost[near] = out_cost
+    k[near] = out_k
+
+
+def _redecide_rescan(cp, rp, keys, garr, offsets, b, near, limit, cost, k, *, best, second,
+                     arg, bkey, nchunks):
+    """Exact re-decision by a second box-filter scan (many near-tied pixels)."""
+    thr = np.where(near, limit, -1.0)
+    best.fill(np.inf)
+    arg.fill(0.0)
+    bkey.fill(-2.0)
+    _block_match_kernel(cp, rp, keys, garr, offsets, nchunks, b, 1, thr, best, second, arg, bkey)
+    exact_cost, _, exact_k, _ = _merge(best, second, arg, bkey, len(garr), nchunks)
+    cost[near] = exact_cost[near]
+    k[near] = exact_k[near]
 
 
 # ----------------------------------------------------------------------------- NRMSE and PSNR
@@ -655,8 +732,10 @@ def _scale_args(peak, levels):
 
 
 def _scalar_or_array(result, like):
-    """A float for scalar input (``as_float64`` returns at least 1-D), else the array."""
-    return float(result[0]) if np.ndim(like) == 0 else result.reshape(np.shape(like))
+    """A float for scalar input, else an array of the input's shape."""
+    if np.ndim(like) == 0:
+        return float(np.reshape(result, -1)[0])
+    return np.reshape(result, np.shape(like))
 
 
 def psnr_to_nrmse(psnr, peak=255.0, levels=256):

@@ -109,9 +109,13 @@ def test_fast_equals_reference_random(data):
 @pytest.mark.parametrize("kind", ["tenths", "integers", "relu"])
 @pytest.mark.parametrize("channels", B.CHANNEL_MODES)
 @pytest.mark.parametrize("boundary", B.BM_BOUNDARIES)
-def test_fast_equals_reference_on_tie_rich_data_for_any_thread_count(kind, channels, boundary):
+@pytest.mark.parametrize("redecide", ["pixels", "rescan"])
+def test_fast_equals_reference_on_tie_rich_data_for_any_thread_count(monkeypatch, kind, channels,
+                                                                     boundary, redecide):
     """Few distinct values make many exactly equal (and, for tenths, inexactly summed) costs:
-    the near-tie re-decision, identical-block keys and integer fast exit all get exercised."""
+    the near-tie re-decision (both strategies), identical-block keys and integer fast exit all
+    get exercised."""
+    monkeypatch.setattr(B, "_few", lambda *a: redecide == "pixels")
     rng = np.random.default_rng(7)
     base = rng.integers(0, 3, (2, 9, 10)).astype(np.float64)
     if kind == "tenths":
