@@ -157,9 +157,10 @@ def _bilinear_axis(p, size, boundary):
 def _nearest_axis(p, size, boundary):
     """One axis of a nearest sample: ``(index, inside)`` with ``index = floor(p + 0.5)``."""
     if boundary == _ZEROS:
-        if p < -0.5 or p >= size - 0.5:
+        if not (p >= -1.0 and p <= size):  # far outside: no int conversion of huge values
             return 0, False
-        return int(math.floor(p + 0.5)), True
+        i = int(math.floor(p + 0.5))
+        return i, (i >= 0 and i < size)  # the rounded index decides, as in the reference
     if boundary == _BORDER:
         q = min(max(p, 0.0), size - 1.0)
         return int(math.floor(q + 0.5)), True
@@ -547,9 +548,10 @@ def _axis_taps_numpy(p, size, mode, boundary):
         p = np.mod(p, size)  # may round up to size; the index is wrapped below
     if mode == "nearest":
         if boundary == "zeros":
-            ok = ok & (p >= -0.5) & (p < size - 0.5)
-            p = np.where(ok, p, 0.0)
+            p = np.where(ok & (p >= -1.0) & (p <= size), p, -1.0)  # -1 rounds to outside
         i = np.floor(p + 0.5).astype(np.int64)
+        if boundary == "zeros":
+            ok = ok & (i >= 0) & (i < size)
         return [(i % size, np.ones_like(p), ok)]
     if boundary == "zeros":
         ok = ok & (p >= -1.0) & (p < size)
@@ -633,8 +635,8 @@ def valid_mask(flow, shape=None, *, mode="bilinear"):
         flow's own.
     mode : {"bilinear", "nearest"}
         Bilinear: ``0 <= x + dx <= W - 1`` and ``0 <= y + dy <= H - 1`` (every corner with a
-        non-zero weight is in the frame). Nearest: the rounded index is in the frame
-        (``-0.5 <= x + dx < W - 0.5``).
+        non-zero weight is in the frame). Nearest: the rounded index ``floor(p + 0.5)`` is in
+        the frame (``-0.5 <= x + dx < W - 0.5``).
 
     Returns
     -------
@@ -656,8 +658,9 @@ def valid_mask(flow, shape=None, *, mode="bilinear"):
     px = np.arange(W, dtype=np.float64)[None, :] + f[..., 0]
     py = np.arange(H, dtype=np.float64)[:, None] + f[..., 1]
     with np.errstate(invalid="ignore"):
-        if mode == "nearest":
-            return (px >= -0.5) & (px < W - 0.5) & (py >= -0.5) & (py < H - 0.5)
+        if mode == "nearest":  # the rounded index floor(p + 0.5) is inside
+            jx, iy = np.floor(px + 0.5), np.floor(py + 0.5)
+            return (jx >= 0) & (jx <= W - 1) & (iy >= 0) & (iy <= H - 1)
         return (px >= 0.0) & (px <= W - 1.0) & (py >= 0.0) & (py <= H - 1.0)
 
 

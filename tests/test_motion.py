@@ -143,6 +143,27 @@ def test_nearest_rounds_half_up_translation_equivariant():
 
 @pytest.mark.parametrize("boundary", BOUNDARIES)
 @pytest.mark.parametrize("mode", MODES)
+def test_positions_one_ulp_around_the_frame_edges(rng, mode, boundary):
+    H, W = 3, 5
+    x = rng.standard_normal((H, W))
+    edges = [-1.0, -0.5, 0.0, W - 1.0, W - 0.5, float(W)]
+    pos = np.array([np.nextafter(e, d) for e in edges for d in (-np.inf, 0.0 * e, np.inf)])
+    flow = np.zeros((H, W, 2))
+    flow[..., 0] = pos[:H * W].reshape(H, W) - np.arange(W)  # sample x-positions near edges
+    flow[..., 1] = rng.choice([-0.5, 0.0, H - 1.0, H - 0.5], size=(H, W)) - np.arange(H)[:, None]
+    out = M.warp(x, flow, mode, boundary)
+    assert_close(out, M._warp_reference(x, flow, mode, boundary))
+    assert_close(_apply(M.motion_matrix(flow, mode, boundary), x), out)
+    # inside the frame <=> the zero boundary and the clamp read exactly the same taps
+    rows_zeros = M.motion_matrix(flow, mode, "zeros").toarray()
+    rows_border = M.motion_matrix(flow, mode, "border").toarray()
+    inside = (rows_zeros == rows_border).all(axis=1).reshape(H, W)
+    assert inside.any() and not inside.all()
+    np.testing.assert_array_equal(M.valid_mask(flow, mode=mode), inside)
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("mode", MODES)
 def test_size_one_axes(rng, mode, boundary):
     x = rng.standard_normal((2, 1, 4))
     flow = rng.uniform(-2, 2, size=(1, 4, 2))
