@@ -278,124 +278,424 @@ def _fold_axis(src, index, out):
 
 # ----------------------------------------------------------------------------------------------
 # numba kernels on a padded input (2-D form; 1-D runs as height 1)
+#
+# Layout trick for the column stride ``sw``: the padded input is split into ``sw`` column
+# phases, ``xr[n, c, r, p, m] = xp[n, c, r, p + m * sw]``, so kernel column ``b`` reads the
+# contiguous run ``xr[n, c, r, phase[b], shift[b] + j]`` (``phase, shift = divmod``-like of
+# ``b * dw``) for output columns ``j``: every inner loop is unit-stride and vectorises.
+# Jobs own disjoint outputs (prange-safe) and block 4 channels (register reuse of the loaded
+# row); each output is accumulated in the fixed order (channel pair, kernel row, kernel column)
+# as ``acc += (w0 * u + w1 * v)``, the same in every block shape and thread count.
 # ----------------------------------------------------------------------------------------------
 
-@pjit
-def _forward_kernel(xp, w, bias, sh, sw, dh, dw, groups, out):
-    """``out[n, o] = bias[o] + sum_{c, a, b} w[o, c, a, b] * xp[n, gc, i*sh + a*dh, j*sw + b*dw]``.
+_BLOCK = 4
+#: below this many multiply-adds the serial driver runs (no thread start-up)
+_PARALLEL_MIN_WORK = 1 << 21
 
-    One job per ``(n, o)``; each output row is accumulated in a row buffer with a contiguous
-    inner loop over output columns, in the order (c, a, b).
-    """
-    n_batch = xp.shape[0]
-    c_out, c_in_g, kh, kw = w.shape
+
+@jit
+def _forward_rows4(xr, w, phase, shift, n, o0, ci0, ih0, dh, acc):
+    """``acc[k] += sum_{c, a, b} w[o0 + k, c, a, b] * row(c, a, b)``, ``k < 4``, one output row."""
+    c_in_g, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    wo = acc.shape[1]
+    a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
+    for c in range(0, c_in_g - 1, 2):
+        for a in range(kh):
+            r = ih0 + a * dh
+            for b in range(kw):
+                s = shift[b]
+                u_row = xr[n, ci0 + c, r, phase[b], s:s + wo]
+                v_row = xr[n, ci0 + c + 1, r, phase[b], s:s + wo]
+                w00, w01 = w[o0, c, a, b], w[o0, c + 1, a, b]
+                w10, w11 = w[o0 + 1, c, a, b], w[o0 + 1, c + 1, a, b]
+                w20, w21 = w[o0 + 2, c, a, b], w[o0 + 2, c + 1, a, b]
+                w30, w31 = w[o0 + 3, c, a, b], w[o0 + 3, c + 1, a, b]
+                for j in range(wo):
+                    u = u_row[j]
+                    v = v_row[j]
+                    a0[j] += w00 * u + w01 * v
+                    a1[j] += w10 * u + w11 * v
+                    a2[j] += w20 * u + w21 * v
+                    a3[j] += w30 * u + w31 * v
+    if c_in_g % 2:
+        c = c_in_g - 1
+        for a in range(kh):
+            r = ih0 + a * dh
+            for b in range(kw):
+                s = shift[b]
+                u_row = xr[n, ci0 + c, r, phase[b], s:s + wo]
+                w00, w10, w20, w30 = w[o0, c, a, b], w[o0 + 1, c, a, b], w[o0 + 2, c, a, b], \
+                    w[o0 + 3, c, a, b]
+                for j in range(wo):
+                    u = u_row[j]
+                    a0[j] += w00 * u
+                    a1[j] += w10 * u
+                    a2[j] += w20 * u
+                    a3[j] += w30 * u
+
+
+@jit
+def _forward_rows1(xr, w, phase, shift, n, o, ci0, ih0, dh, acc):
+    """One output channel of :func:`_forward_rows4` (same summation order)."""
+    c_in_g, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    wo = acc.shape[0]
+    for c in range(0, c_in_g - 1, 2):
+        for a in range(kh):
+            r = ih0 + a * dh
+            for b in range(kw):
+                s = shift[b]
+                u_row = xr[n, ci0 + c, r, phase[b], s:s + wo]
+                v_row = xr[n, ci0 + c + 1, r, phase[b], s:s + wo]
+                w0, w1 = w[o, c, a, b], w[o, c + 1, a, b]
+                for j in range(wo):
+                    acc[j] += w0 * u_row[j] + w1 * v_row[j]
+    if c_in_g % 2:
+        c = c_in_g - 1
+        for a in range(kh):
+            r = ih0 + a * dh
+            for b in range(kw):
+                s = shift[b]
+                u_row = xr[n, ci0 + c, r, phase[b], s:s + wo]
+                w0 = w[o, c, a, b]
+                for j in range(wo):
+                    acc[j] += w0 * u_row[j]
+
+
+@jit
+def _blocks(count):
+    return (count + _BLOCK - 1) // _BLOCK
+
+
+@jit
+def _forward_jobs(n_batch, c_out, groups):
+    return n_batch * groups * _blocks(c_out // groups)
+
+
+@jit
+def _forward_job(xr, w, bias, phase, shift, sh, dh, groups, out, job):
+    """Output planes ``out[n, o0:o0 + 4]`` (fewer at the end of a group)."""
+    c_out, c_in_g = w.shape[0], w.shape[1]
     ho, wo = out.shape[2], out.shape[3]
     c_out_g = c_out // groups
-    for job in prange(n_batch * c_out):
-        n = job // c_out
-        o = job - n * c_out
-        c0 = (o // c_out_g) * c_in_g
-        acc = np.empty(wo)
-        for i in range(ho):
-            acc[:] = 0.0
-            for c in range(c_in_g):
-                for a in range(kh):
-                    row = xp[n, c0 + c, i * sh + a * dh]
-                    for b in range(kw):
-                        wv = w[o, c, a, b]
-                        off = b * dw
-                        for j in range(wo):
-                            acc[j] += wv * row[off + j * sw]
-            bv = bias[o]
+    nblk = _blocks(c_out_g)
+    n = job // (groups * nblk)
+    rem = job - n * (groups * nblk)
+    grp = rem // nblk
+    o0 = grp * c_out_g + (rem - grp * nblk) * _BLOCK
+    nb = min(_BLOCK, (grp + 1) * c_out_g - o0)
+    acc = np.empty((_BLOCK, wo))
+    for i in range(ho):
+        acc[:] = 0.0
+        if nb == _BLOCK:
+            _forward_rows4(xr, w, phase, shift, n, o0, grp * c_in_g, i * sh, dh, acc)
+        else:
+            for k in range(nb):
+                _forward_rows1(xr, w, phase, shift, n, o0 + k, grp * c_in_g, i * sh, dh, acc[k])
+        for k in range(nb):
+            bv = bias[o0 + k]
             for j in range(wo):
-                out[n, o, i, j] = acc[j] + bv
+                out[n, o0 + k, i, j] = acc[k, j] + bv
+
+
+@jit
+def _forward_serial(xr, w, bias, phase, shift, sh, dh, groups, out):
+    for job in range(_forward_jobs(out.shape[0], w.shape[0], groups)):
+        _forward_job(xr, w, bias, phase, shift, sh, dh, groups, out, job)
 
 
 @pjit
-def _input_grad_kernel(g, w, sh, sw, dh, dw, groups, gp):
-    """Adjoint of :func:`_forward_kernel` in ``xp``: ``gp[n, gc, i*sh + a*dh, j*sw + b*dw] +=
-    w[o, c, a, b] * g[n, o, i, j]``. One job per ``(n, input channel)``, order (o, i, a, b)."""
-    n_batch, c_out, ho, wo = g.shape
-    c_in_g, kh, kw = w.shape[1], w.shape[2], w.shape[3]
-    c_in = gp.shape[1]
+def _forward_parallel(xr, w, bias, phase, shift, sh, dh, groups, out):
+    for job in prange(_forward_jobs(out.shape[0], w.shape[0], groups)):
+        _forward_job(xr, w, bias, phase, shift, sh, dh, groups, out, job)
+
+
+@jit
+def _input_grad_rows4(gpad, w, phase, shift, lead, n, ci0, c, o_lo, o_hi, r, p, sh, dh, acc):
+    """``acc[k, m] = sum_{o, a, b} w[o, c + k, a, b] * g[n, o, i, m - shift[b]]``, ``k < 4``,
+    over the taps ``(a, b)`` that send output ``(i, .)`` to padded row ``r`` and column
+    phase ``p`` (``i * sh + a * dh == r``, ``phase[b] == p``); ``gpad`` is ``g`` with ``lead``
+    zero columns in front and zeros behind, so every update runs over the whole aligned row.
+    """
+    kh, kw = w.shape[2], w.shape[3]
+    ho, wq = gpad.shape[2], acc.shape[1]
+    a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
+    for o in range(o_lo, o_hi, 2):
+        pair = o + 1 < o_hi
+        for a in range(kh):
+            t = r - a * dh
+            i = t // sh
+            if t < 0 or i * sh != t or i >= ho:
+                continue
+            for b in range(kw):
+                if phase[b] != p:
+                    continue
+                s = lead - shift[b]
+                u_row = gpad[n, o, i, s:s + wq]
+                w00, w10, w20, w30 = w[o, c, a, b], w[o, c + 1, a, b], w[o, c + 2, a, b], \
+                    w[o, c + 3, a, b]
+                if pair:
+                    v_row = gpad[n, o + 1, i, s:s + wq]
+                    w01, w11, w21, w31 = w[o + 1, c, a, b], w[o + 1, c + 1, a, b], \
+                        w[o + 1, c + 2, a, b], w[o + 1, c + 3, a, b]
+                    for m in range(wq):
+                        u = u_row[m]
+                        v = v_row[m]
+                        a0[m] += w00 * u + w01 * v
+                        a1[m] += w10 * u + w11 * v
+                        a2[m] += w20 * u + w21 * v
+                        a3[m] += w30 * u + w31 * v
+                else:
+                    for m in range(wq):
+                        u = u_row[m]
+                        a0[m] += w00 * u
+                        a1[m] += w10 * u
+                        a2[m] += w20 * u
+                        a3[m] += w30 * u
+
+
+@jit
+def _input_grad_rows1(gpad, w, phase, shift, lead, n, c, o_lo, o_hi, r, p, sh, dh, acc):
+    """One input channel of :func:`_input_grad_rows4` (same summation order)."""
+    kh, kw = w.shape[2], w.shape[3]
+    ho, wq = gpad.shape[2], acc.shape[0]
+    for o in range(o_lo, o_hi, 2):
+        pair = o + 1 < o_hi
+        for a in range(kh):
+            t = r - a * dh
+            i = t // sh
+            if t < 0 or i * sh != t or i >= ho:
+                continue
+            for b in range(kw):
+                if phase[b] != p:
+                    continue
+                s = lead - shift[b]
+                u_row = gpad[n, o, i, s:s + wq]
+                w0 = w[o, c, a, b]
+                if pair:
+                    v_row = gpad[n, o + 1, i, s:s + wq]
+                    w1 = w[o + 1, c, a, b]
+                    for m in range(wq):
+                        acc[m] += w0 * u_row[m] + w1 * v_row[m]
+                else:
+                    for m in range(wq):
+                        acc[m] += w0 * u_row[m]
+
+
+@jit
+def _input_grad_jobs(n_batch, c_in, groups):
+    return n_batch * groups * _blocks(c_in // groups)
+
+
+@jit
+def _input_grad_job(gpad, w, phase, shift, lead, sh, dh, groups, gr, job):
+    """Input-gradient planes ``gr[n, ci0:ci0 + 4]`` (fewer at the end of a group), row by row."""
+    c_out, c_in_g = w.shape[0], w.shape[1]
+    hp, sw, wq = gr.shape[2], gr.shape[3], gr.shape[4]
     c_out_g = c_out // groups
-    for job in prange(n_batch * c_in):
-        n = job // c_in
-        ci = job - n * c_in
-        grp = ci // c_in_g
-        c = ci - grp * c_in_g
-        for o in range(grp * c_out_g, (grp + 1) * c_out_g):
-            for i in range(ho):
-                src = g[n, o, i]
-                for a in range(kh):
-                    dst = gp[n, ci, i * sh + a * dh]
-                    for b in range(kw):
-                        wv = w[o, c, a, b]
-                        off = b * dw
-                        for j in range(wo):
-                            dst[off + j * sw] += wv * src[j]
+    nblk = _blocks(c_in_g)
+    n = job // (groups * nblk)
+    rem = job - n * (groups * nblk)
+    grp = rem // nblk
+    c = (rem - grp * nblk) * _BLOCK
+    nb = min(_BLOCK, c_in_g - c)
+    ci0 = grp * c_in_g + c
+    o_lo, o_hi = grp * c_out_g, (grp + 1) * c_out_g
+    acc = np.empty((_BLOCK, wq))
+    for r in range(hp):
+        for p in range(sw):
+            acc[:] = 0.0
+            if nb == _BLOCK:
+                _input_grad_rows4(gpad, w, phase, shift, lead, n, ci0, c, o_lo, o_hi, r, p,
+                                  sh, dh, acc)
+            else:
+                for k in range(nb):
+                    _input_grad_rows1(gpad, w, phase, shift, lead, n, c + k, o_lo, o_hi, r, p,
+                                      sh, dh, acc[k])
+            for k in range(nb):
+                for m in range(wq):
+                    gr[n, ci0 + k, r, p, m] = acc[k, m]
+
+
+@jit
+def _input_grad_serial(gpad, w, phase, shift, lead, sh, dh, groups, gr):
+    for job in range(_input_grad_jobs(gr.shape[0], gr.shape[1], groups)):
+        _input_grad_job(gpad, w, phase, shift, lead, sh, dh, groups, gr, job)
 
 
 @pjit
-def _weight_grad_kernel(g, xp, sh, sw, dh, dw, groups, gw):
-    """``gw[o, c, a, b] = sum_{n, i, j} g[n, o, i, j] * xp[n, gc, i*sh + a*dh, j*sw + b*dw]``.
+def _input_grad_parallel(gpad, w, phase, shift, lead, sh, dh, groups, gr):
+    for job in prange(_input_grad_jobs(gr.shape[0], gr.shape[1], groups)):
+        _input_grad_job(gpad, w, phase, shift, lead, sh, dh, groups, gr, job)
 
-    One job per ``(o, c)``; partial sums per output column (a vectorisable update), reduced
-    at the end in a fixed order.
+
+@jit
+def _weight_grad_rows1(g, xr, phase, shift, sh, dh, n, i, two, o, ci, acc):
+    """``acc[t] += g[n, o, i] * row(i, t) (+ g[n, o, i + 1] * row(i + 1, t))``: the
+    summation order of the four-channel update in :func:`_weight_grad_job`."""
+    kh, kw, wo = acc.shape[0] // shift.shape[0], shift.shape[0], acc.shape[1]
+    h = g[n, o, i]
+    e = g[n, o, i + 1 if two else i]
+    for a in range(kh):
+        r = i * sh + a * dh
+        for b in range(kw):
+            s, t = shift[b], a * kw + b
+            u_row = xr[n, ci, r, phase[b], s:s + wo]
+            p = acc[t]
+            if two:
+                v_row = xr[n, ci, r + sh, phase[b], s:s + wo]
+                for j in range(wo):
+                    p[j] += h[j] * u_row[j] + e[j] * v_row[j]
+            else:
+                for j in range(wo):
+                    p[j] += h[j] * u_row[j]
+
+
+@jit
+def _weight_grad_job(g, xr, phase, shift, sh, dh, groups, gw, job):
+    """``gw[o0:o0 + 4, c] = sum_{n, i, j} g[n, o, i, j] * row(c, a, b)[j]``.
+
+    Partial sums per output column, two output rows per update (a vectorisable update with
+    few stores), reduced over the columns at the end in a fixed order.
     """
     n_batch, c_out, ho, wo = g.shape
     c_in_g, kh, kw = gw.shape[1], gw.shape[2], gw.shape[3]
     c_out_g = c_out // groups
-    for job in prange(c_out * c_in_g):
-        o = job // c_in_g
-        c = job - o * c_in_g
-        ci = (o // c_out_g) * c_in_g + c
-        acc = np.zeros((kh * kw, wo))
-        for n in range(n_batch):
-            for i in range(ho):
-                src = g[n, o, i]
+    nblk = _blocks(c_out_g)
+    blk = job // c_in_g
+    c = job - blk * c_in_g
+    grp = blk // nblk
+    o0 = grp * c_out_g + (blk - grp * nblk) * _BLOCK
+    nb = min(_BLOCK, (grp + 1) * c_out_g - o0)
+    ci = grp * c_in_g + c
+    acc = np.zeros((_BLOCK, kh * kw, wo))
+    for n in range(n_batch):
+        for i in range(0, ho, 2):
+            two = i + 1 < ho
+            if nb == _BLOCK and two:
+                # four output channels, rows i and i + 1 (inlined: a call here is slower)
+                h0, h1, h2, h3 = g[n, o0, i], g[n, o0 + 1, i], g[n, o0 + 2, i], \
+                    g[n, o0 + 3, i]
+                e0, e1, e2, e3 = g[n, o0, i + 1], g[n, o0 + 1, i + 1], g[n, o0 + 2, i + 1], \
+                    g[n, o0 + 3, i + 1]
                 for a in range(kh):
-                    row = xp[n, ci, i * sh + a * dh]
+                    r = i * sh + a * dh
                     for b in range(kw):
-                        t = a * kw + b
-                        off = b * dw
+                        s, t = shift[b], a * kw + b
+                        u_row = xr[n, ci, r, phase[b], s:s + wo]
+                        v_row = xr[n, ci, r + sh, phase[b], s:s + wo]
+                        p0, p1, p2, p3 = acc[0, t], acc[1, t], acc[2, t], acc[3, t]
                         for j in range(wo):
-                            acc[t, j] += src[j] * row[off + j * sw]
+                            u = u_row[j]
+                            v = v_row[j]
+                            p0[j] += h0[j] * u + e0[j] * v
+                            p1[j] += h1[j] * u + e1[j] * v
+                            p2[j] += h2[j] * u + e2[j] * v
+                            p3[j] += h3[j] * u + e3[j] * v
+            else:
+                for k in range(nb):
+                    _weight_grad_rows1(g, xr, phase, shift, sh, dh, n, i, two, o0 + k, ci,
+                                       acc[k])
+    for k in range(nb):
         for a in range(kh):
             for b in range(kw):
                 s = 0.0
                 for j in range(wo):
-                    s += acc[a * kw + b, j]
-                gw[o, c, a, b] = s
+                    s += acc[k, a * kw + b, j]
+                gw[o0 + k, c, a, b] = s
+
+
+@jit
+def _weight_grad_jobs(c_out, c_in_g, groups):
+    return groups * _blocks(c_out // groups) * c_in_g
+
+
+@jit
+def _weight_grad_serial(g, xr, phase, shift, sh, dh, groups, gw):
+    for job in range(_weight_grad_jobs(gw.shape[0], gw.shape[1], groups)):
+        _weight_grad_job(g, xr, phase, shift, sh, dh, groups, gw, job)
+
+
+@pjit
+def _weight_grad_parallel(g, xr, phase, shift, sh, dh, groups, gw):
+    for job in prange(_weight_grad_jobs(gw.shape[0], gw.shape[1], groups)):
+        _weight_grad_job(g, xr, phase, shift, sh, dh, groups, gw, job)
 
 
 # ----------------------------------------------------------------------------------------------
 # the three building blocks on 4-D float64 arrays
 # ----------------------------------------------------------------------------------------------
 
+def _column_phases(geom):
+    """``(phase, shift)`` of every kernel column in the stride-split layout."""
+    sw, dw, kw = geom.stride[1], geom.dilation[1], geom.k_hw[1]
+    offsets = np.arange(kw, dtype=np.int64) * dw
+    return offsets % sw, offsets // sw
+
+
+def _split_columns(xp, sw):
+    """``(N, C, Hp, Wp) -> (N, C, Hp, sw, ceil(Wp / sw))``, ``[..., p, m] = xp[..., p + m sw]``."""
+    if sw == 1:
+        return xp[:, :, :, None, :]
+    n, c, hp, wp = xp.shape
+    xr = np.zeros((n, c, hp, sw, -(-wp // sw)))
+    for p in range(min(sw, wp)):
+        cols = xp[..., p::sw]
+        xr[..., p, :cols.shape[-1]] = cols
+    return xr
+
+
+def _merge_columns(gr, wp):
+    """Inverse of :func:`_split_columns` (entries past ``wp`` are never written)."""
+    n, c, hp, sw, _ = gr.shape
+    if sw == 1:
+        return gr[:, :, :, 0, :]
+    gp = np.empty((n, c, hp, wp))
+    for p in range(min(sw, wp)):
+        m = len(range(p, wp, sw))
+        gp[..., p::sw] = gr[..., p, :m]
+    return gp
+
+
+def _macs(*shape):
+    return int(np.prod(np.asarray(shape, dtype=np.float64)))
+
+
 def _forward(x, w, bias, geom):
-    xp = _pad(x, geom)
     n, c_out = x.shape[0], w.shape[0]
     check_alloc((n, c_out) + geom.out_hw, "the convolution output")
+    xr = _split_columns(_pad(x, geom), geom.stride[1])
     out = np.empty((n, c_out) + geom.out_hw)
     b = np.zeros(c_out) if bias is None else bias
-    (sh, sw), (dh, dw) = geom.stride, geom.dilation
-    _forward_kernel(xp, w, b, sh, sw, dh, dw, geom.groups, out)
+    phase, shift = _column_phases(geom)
+    run = _forward_parallel if _macs(out.size, w[0].size) >= _PARALLEL_MIN_WORK \
+        else _forward_serial
+    run(xr, w, b, phase, shift, geom.stride[0], geom.dilation[0], geom.groups, out)
     return out
 
 
 def _input_grad(g, w, geom, n_batch, c_in):
-    gp = np.zeros((n_batch, c_in) + geom.padded_hw)
-    (sh, sw), (dh, dw) = geom.stride, geom.dilation
-    _input_grad_kernel(g, w, sh, sw, dh, dw, geom.groups, gp)
-    return _unpad_adjoint(gp, geom)
+    sw = geom.stride[1]
+    hp, wp = geom.padded_hw
+    wq = -(-wp // sw)
+    check_alloc((n_batch, c_in, hp, sw, wq), "the input gradient")
+    phase, shift = _column_phases(geom)
+    lead = int(shift[-1])
+    gpad = np.zeros(g.shape[:3] + (lead + wq,))
+    gpad[..., lead:lead + g.shape[3]] = g
+    gr = np.empty((n_batch, c_in, hp, sw, wq))
+    run = _input_grad_parallel if _macs(g.size, w[0].size) >= _PARALLEL_MIN_WORK \
+        else _input_grad_serial
+    run(gpad, w, phase, shift, lead, geom.stride[0], geom.dilation[0], geom.groups, gr)
+    return _unpad_adjoint(np.ascontiguousarray(_merge_columns(gr, wp)), geom)
 
 
 def _weight_grad(g, x, w_shape, geom):
-    xp = _pad(x, geom)
+    xr = _split_columns(_pad(x, geom), geom.stride[1])
     gw = np.empty(w_shape)
-    (sh, sw), (dh, dw) = geom.stride, geom.dilation
-    _weight_grad_kernel(g, xp, sh, sw, dh, dw, geom.groups, gw)
+    phase, shift = _column_phases(geom)
+    run = _weight_grad_parallel if _macs(g.size, np.prod(w_shape[1:])) >= _PARALLEL_MIN_WORK \
+        else _weight_grad_serial
+    run(g, xr, phase, shift, geom.stride[0], geom.dilation[0], geom.groups, gw)
     return gw
 
 
