@@ -115,6 +115,9 @@ def _padded(ref3, cur3, b, s, boundary):
     mode = "constant" if boundary == "zeros" else "edge"
     cp = np.pad(cur3, ((0, 0), (r, r), (r, r)), mode=mode)
     rp = np.pad(ref3, ((0, 0), (r + s, r + s), (r + s, r + s)), mode=mode)
+    # extra (unused) columns give cp the row length of rp: a displacement is then one flat
+    # offset (see _squared_diff)
+    cp = np.pad(cp, ((0, 0), (0, 0), (0, 2 * s)))
     return np.ascontiguousarray(cp), np.ascontiguousarray(rp)
 
 
@@ -234,38 +237,46 @@ def _exact_block_cost(cp, rp, c0, c1, y, x, oy, ox, b, partials):
 
 
 @jit
-def _diff_and_suffix(cp, rp, c0, c1, oy, ox, b, d2, suf):
-    """Squared differences and their column suffix sums within segments of ``b`` rows.
+def _squared_diff(cpf, rpf, c0, c1, base, n, d2f):
+    """``d2f[t] = sum_c (cpf[c, t] - rpf[c, base + t])^2`` for ``t < n``, channels in order.
 
-    ``d2[i, j] = sum_c (cp[c, i, j] - rp[c, i + oy, j + ox])^2`` (channels in order) and
+    ``cp`` and ``rp`` share their row length, so on flattened rows a displacement is one
+    constant offset ``base = oy * row + ox``: one long vectorised loop per channel.
+    """
+    for c in range(c0, c1):
+        a = cpf[c, :n]
+        r = rpf[c, base:base + n]
+        if c == c0:
+            for t in range(n):
+                e = a[t] - r[t]
+                d2f[t] = e * e
+        else:
+            for t in range(n):
+                e = a[t] - r[t]
+                d2f[t] += e * e
+
+
+@jit
+def _column_suffix(d2, suf, b, Wp):
+    """Column suffix sums of ``d2[:, :Wp]`` within segments of ``b`` rows.
+
     ``suf[i] = d2[i] + d2[i + 1] + ... + d2[end of i's segment]``, rows cut into segments
     ``[k b, k b + b)``. A window of ``b`` rows is a segment suffix plus a prefix of the next
     segment: sums without subtraction, so no cancellation drift and exact zeros stay zero.
     """
-    Hp, Wp = d2.shape
+    Hp = d2.shape[0]
     for start in range(0, Hp, b):
         stop = min(start + b, Hp)
-        for i in range(stop - 1, start - 1, -1):
-            row = d2[i]
-            for c in range(c0, c1):
-                a = cp[c, i]
-                r = rp[c, i + oy, ox:ox + Wp]
-                if c == c0:
-                    for j in range(Wp):
-                        t = a[j] - r[j]
-                        row[j] = t * t
-                else:
-                    for j in range(Wp):
-                        t = a[j] - r[j]
-                        row[j] += t * t
-            out = suf[i]
-            if i == stop - 1:
-                for j in range(Wp):
-                    out[j] = row[j]
-            else:
-                nxt = suf[i + 1]
-                for j in range(Wp):
-                    out[j] = row[j] + nxt[j]
+        last = suf[stop - 1, :Wp]
+        src = d2[stop - 1, :Wp]
+        for j in range(Wp):
+            last[j] = src[j]
+        for i in range(stop - 2, start - 1, -1):
+            out = suf[i, :Wp]
+            row = d2[i, :Wp]
+            nxt = suf[i + 1, :Wp]
+            for j in range(Wp):
+                out[j] = row[j] + nxt[j]
 
 
 @jit
@@ -324,8 +335,13 @@ def _scan(cp, rp, keys, c0, c1, order, k0, k1, b, exact_pass, thr, best, second,
     H, W = best.shape
     Hp = H + b - 1
     Wp = W + b - 1
-    d2 = np.empty((Hp, Wp))
-    suf = np.empty((Hp, Wp))
+    row = rp.shape[2]  # cp is padded on the right to the same row length
+    n = (Hp - 1) * row + Wp  # flat extent of the rows' first Wp columns
+    cpf = cp.reshape((cp.shape[0], cp.shape[1] * row))
+    rpf = rp.reshape((rp.shape[0], rp.shape[1] * row))
+    d2 = np.empty((Hp, row))
+    d2f = d2.reshape(Hp * row)
+    suf = np.empty((Hp, row))
     prow = np.empty(Wp)
     vrow = np.empty(Wp)
     n_levels = 1
@@ -338,14 +354,15 @@ def _scan(cp, rp, keys, c0, c1, order, k0, k1, b, exact_pass, thr, best, second,
         oy = int(order[k, 0])
         ox = int(order[k, 1])
         kf = float(k)
-        _diff_and_suffix(cp, rp, c0, c1, oy, ox, b, d2, suf)
+        _squared_diff(cpf, rpf, c0, c1, oy * row + ox, n, d2f)
+        _column_suffix(d2, suf, b, Wp)
         for y in range(H):
             t = y % b
-            s = suf[y]
+            s = suf[y, :Wp]
             if t == 0:  # the window is one whole segment
                 _row_window(s, b, W, levels, crow)
             else:  # suffix of this segment + prefix (kept running in prow) of the next
-                q = d2[y + b - 1]
+                q = d2[y + b - 1, :Wp]
                 if t == 1:
                     for j in range(Wp):
                         prow[j] = q[j]
