@@ -77,7 +77,7 @@ class MotionMatrix:
 
 
 class FeatureTransfer:
-    params = ([8, 16],)
+    params = ([6, 12],)
     param_names = ["hw"]
 
     def setup(self, hw):
