@@ -16,9 +16,9 @@ Flow
 Block-matching cost
     ``cost(y, x; dy, dx) = sum_{c, i, j} (current[c, y + i, x + j] -
     reference[c, y + dy + i, x + dx + j])^2`` over ``|i|, |j| <= block_size // 2`` (blocks
-    centred on the pixel) and ``|dy|, |dx| <= search_range``: the SSD, not its mean. It is the
-    correctly rounded sum of the float64 squared differences (``math.fsum`` of
-    ``(a - b) * (a - b)``), so it does not depend on any summation order.
+    centred on the pixel) and ``|dy|, |dx| <= search_range``: the SSD, not its mean. Decisions
+    use its correctly rounded value (``math.fsum`` of the float64 ``(a - b) * (a - b)``), which
+    no summation order changes; the returned cost is that value to ``~1e-13`` (relative).
 Out-of-frame pixels
     ``boundary="zeros"``: pixels outside either frame count as 0 (a block hanging over the
     border is compared with zeros). ``boundary="replicate"``: coordinates are clamped to the
@@ -29,9 +29,20 @@ Ties
     ``dy``, then the smallest ``dx``; flat regions therefore get zero motion. Ties are decided
     on the exact (correctly rounded) costs, so the fast path, the reference and any thread
     count give the same flow.
+NRMSE (eq. 13) and PSNR
+    Over the elements a boolean mask selects (the full shape, or ``(H, W)`` for every channel);
+    ``R`` defaults to ``max - min`` of ``actual`` over the mask. Sums are correctly rounded.
+    An empty mask or a zero dynamic range raises: the NRMSE is undefined there. Eq. 14 maps
+    PSNR (peak 255) to NRMSE with ``R = 256`` as printed (``levels``).
+Latent motion (eq. 12)
+    :func:`compensate` scales the input flow by ``1 / stride`` onto the feature grid
+    (:func:`lmref.motion.scale_flow`, ``sample="center"`` for pooling stacks) and warps the
+    reference features with ``boundary="zeros"``; its mask marks where the source lies inside
+    the feature map (what enters the frame is unpredictable and excluded).
 Dtypes and non-finite values
-    Integer and floating inputs are accepted; every result is float64. NaN or infinite inputs
-    are rejected (a NaN has no SSD order).
+    Integer and floating inputs are accepted; every array result is float64. NaN or infinite
+    frames are rejected by :func:`block_match` (a NaN has no SSD order); metrics reject them
+    inside the mask only.
 """
 from __future__ import annotations
 

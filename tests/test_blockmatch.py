@@ -328,8 +328,8 @@ def test_translation_sweep_has_minima_at_integer_latent_shifts(rng):
     whole = shifts % stride == 0
     assert np.all(errs[whole] < 1e-14)
     assert np.all(errs[~whole] > 1e-3) and np.all(errs < 0.05)
-    interior = np.flatnonzero(whole)[1:-1]
-    assert np.all(errs[interior] < errs[interior - 1]) and np.all(errs[interior] < errs[interior + 1])
+    inner = np.flatnonzero(whole)[1:-1]
+    assert np.all(errs[inner] < errs[inner - 1]) and np.all(errs[inner] < errs[inner + 1])
 
 
 @pytest.mark.parametrize("name,values", [
