@@ -937,57 +937,83 @@ conv_transpose2d.__doc__ = _TRANSPOSE_DOC.format(nd=2, xshape="(N, C_in, H, W)",
 
 # ----------------------------------------------------------------------------------------------
 # the convolution as a sparse matrix (Lemma 1)
+#
+# Separable construction: along each axis, output position i reads the padded positions
+# i*s + a*d, which the padding maps to input pixels (or to a zero). Sorting each output's taps
+# by source pixel gives, per axis, the distinct sources in increasing order and the taps that
+# meet there; a matrix row (o, i, j) is then the product of the two axes' lists for every input
+# channel of the group: already sorted and duplicate-free, so the CSR arrays are written
+# directly (canonical form, no dense intermediate, no probing with basis vectors).
 # ----------------------------------------------------------------------------------------------
 
-@pjit
-def _matrix_rows_kernel(w, map_h, map_w, in_h, in_w, ho, wo, sh, sw, dh, dw, groups, cols, vals,
-                        counts):
-    """Row ``r = (o * ho + i) * wo + j`` of the matrix: sorted column indices and summed values.
+def _axis_taps(index_map, out_size, k, stride, dilation):
+    """Per output position along one axis: the distinct source pixels in increasing order and,
+    for each, the range of its kernel taps in ``taps`` (tap order kept among equal sources).
 
-    Taps that read a zero of the padding are skipped; taps that read the same input pixel
-    (circular/reflect/replicate padding) are merged by adding their weights in tap order.
+    Returns ``(count, sources, start, end, taps)`` with ``sources[i, u]`` the ``u``-th distinct
+    source of output ``i`` (``u < count[i]``), read by taps ``taps[i, start[i, u]:end[i, u]]``.
     """
-    c_out, c_in_g, kh, kw = w.shape
-    c_out_g = c_out // groups
-    for r in prange(c_out * ho * wo):
-        o = r // (ho * wo)
-        rem = r - o * (ho * wo)
-        i = rem // wo
-        j = rem - i * wo
-        c0 = (o // c_out_g) * c_in_g
-        cnt = 0
+    pos = np.arange(out_size)[:, None] * stride + np.arange(k)[None, :] * dilation
+    src = index_map[pos]
+    taps = np.argsort(src, axis=1, kind="stable")
+    src = np.take_along_axis(src, taps, axis=1)
+    valid = src >= 0
+    new = valid.copy()
+    new[:, 1:] &= src[:, 1:] != src[:, :-1]
+    count = np.count_nonzero(new, axis=1)
+    rank = np.cumsum(new, axis=1) - 1  # which distinct source each sorted tap belongs to
+    sources = np.zeros((out_size, k), dtype=np.int64)
+    start = np.zeros((out_size, k), dtype=np.int64)
+    end = np.zeros((out_size, k), dtype=np.int64)
+    rows, cols = np.nonzero(new)
+    sources[rows, rank[rows, cols]] = src[rows, cols]
+    start[rows, rank[rows, cols]] = cols
+    vrows, vcols = np.nonzero(valid)
+    end[vrows, rank[vrows, vcols]] = vcols + 1
+    return count.astype(np.int64), sources, start, end, np.ascontiguousarray(taps)
+
+
+@jit
+def _matrix_block(oi, w, axis_h, axis_w, in_h, in_w, groups, indptr, indices, data):
+    """Rows ``(o, i, 0..wo-1)`` of the matrix (``oi = o * ho + i``)."""
+    count_h, src_h, start_h, end_h, taps_h = axis_h
+    count_w, src_w, start_w, end_w, taps_w = axis_w
+    c_out, c_in_g = w.shape[0], w.shape[1]
+    ho, wo = count_h.shape[0], count_w.shape[0]
+    o = oi // ho
+    i = oi - o * ho
+    c0 = (o // (c_out // groups)) * c_in_g
+    for j in range(wo):
+        pos = indptr[oi * wo + j]
         for c in range(c_in_g):
-            for a in range(kh):
-                src_h = map_h[i * sh + a * dh]
-                if src_h < 0:
-                    continue
-                for b in range(kw):
-                    src_w = map_w[j * sw + b * dw]
-                    if src_w < 0:
-                        continue
-                    col = ((c0 + c) * in_h + src_h) * in_w + src_w
-                    pos = cnt
-                    while pos > 0 and cols[r, pos - 1] > col:
-                        pos -= 1
-                    if pos > 0 and cols[r, pos - 1] == col:
-                        vals[r, pos - 1] += w[o, c, a, b]
-                        continue
-                    for q in range(cnt, pos, -1):
-                        cols[r, q] = cols[r, q - 1]
-                        vals[r, q] = vals[r, q - 1]
-                    cols[r, pos] = col
-                    vals[r, pos] = w[o, c, a, b]
-                    cnt += 1
-        counts[r] = cnt
+            wc = w[o, c]
+            for uh in range(count_h[i]):
+                row_base = ((c0 + c) * in_h + src_h[i, uh]) * in_w
+                h0, h1 = start_h[i, uh], end_h[i, uh]
+                for uw in range(count_w[j]):
+                    w0, w1 = start_w[j, uw], end_w[j, uw]
+                    if h1 - h0 == 1 and w1 - w0 == 1:
+                        value = wc[taps_h[i, h0], taps_w[j, w0]]
+                    else:  # taps meeting at one pixel (padding modes) are summed in tap order
+                        value = 0.0
+                        for p in range(h0, h1):
+                            for q in range(w0, w1):
+                                value += wc[taps_h[i, p], taps_w[j, q]]
+                    indices[pos] = row_base + src_w[j, uw]
+                    data[pos] = value
+                    pos += 1
+
+
+@jit
+def _matrix_serial(w, axis_h, axis_w, in_h, in_w, groups, indptr, indices, data):
+    for oi in range(w.shape[0] * axis_h[0].shape[0]):
+        _matrix_block(oi, w, axis_h, axis_w, in_h, in_w, groups, indptr, indices, data)
 
 
 @pjit
-def _compact_rows_kernel(cols, vals, indptr, indices, data):
-    for r in prange(cols.shape[0]):
-        start = indptr[r]
-        for q in range(indptr[r + 1] - start):
-            indices[start + q] = cols[r, q]
-            data[start + q] = vals[r, q]
+def _matrix_parallel(w, axis_h, axis_w, in_h, in_w, groups, indptr, indices, data):
+    for oi in prange(w.shape[0] * axis_h[0].shape[0]):
+        _matrix_block(oi, w, axis_h, axis_w, in_h, in_w, groups, indptr, indices, data)
 
 
 def _matrix(nd, input_shape, weight, stride, padding, dilation, groups, padding_mode):
@@ -1002,26 +1028,22 @@ def _matrix(nd, input_shape, weight, stride, padding, dilation, groups, padding_
     geom = _geometry(nd, shape[1:], shape[0], weight.shape, stride, padding, dilation, groups,
                      padding_mode, x_name="input_shape")
     w2 = _to2d(weight, nd)
-    c_out, c_in = w2.shape[0], shape[0]
+    c_out, c_in, c_in_g = w2.shape[0], shape[0], w2.shape[1]
     (h, w), (ho, wo) = geom.in_hw, geom.out_hw
-    n_rows, n_cols = c_out * ho * wo, c_in * h * w
-    taps = w2.shape[1] * w2.shape[2] * w2.shape[3]
-    check_alloc((n_rows, taps), "the matrix", itemsize=16)
-    cols = np.empty((n_rows, taps), dtype=np.int64)
-    vals = np.empty((n_rows, taps))
-    counts = np.empty(n_rows, dtype=np.int64)
     map_h, map_w = _pad_maps(geom)
-    (sh, sw), (dh, dw) = geom.stride, geom.dilation
-    _matrix_rows_kernel(w2, map_h, map_w, h, w, ho, wo, sh, sw, dh, dw, geom.groups, cols, vals,
-                        counts)
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    nnz = int(indptr[-1])
-    indices = np.empty(nnz, dtype=np.int64)
+    axis_h = _axis_taps(map_h, ho, geom.k_hw[0], geom.stride[0], geom.dilation[0])
+    axis_w = _axis_taps(map_w, wo, geom.k_hw[1], geom.stride[1], geom.dilation[1])
+    row_counts = c_in_g * axis_h[0][:, None] * axis_w[0][None, :]  # the same for every o
+    n_rows, n_cols = c_out * ho * wo, c_in * h * w
+    nnz = c_out * int(row_counts.sum())
+    check_alloc((nnz,), "the matrix", itemsize=16)
+    index_dtype = np.int32 if max(nnz, n_rows, n_cols) < 2**31 else np.int64
+    indptr = np.zeros(n_rows + 1, dtype=index_dtype)
+    np.cumsum(np.tile(row_counts.ravel(), c_out), out=indptr[1:])
+    indices = np.empty(nnz, dtype=index_dtype)
     data = np.empty(nnz)
-    _compact_rows_kernel(cols, vals, indptr, indices, data)
-    if max(nnz, n_rows, n_cols) < 2**31:
-        indices, indptr = indices.astype(np.int32), indptr.astype(np.int32)
+    run = _matrix_parallel if nnz >= _PARALLEL_MIN_WORK else _matrix_serial
+    run(w2, axis_h, axis_w, h, w, geom.groups, indptr, indices, data)
     mat = sp.csr_array((data, indices, indptr), shape=(n_rows, n_cols))
     mat.has_sorted_indices = True  # sorted and duplicate-free by construction (canonical)
     return mat
