@@ -12,22 +12,9 @@ from lmref.reproduce._core import (EXPERIMENTS, VERDICTS, Claim, Context, DaskRu
                                    ExperimentResult, SerialRunner, register, run_experiments,
                                    task_rng, task_seed)
 
-# Registration order is the run order (the papers' order of the issue).
-_EXPERIMENT_MODULES = ("exp_matrices", "exp_noise", "exp_composition", "exp_latent_motion",
-                       "exp_erf", "exp_arithmetic")
-
-
-def _import_experiments():
-    import importlib
-    for mod in _EXPERIMENT_MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{mod}":  # a broken experiment module must not hide
-                raise
-
-
-_import_experiments()
+# Importing the experiment modules registers them; this order is the run order (the issue's).
+from lmref.reproduce import (exp_matrices, exp_noise, exp_composition,  # noqa: E402,F401
+                             exp_latent_motion, exp_erf, exp_arithmetic)
 
 __all__ = ["EXPERIMENTS", "VERDICTS", "Claim", "Context", "DaskRunner", "ExperimentResult",
            "SerialRunner", "register", "run_experiments", "task_rng", "task_seed"]

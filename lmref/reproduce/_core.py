@@ -118,12 +118,13 @@ def _numba_threads(n: int):
 
 
 def _run_task(fn: Callable, seed: int, task):
-    """One task of a sweep, numba single-threaded.
+    """One task of a sweep, numba single-threaded (in this process or on a dask worker).
 
-    Sweep tasks are small and many: the tasks are the unit of parallelism (dask workers), and
-    a parallel region per small kernel costs more than it gains, badly so when the cores are
-    shared (measured 4x slower on a loaded 2-core machine). lmref's kernels give identical
-    results whatever the thread count, so this changes speed only.
+    The experiments' arrays are small and their sweeps many: tasks are the unit of parallelism
+    (dask workers), and a numba parallel region per small kernel costs more than it gains, badly
+    so when the cores are shared (the quick run took 79 s instead of 13 s on a loaded 2-core
+    machine). lmref's kernels give identical results whatever the thread count, so this changes
+    the speed only.
     """
     with _numba_threads(1):
         return fn(task, seed=seed)
@@ -226,7 +227,7 @@ class Context:
 
         def report(done, total):
             now = time.monotonic()
-            if done == total or now - last[0] > 2.0:
+            if done == total or now - last[0] > 5.0:
                 last[0] = now
                 self.log(f"    {label}: {done}/{total} ({now - start:.1f} s)")
         return report
@@ -330,12 +331,13 @@ def run_experiments(names: Iterable[str] | None = None, *, out: str, quick: bool
     try:
         log(f"lmref reproduce: {len(names)} experiment(s), {'quick' if quick else 'full'} sizes, "
             f"seed {seed}, runner: {runner.description}")
-        for n in names:
-            exp = EXPERIMENTS[n]
-            log(f"[{n}] {exp.title}")
-            res = _run_one(exp, ctx)
-            log(f"[{n}] done in {res.seconds:.1f} s")
-            results.append(res)
+        with _numba_threads(1):  # parallelism is over tasks (dask workers), see _run_task
+            for n in names:
+                exp = EXPERIMENTS[n]
+                log(f"[{n}] {exp.title}")
+                res = _run_one(exp, ctx)
+                log(f"[{n}] done in {res.seconds:.1f} s")
+                results.append(res)
     finally:
         runner.close()
     claims = [c for r in results for c in r.claims]
@@ -350,7 +352,7 @@ def run_experiments(names: Iterable[str] | None = None, *, out: str, quick: bool
         "all_passed": all(c.passed() for c in claims),
     }
     with open(os.path.join(out, "summary.json"), "w") as fh:
-        json.dump(summary, fh, indent=2, default=_json_default)
+        json.dump(_strict_json(summary), fh, indent=2, allow_nan=False)
     for r in results:
         for tname, rows in r.tables.items():
             print_fn(f"\n[{r.name}] {tname}\n{_fmt_rows(rows)}")
@@ -368,9 +370,21 @@ def _load_experiments():
     import lmref.reproduce  # noqa: F401  (its __init__ imports every exp_* module)
 
 
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer, np.bool_)):
-        return o.item()
+def _strict_json(o):
+    """Plain JSON types; numpy scalars/arrays converted, inf/NaN written as strings
+    ("inf", "nan") so that summary.json stays standard JSON."""
+    if isinstance(o, dict):
+        return {str(k): _strict_json(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_strict_json(v) for v in o]
     if isinstance(o, np.ndarray):
-        return o.tolist()
+        return _strict_json(o.tolist())
+    if isinstance(o, (np.bool_, bool)):
+        return bool(o)
+    if isinstance(o, (np.integer, int)):
+        return int(o)
+    if isinstance(o, (np.floating, float)):
+        return float(o) if np.isfinite(o) else str(float(o))
+    if o is None or isinstance(o, str):
+        return o
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -21,6 +21,9 @@ from lmref.reproduce._plotting import LMREF_COLOUR, PAPER_COLOUR, image, new_fig
 
 #: "exact" for these float64 products of a few hundred terms (values ~1..255)
 EXACT_RTOL = 1e-10
+#: "exact" for T = C M C^+: round-off amplified by the condition number of C (up to ~1e5 for
+#: the zero-padded conv on 16x16), far below the O(0.1) error when C is not invertible
+THM2_RTOL = 1e-8
 
 
 @register("matrices", "Seed 000, Lemma 1 / Theorem 2: conv and motion as matrices; feature "
@@ -87,7 +90,8 @@ def run(ctx) -> ExperimentResult:
             b_feat = _apply(mats, M @ frame.ravel())
             err = _rel(ft.T @ a_feat, b_feat)
             rows.append({"convolution": cname, "motion": mname, "C shape": _shape(mats),
-                         "|T A' - B'| / |B'|": err, "matrix residual": ft.residual})
+                         "cond(C)": _cond(mats), "|T A' - B'| / |B'|": err,
+                         "matrix residual": ft.residual})
             examples[(cname, mname)] = (mats, M, ft, a_feat, b_feat)
     res.tables["Theorem 2: feature transfer"] = rows
     exact = [r for r in rows if r["convolution"] in list(convs)[:3]]
@@ -103,14 +107,15 @@ def run(ctx) -> ExperimentResult:
     res.claim("Thm 2 (+Remark): B' = T A' + delta C with T = C^-1 M C, invertible C",
               "exact, one or several conv layers",
               f"stride-1 convs (circular, zero-padded 'same') and a chain, both motions: max rel. error "
-              f"{max(worst_exact, err_delta):.1e} (residual frame included)",
-              _verdict(max(worst_exact, err_delta) <= EXACT_RTOL), worst_exact)
+              f"{max(worst_exact, err_delta):.1e} (residual frame included; round-off times "
+              f"cond(C) <= {max(r['cond(C)'] for r in exact):.0e})",
+              _verdict(max(worst_exact, err_delta) <= THM2_RTOL), worst_exact)
     res.claim("Thm 2 for any convolution C (the paper writes C^-1 without assuming it exists)",
               "T exists for every conv",
               f"stride-2 and 'valid' convs lose information: the least-squares T = C M C^+ "
               f"leaves a relative error >= {best_lossy:.2f} on the test frame; Thm 2 needs an "
               f"invertible C",
-              "paper wrong (documented)" if best_lossy > 1e3 * EXACT_RTOL else "not reproduced",
+              "paper wrong (documented)" if best_lossy > 1e3 * THM2_RTOL else "not reproduced",
               best_lossy)
 
     if ctx.plots:
@@ -141,6 +146,14 @@ def _apply(mats, v):
 
 def _shape(mats):
     return f"{mats[-1].shape[0]} x {mats[0].shape[1]}"
+
+
+def _cond(mats) -> float:
+    """2-norm condition number of the chain's matrix (inf when it is not square)."""
+    C = mats[0].toarray()
+    for m in mats[1:]:
+        C = m.toarray() @ C
+    return float(np.linalg.cond(C)) if C.shape[0] == C.shape[1] else float("inf")
 
 
 def _rel(a, b) -> float:
@@ -186,13 +199,13 @@ def _plot(ctx, frame, examples, rows, n):
     a = ax[1, 2]
     labels = [f"{r['convolution']}\n{r['motion'].split(' (')[0].split(' +')[0]}" for r in rows]
     errs = np.maximum([r["|T A' - B'| / |B'|"] for r in rows], 1e-17)
-    colours = [LMREF_COLOUR if e < 1e-9 else "tab:orange" for e in errs]
+    colours = [LMREF_COLOUR if e < THM2_RTOL else "tab:orange" for e in errs]
     y = np.arange(len(rows))
     a.barh(y, errs, color=colours)
     a.set_xscale("log")
     a.set_yticks(y, labels, fontsize=6.5)
     a.invert_yaxis()
-    a.axvline(EXACT_RTOL, color=PAPER_COLOUR, ls="--", label="exact (round-off) threshold")
+    a.axvline(THM2_RTOL, color=PAPER_COLOUR, ls="--", label="exact (round-off) threshold")
     handles = a.get_legend_handles_labels()[0] + [
         Patch(color=LMREF_COLOUR, label="exact: C invertible"),
         Patch(color="tab:orange", label="no exact T (C not invertible)")]
