@@ -22,7 +22,8 @@ Average pooling
     counted up to the padded frame (``count_include_pad=True``) or by the number of in-frame
     elements (``False``), as PyTorch. A window with no element inside the frame gives 0.
 ReLU
-    ``max(x, 0)``; NaN passes through; the derivative at 0 is 0 (PyTorch's).
+    ``max(x, 0)``; NaN passes through; the derivative at 0 is 0 (PyTorch's). ``-0.0`` gives
+    ``+0.0`` (PyTorch keeps ``-0.0``; equal as numbers).
 Dtypes
     Integer and floating inputs are accepted; every result is float64.
 """
@@ -47,7 +48,7 @@ __all__ = [
 def relu(x):
     """``max(x, 0)`` elementwise (NaN passes through), float64, any shape."""
     a = as_float64(x, "x", allow_empty=True)
-    return np.where(a > 0.0, a, np.where(np.isnan(a), a, 0.0)).reshape(np.shape(x))
+    return np.maximum(a, 0.0).reshape(np.shape(x))  # NaN propagates (np.maximum), as torch
 
 
 def relu_backward(grad_out, x):
