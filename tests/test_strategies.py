@@ -78,6 +78,7 @@ def test_conv_args_valid_shapes(ndim, data):
             assert lo < n and hi < n
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
 @pytest.mark.parametrize("ndim", [1, 2])
 @SETTINGS
 @given(data=st.data())
