@@ -1,171 +1,318 @@
-"""Kernel composition: a chain of strided / dilated convolutions as one convolution.
+"""Kernel composition: a chain of strided / dilated convolutions as one convolution (seed 002).
 
-Seed ``002`` (two stride-2 layers with kernel ``k2`` equal one stride-4 layer with
-``k4 = k2 * dilate(k2, 2)``), generalised to any chain length, 1-D and 2-D, several channels
-and per-layer dilation.
+Seed ``002``: two stride-2 1-D convolutions with kernel ``k2``, the input zero-padded once
+before the chain, equal one stride-4 convolution with ``k4 = k2 (full-)convolved with
+dilate(k2, 2)``. :func:`compose` generalises this to any chain length, 1-D and 2-D,
+multi-channel weights and per-layer dilation.
 
-Derivation. Layer ``l`` (kernel ``v``, stride ``s_l``, dilation ``d_l``) reads its input at
-``q*s_l + a*d_l``. If that input is itself a convolution of the original ``x`` with kernel
-``w`` and stride ``J`` (the product of the earlier strides), then::
+Derivation
+----------
+Layer ``l`` (kernel ``W_l``, stride ``s_l``, dilation ``d_l``) runs on a signal whose samples
+are ``J_l = s_1 ... s_{l-1}`` input samples apart, so on the original input it is a
+convolution with ``W_l`` dilated by ``J_l * d_l``. Substituting layer into layer::
 
-    out[q] = sum_a v[a] sum_t w[t] x[(q*s_l + a*d_l)*J + t]
-           = sum_u (sum_a v[a] w[u - a*d_l*J]) x[q*(s_l*J) + u]
+    y[o, p] = sum_{i, t} K[o, i, t] * x[i, S p + t],   S = s_1 ... s_L,
+    K = W_L^(J_L d_L) * ... * W_2^(J_2 d_2) * W_1^(d_1)
 
-so the composite kernel is ``w`` full-convolved with ``v`` dilated by ``d_l*J``, the composite
-stride is ``s_l*J``, and middle channels are summed. Padding can only be applied once, before
-the chain: padding between layers inserts zeros that no single convolution reproduces, so it
-is refused.
+where ``W^(r)`` is :func:`dilate` ``(W, r)`` and ``*`` is a *full* convolution along the
+spatial axes combined with a matrix product over the middle channels (``(A * B)[o, i, t] =
+sum_m sum_{u + v = t} A[o, m, u] B[m, i, v]``). The composite kernel has ``1 + sum_l J_l d_l
+(k_l - 1)`` taps per axis (:func:`receptive_field`), stride ``S`` and dilation 1, and the
+output sizes of the chain and of the single convolution agree for every input size.
+
+Padding
+-------
+Exact only when the input is padded **once, before the chain** (any padding mode): pass the
+padded input to both, or use the first layer's padding for the single convolution. Padding
+between layers inserts values (zeros, reflections...) that depend on where the intermediate
+map ends, which no single convolution of the original input reproduces, so :func:`compose`
+refuses non-zero padding after the first layer instead of returning an approximation.
+
+Biases are not composed (the chain is taken bias-free); groups are 1. Results are float64.
 """
 from __future__ import annotations
-
-import itertools
 
 import numpy as np
 
 from lmref._validation import as_float64, as_int, as_tuple
+from lmref.registry import Op
 
 __all__ = ["dilate", "compose", "receptive_field"]
 
 
-def _spatial_dims(kernel: np.ndarray, name: str) -> int:
-    """(k,) and (O, I, k) are 1-D kernels; (kH, kW) and (O, I, kH, kW) are 2-D."""
-    if kernel.ndim not in (1, 2, 3, 4):
-        raise ValueError(f"{name} must be a kernel (k,), (kH, kW), (C_out, C_in, k) or "
-                         f"(C_out, C_in, kH, kW), got shape {kernel.shape}")
-    return {1: 1, 2: 2, 3: 1, 4: 2}[kernel.ndim]
+# ----------------------------------------------------------------------------------------------
+# dilation
+# ----------------------------------------------------------------------------------------------
+
+def _spatial_axes(ndim):
+    """Number of spatial axes of a kernel or weight of this ndim (1-D/2-D kernels, weights)."""
+    return {1: 1, 2: 2, 3: 1, 4: 2}[ndim]
+
+
+def _rates(rate, nd, name="rate"):
+    if isinstance(rate, (tuple, list, np.ndarray)):
+        return as_tuple(rate, name, nd, minimum=1)
+    return (as_int(rate, name, minimum=1),) * nd
 
 
 def dilate(kernel, rate):
-    """Insert ``rate - 1`` zeros between the taps of ``kernel`` along its spatial axes.
+    """Insert ``rate - 1`` zeros between neighbouring taps along the spatial axes.
 
     Parameters
     ----------
-    kernel : array
-        ``(k,)``, ``(kH, kW)``, or a weight tensor ``(C_out, C_in, k)`` /
-        ``(C_out, C_in, kH, kW)`` (only the trailing spatial axes are dilated).
-    rate : int or tuple of int
-        Dilation per spatial axis, >= 1.
+    kernel : array_like
+        ``(k,)`` or ``(kH, kW)``: a bare 1-D or 2-D kernel; ``(C_out, C_in, k)`` or
+        ``(C_out, C_in, kH, kW)``: a full convolution weight, of which only the trailing
+        (spatial) axes are dilated. So a 2-D array is always a 2-D kernel and a 3-D array a
+        1-D convolution weight.
+    rate : int or tuple of ints (one per spatial axis), >= 1
 
     Returns
     -------
     ndarray, float64
-        Spatial size ``(k - 1) * rate + 1`` per axis; ``dilate(k, r)`` used with dilation 1
-        equals ``k`` used with dilation ``r``.
+        Spatial sizes ``(k - 1) * rate + 1``; tap ``u`` moves to ``u * rate``. A convolution
+        with ``dilate(w, r)`` equals one with ``w`` and ``dilation=r``.
     """
-    k = as_float64(kernel, "kernel")
-    nd = _spatial_dims(k, "kernel")
-    rates = as_tuple(rate, "rate", nd, minimum=1)
-    lead = k.shape[:k.ndim - nd]
-    sizes = k.shape[k.ndim - nd:]
-    out = np.zeros(lead + tuple((s - 1) * r + 1 for s, r in zip(sizes, rates)))
-    out[(Ellipsis,) + tuple(slice(None, None, r) for r in rates)] = k
+    kernel = as_float64(kernel, "kernel", ndim=(1, 2, 3, 4))
+    nd = _spatial_axes(kernel.ndim)
+    rates = _rates(rate, nd)
+    lead = kernel.shape[:kernel.ndim - nd]
+    ks = kernel.shape[kernel.ndim - nd:]
+    out = np.zeros(lead + tuple((k - 1) * r + 1 for k, r in zip(ks, rates)))
+    out[(Ellipsis,) + tuple(slice(None, None, r) for r in rates)] = kernel
     return out
 
 
-def _as_weight(w, name):
-    """Kernel -> (C_out, C_in, *k) weight and its spatial dimensionality."""
-    k = as_float64(w, name)
-    nd = _spatial_dims(k, name)
-    if k.ndim == nd:
-        k = k.reshape((1, 1) + k.shape)
-    return k, nd
+def _dilate_reference(kernel, rate):
+    """Tap by tap (plain loops over the spatial index)."""
+    kernel = np.asarray(kernel, dtype=np.float64)
+    nd = _spatial_axes(kernel.ndim)
+    rates = _rates(rate, nd)
+    ks = kernel.shape[kernel.ndim - nd:]
+    out = np.zeros(kernel.shape[:kernel.ndim - nd] + tuple((k - 1) * r + 1
+                                                           for k, r in zip(ks, rates)))
+    for taps in np.ndindex(*ks):
+        out[(Ellipsis,) + tuple(t * r for t, r in zip(taps, rates))] = kernel[(Ellipsis,) + taps]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# receptive field
+# ----------------------------------------------------------------------------------------------
+
+def _per_layer(values, name, n_layers, nd, default=None):
+    """A length-``n_layers`` list of ``nd``-tuples from ints / tuples (``None``: default)."""
+    if values is None:
+        return [(default,) * nd] * n_layers, True
+    if not isinstance(values, (list, tuple, np.ndarray)) or len(values) != n_layers:
+        raise ValueError(f"{name} must be a sequence with one entry per layer ({n_layers}), "
+                         f"got {values!r}")
+    scalar = all(not isinstance(v, (tuple, list, np.ndarray)) for v in values)
+    return [_rates(v, nd, f"{name}[{i}]") for i, v in enumerate(values)], scalar
+
+
+def _field(kernel_sizes, strides, dilations):
+    """Per axis: (size, jump) of the chain, and the jump before each layer."""
+    jumps, size, jump = [], 1, 1
+    for k, s, d in zip(kernel_sizes, strides, dilations):
+        jumps.append(jump)
+        size += jump * d * (k - 1)
+        jump *= s
+    return size, jump, jumps
+
+
+def receptive_field(kernel_sizes, strides, dilations=None):
+    """Receptive field size and jump (total stride) of a chain of convolutions.
+
+    ``size = 1 + sum_l J_l d_l (k_l - 1)`` with ``J_l = s_1 ... s_{l-1}``; ``jump = s_1 ... s_L``.
+    These are the kernel size and stride of :func:`compose`'s single convolution.
+
+    Parameters
+    ----------
+    kernel_sizes : sequence of ints, or of tuples (one int per spatial axis)
+    strides, dilations : sequences with one int or tuple per layer (dilations default to 1)
+
+    Returns
+    -------
+    (size, jump) : ints when every entry was an int, tuples (one per axis) otherwise.
+    """
+    if not isinstance(kernel_sizes, (list, tuple, np.ndarray)) or len(kernel_sizes) == 0:
+        raise ValueError(f"kernel_sizes must be a non-empty sequence, got {kernel_sizes!r}")
+    first = kernel_sizes[0]
+    nd = len(first) if isinstance(first, (tuple, list, np.ndarray)) else 1
+    n = len(kernel_sizes)
+    ks, s_ks = _per_layer(kernel_sizes, "kernel_sizes", n, nd)
+    ss, s_ss = _per_layer(strides, "strides", n, nd)
+    ds, s_ds = _per_layer(dilations, "dilations", n, nd, default=1)
+    axes = [_field([k[a] for k in ks], [s[a] for s in ss], [d[a] for d in ds])
+            for a in range(nd)]
+    if s_ks and s_ss and s_ds and len({ax[:2] for ax in axes}) == 1:
+        return axes[0][0], axes[0][1]
+    return tuple(ax[0] for ax in axes), tuple(ax[1] for ax in axes)
+
+
+# ----------------------------------------------------------------------------------------------
+# composition
+# ----------------------------------------------------------------------------------------------
+
+def _check_paddings(paddings, n_layers):
+    """Only the first layer may pad (padding applied once, before the chain)."""
+    if paddings is None:
+        return
+    if not isinstance(paddings, (list, tuple)) or len(paddings) != n_layers:
+        raise ValueError(f"paddings must be a sequence with one entry per layer ({n_layers}), "
+                         f"got {paddings!r}")
+    for i, p in enumerate(paddings):
+        if isinstance(p, str):
+            if p == "valid":
+                continue
+            raise ValueError(
+                f"paddings[{i}]={p!r}: give explicit integer padding ('same' depends on each "
+                f"layer's own kernel and input size, which the single convolution does not see)")
+        values = p if isinstance(p, (tuple, list, np.ndarray)) else (p,)
+        for v in values:
+            as_int(v, f"paddings[{i}]", minimum=0)
+        if i > 0 and any(int(v) != 0 for v in values):
+            raise ValueError(
+                f"paddings[{i}]={p!r}: padding between layers cannot be composed exactly. The "
+                f"padded values sit at the border of the intermediate map, where no single "
+                f"convolution of the original input can produce them (it would need input "
+                f"pixels that do not exist, and reflect/replicate/circular padding is not even "
+                f"linear in shift). Pad the input once, before the chain (paddings[0]), and "
+                f"use padding 0 afterwards; the composed convolution then takes paddings[0].")
+
+
+def _check_weights(weights):
+    if not isinstance(weights, (list, tuple)):
+        raise TypeError(f"weights must be a list or tuple of kernels or weights (one per "
+                        f"layer), got {type(weights).__name__}")
+    if len(weights) == 0:
+        raise ValueError("weights must name at least one layer, got an empty sequence")
+    arrays = [as_float64(w, f"weights[{i}]", ndim=(1, 2, 3, 4)) for i, w in enumerate(weights)]
+    ndim = arrays[0].ndim
+    for i, w in enumerate(arrays):
+        if w.ndim != ndim:
+            raise ValueError(f"weights must all have the same ndim (bare 1-D/2-D kernels or "
+                             f"(C_out, C_in, *k) weights), weights[0] is {ndim}-D but "
+                             f"weights[{i}] is {w.ndim}-D")
+    bare = ndim <= 2
+    if bare:  # a bare kernel is a 1-in, 1-out weight
+        arrays = [w[None, None] for w in arrays]
+    for i in range(1, len(arrays)):
+        if arrays[i].shape[1] != arrays[i - 1].shape[0]:
+            raise ValueError(
+                f"channel mismatch between layers {i - 1} and {i}: weights[{i - 1}] has "
+                f"{arrays[i - 1].shape[0]} output channels but weights[{i}] expects "
+                f"{arrays[i].shape[1]} input channels (weights are (C_out, C_in, *k), groups=1)")
+    return arrays, bare, _spatial_axes(ndim)
+
+
+def _compose_pair(outer, inner, rates):
+    """Full convolution of ``dilate(outer, rates)`` with ``inner``, contracting the middle
+    channels: ``out[o, i, u * r + v] += sum_m outer[o, m, u] inner[m, i, v]``."""
+    k_out, k_in = outer.shape[2:], inner.shape[2:]
+    size = tuple((ko - 1) * r + ki for ko, r, ki in zip(k_out, rates, k_in))
+    out = np.zeros((outer.shape[0], inner.shape[1]) + size)
+    for taps in np.ndindex(*k_out):
+        window = tuple(slice(t * r, t * r + ki) for t, r, ki in zip(taps, rates, k_in))
+        out[(slice(None), slice(None)) + window] += np.tensordot(
+            outer[(slice(None), slice(None)) + taps], inner, axes=(1, 0))
+    return out
 
 
 def compose(weights, strides, dilations=None, *, paddings=None):
-    """The single convolution equal to a chain of convolutions (padding once, before the chain).
+    """The single convolution equal to a chain of convolutions (padding applied once, before).
 
     Parameters
     ----------
     weights : sequence of arrays
-        Layer kernels, applied first to last: all ``(k,)``/``(kH, kW)`` (one channel) or all
-        ``(C_out, C_in, *k)`` with ``C_in`` of a layer equal to ``C_out`` of the previous one.
-        Cross-correlation, as :func:`lmref.conv.conv1d`/:func:`~lmref.conv.conv2d`.
-    strides : sequence of int (or of tuples for 2-D)
-        Per-layer stride.
-    dilations : sequence, optional
-        Per-layer dilation (default 1).
+        In application order (``weights[0]`` first). All bare 1-D kernels ``(k,)``, all bare
+        2-D kernels ``(kH, kW)``, or all convolution weights ``(C_out, C_in, k)`` /
+        ``(C_out, C_in, kH, kW)`` chaining channels (``weights[l].shape[1] ==
+        weights[l - 1].shape[0]``; groups 1, no bias).
+    strides : sequence (one int or tuple per layer)
+    dilations : sequence, optional (one int or tuple per layer; default 1)
     paddings : sequence, optional
-        Only for the refusal: any non-zero padding after the first layer raises
-        ``ValueError`` (pad the input once, then run the chain with padding 0).
+        Only to state the chain's padding: entries after the first must be 0 (``ValueError``
+        otherwise, see the module docstring); the composed convolution uses ``paddings[0]``.
 
     Returns
     -------
     (weight, stride)
-        ``weight`` float64 with the input's layout (single-channel kernels give a kernel), and
-        the composite stride (an int for 1-D, a tuple for 2-D). ``conv(x, weight, stride)``
-        equals the chain ``conv(...conv(x, w1, s1)..., wL, sL)`` for every ``x``.
+        ``weight`` float64 of the same kind as the inputs (bare kernel or ``(C_out_last,
+        C_in_first, *K)``), with ``K`` the :func:`receptive_field` size, used with dilation
+        1 and ``stride`` = the product of the strides (an int when every stride and dilation
+        was given as an int, else a tuple). ``conv(x, weight, stride=stride) ==
+        conv(...conv(conv(x, w0, stride=s0, dilation=d0), w1, ...)...)`` for every input.
     """
-    if isinstance(weights, np.ndarray) or not isinstance(weights, (list, tuple)) or not weights:
-        raise TypeError("weights must be a non-empty list or tuple of kernels, "
-                        f"got {type(weights).__name__}")
-    n = len(weights)
-    if not isinstance(strides, (list, tuple)) or len(strides) != n:
-        raise ValueError(f"strides must be a sequence of {n} strides (one per layer), "
-                         f"got {strides!r}")
-    if dilations is None:
-        dilations = [1] * n
-    if not isinstance(dilations, (list, tuple)) or len(dilations) != n:
-        raise ValueError(f"dilations must be a sequence of {n} values, got {dilations!r}")
-    if paddings is not None:
-        if not isinstance(paddings, (list, tuple)) or len(paddings) != n:
-            raise ValueError(f"paddings must be a sequence of {n} paddings, got {paddings!r}")
-        for i, p in enumerate(paddings[1:], start=1):
-            if np.any(np.asarray(p) != 0):
-                raise ValueError(
-                    f"paddings[{i}] is {p!r}: padding between layers cannot be composed into "
-                    "one convolution exactly (the inserted zeros depend on the position); pad "
-                    "the input once before the chain instead")
-    layers = [_as_weight(w, f"weights[{i}]") for i, w in enumerate(weights)]
-    nd = layers[0][1]
-    single = np.asarray(weights[0]).ndim == nd
-    for i, (w, d) in enumerate(layers):
-        if d != nd:
-            raise ValueError(f"weights[{i}] is {d}-D but weights[0] is {nd}-D")
-        if i and w.shape[1] != layers[i - 1][0].shape[0]:
-            raise ValueError(f"weights[{i}] has C_in={w.shape[1]} but weights[{i - 1}] has "
-                             f"C_out={layers[i - 1][0].shape[0]}")
-    ss = [as_tuple(s, f"strides[{i}]", nd, minimum=1) for i, s in enumerate(strides)]
-    ds = [as_tuple(d, f"dilations[{i}]", nd, minimum=1) for i, d in enumerate(dilations)]
-
-    total = dilate(layers[0][0], ds[0])
-    jump = ss[0]
-    for (v, _), s, d in zip(layers[1:], ss[1:], ds[1:]):
-        step = tuple(di * j for di, j in zip(d, jump))
-        k_sizes = v.shape[2:]
-        size = tuple(t + (k - 1) * st for t, k, st in zip(total.shape[2:], k_sizes, step))
-        new = np.zeros((v.shape[0], total.shape[1]) + size)
-        # W_new[p, i, u] = sum_o sum_a v[p, o, a] * W[o, i, u - a*step]
-        for taps in itertools.product(*(range(k) for k in k_sizes)):
-            region = tuple(slice(a * st, a * st + t) for a, st, t in
-                           zip(taps, step, total.shape[2:]))
-            new[(slice(None), slice(None)) + region] += np.einsum(
-                "po,oi...->pi...", v[(slice(None), slice(None)) + taps], total)
-        total = new
-        jump = tuple(j * si for j, si in zip(jump, s))
-    if single:
-        total = total[0, 0]
-    return total, (jump[0] if nd == 1 else jump)
+    arrays, bare, nd = _check_weights(weights)
+    n = len(arrays)
+    ss, s_ss = _per_layer(strides, "strides", n, nd)
+    ds, s_ds = _per_layer(dilations, "dilations", n, nd, default=1)
+    _check_paddings(paddings, n)
+    composite = dilate(arrays[0], ds[0])
+    jump = (1,) * nd
+    for w, s_prev, d in zip(arrays[1:], ss[:-1], ds[1:]):
+        jump = tuple(j * s for j, s in zip(jump, s_prev))
+        composite = _compose_pair(w, composite, tuple(j * di for j, di in zip(jump, d)))
+    total = tuple(j * s for j, s in zip(jump, ss[-1]))
+    stride = total[0] if (s_ss and s_ds and len(set(total)) == 1) else total
+    return (composite[0, 0] if bare else composite), stride
 
 
-def receptive_field(kernel_sizes, strides, dilations=None):
-    """Receptive field size and jump (input pixels between adjacent outputs) of a chain.
+def _compose_reference(weights, strides, dilations=None):
+    """Impulse responses: run the chain (lmref.conv, padding 0) on one-hot inputs of the
+    receptive-field size; each has exactly one output position, which is ``K[:, i, t]``."""
+    from lmref.conv import conv1d, conv2d
 
-    ``size = 1 + sum_l (k_l - 1) * d_l * prod_{m<l} s_m`` and ``jump = prod_l s_l``. Sizes and
-    strides are ints per layer (1-D or isotropic); returns ``(size, jump)`` as ints.
-    """
-    if not isinstance(kernel_sizes, (list, tuple)) or not kernel_sizes:
-        raise ValueError(f"kernel_sizes must be a non-empty sequence, got {kernel_sizes!r}")
-    n = len(kernel_sizes)
-    if not isinstance(strides, (list, tuple)) or len(strides) != n:
-        raise ValueError(f"strides must be a sequence of {n} ints, got {strides!r}")
-    dilations = [1] * n if dilations is None else dilations
-    if not isinstance(dilations, (list, tuple)) or len(dilations) != n:
-        raise ValueError(f"dilations must be a sequence of {n} ints, got {dilations!r}")
-    size, jump = 1, 1
-    for i in range(n):
-        k = as_int(kernel_sizes[i], f"kernel_sizes[{i}]", minimum=1)
-        s = as_int(strides[i], f"strides[{i}]", minimum=1)
-        d = as_int(dilations[i], f"dilations[{i}]", minimum=1)
-        size += (k - 1) * d * jump
-        jump *= s
-    return size, jump
+    arrays, bare, nd = _check_weights(weights)
+    n = len(arrays)
+    ss, _ = _per_layer(strides, "strides", n, nd)
+    ds, _ = _per_layer(dilations, "dilations", n, nd, default=1)
+    size = tuple(_field([w.shape[2 + a] for w in arrays], [s[a] for s in ss],
+                        [d[a] for d in ds])[0] for a in range(nd))
+    c_in = arrays[0].shape[1]
+    m = c_in * int(np.prod(size))
+    y = np.eye(m).reshape((m, c_in) + size)
+    conv = conv1d if nd == 1 else conv2d
+    for w, s, d in zip(arrays, ss, ds):
+        y = conv(y, w, stride=s, dilation=d)
+    kernel = y[(Ellipsis,) + (0,) * nd].T.reshape((arrays[-1].shape[0], c_in) + size)
+    total = tuple(int(np.prod([s[a] for s in ss])) for a in range(nd))
+    return (kernel[0, 0] if bare else kernel), total
+
+
+# ----------------------------------------------------------------------------------------------
+# registry (the composed weight alone is the op's array output)
+# ----------------------------------------------------------------------------------------------
+
+def _composed_weight(*weights, strides, dilations=None):
+    return compose(list(weights), strides, dilations)[0]
+
+
+def _composed_weight_reference(*weights, strides, dilations=None):
+    return _compose_reference(list(weights), strides, dilations)[0]
+
+
+def _example_dilate(rng):
+    return (rng.standard_normal((3, 2, 3, 2)),), {"rate": (2, 3)}
+
+
+def _example_compose(rng):
+    ws = (rng.standard_normal((3, 2, 3, 2)), rng.standard_normal((4, 3, 2, 3)),
+          rng.standard_normal((2, 4, 3, 3)))
+    return ws, {"strides": [2, (1, 2), 2], "dilations": [1, 2, (2, 1)]}
+
+
+_OPS = [
+    Op(name="dilate", cpu="lmref.compose:dilate", reference="lmref.compose:_dilate_reference",
+       peer="lmref.peers.torch_conv:dilate", peer_name="zeros + strided assignment (torch)",
+       example="lmref.compose:_example_dilate", nondiff=(0,),
+       notes="spatial (trailing) axes only; tap u -> u * rate"),
+    Op(name="compose", cpu="lmref.compose:_composed_weight",
+       reference="lmref.compose:_composed_weight_reference",
+       peer="lmref.peers.torch_conv:composed_weight",
+       peer_name="torch.nn.functional.conv_transpose{1,2}d chain on one-hot outputs",
+       example="lmref.compose:_example_compose", nondiff=(0, 1, 2),
+       notes="weight of compose(weights, strides, dilations); chain padded once, before"),
+]

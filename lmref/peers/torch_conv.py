@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"]
+__all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "dilate", "composed_weight"]
 
 _TORCH_PAD_MODE = {"zeros": "constant", "circular": "circular", "reflect": "reflect",
                    "replicate": "replicate"}
@@ -61,3 +61,30 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                      dilation=1):
     return F.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+def dilate(kernel, rate):
+    """Zeros with the kernel written at every ``rate``-th spatial position."""
+    nd = {1: 1, 2: 2, 3: 1, 4: 2}[kernel.dim()]
+    rates = _ntuple(rate, nd)
+    lead, ks = kernel.shape[:kernel.dim() - nd], kernel.shape[kernel.dim() - nd:]
+    out = kernel.new_zeros(tuple(lead) + tuple((k - 1) * r + 1 for k, r in zip(ks, rates)))
+    out[(Ellipsis,) + tuple(slice(None, None, r) for r in rates)] = kernel
+    return out
+
+
+def composed_weight(*weights, strides, dilations=None):
+    """Composite kernel of a conv chain as the chain's adjoint applied to one-hot outputs.
+
+    Row ``(o, 0)`` of the chain's matrix (padding 0) is ``K[o]`` placed at the input origin,
+    so running ``conv_transpose`` layer by layer, last to first, on a one-hot output per
+    output channel gives ``K`` without any composition algebra.
+    """
+    nd = weights[0].dim() - 2
+    dilations = dilations or [1] * len(weights)
+    fn = F.conv_transpose1d if nd == 1 else F.conv_transpose2d
+    c_out = weights[-1].shape[0]
+    y = torch.eye(c_out, dtype=weights[0].dtype).reshape((c_out, c_out) + (1,) * nd)
+    for w, s, d in reversed(list(zip(weights, strides, dilations))):
+        y = fn(y, w, stride=_ntuple(s, nd), dilation=_ntuple(d, nd))
+    return y
