@@ -9,7 +9,8 @@
   exception, a numba error, a modified input or an output aliasing an input).
 * ``python -m lmref.testing._sweep worker``: a JSON-lines worker that runs checks in a separate
   process (so a hang or a crash cannot take the test session down); ``... hashes``: a digest
-  of every recipe's outputs (the determinism tests compare them across thread counts).
+  of every recipe's outputs (the determinism tests compare them across thread counts);
+  ``... threads``: the same digests computed serially and from concurrent Python threads.
 """
 from __future__ import annotations
 
@@ -680,10 +681,31 @@ def hashes(names=None) -> dict[str, str]:
     for q, rec in recipes().items():
         if names is not None and q not in names:
             continue
-        args, kw = rec.make(np.random.default_rng(0))
-        res = _call(rec.fn, args, kw)
-        out[q] = digest(res.result) if res.exc is None else f"raised {type(res.exc).__name__}"
+        out[q] = _digest_call(rec)
     return out
+
+
+def _digest_call(rec: Recipe) -> str:
+    args, kw = rec.make(np.random.default_rng(0))
+    res = _call(rec.fn, args, kw)
+    return digest(res.result) if res.exc is None else f"raised {type(res.exc).__name__}"
+
+
+def threaded_hashes(workers: int = 4, repeats: int = 4) -> dict:
+    """Digests of every recipe computed from ``workers`` Python threads calling all public
+    functions concurrently (``repeats`` calls each, interleaved; the first calls also load or
+    compile the kernels concurrently), then serially."""
+    from concurrent.futures import ThreadPoolExecutor
+    table = recipes()
+    jobs = [q for q in table for _ in range(repeats)]
+    np.random.default_rng(0).shuffle(jobs)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        digests = list(pool.map(lambda q: _digest_call(table[q]), jobs))
+    serial = {q: _digest_call(rec) for q, rec in table.items()}
+    threaded: dict[str, list[str]] = {}
+    for q, d in zip(jobs, digests):
+        threaded.setdefault(q, []).append(d)
+    return {"serial": serial, "threaded": threaded}
 
 
 # --- recipes for public functions the registry does not cover ----------------------------------
@@ -823,5 +845,7 @@ if __name__ == "__main__":
         worker()
     elif sys.argv[1:2] == ["hashes"]:
         print(json.dumps(hashes(sys.argv[2:] or None)))
+    elif sys.argv[1:2] == ["threads"]:
+        print(json.dumps(threaded_hashes()))
     else:
         sys.exit("usage: python -m lmref.testing._sweep worker|hashes [names...]")
