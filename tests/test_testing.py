@@ -120,7 +120,7 @@ def test_flipped_kernel_shows_as_shift_for_offcentre_kernels_and_via_suspects(rn
     actual = _conv(x, wr[..., ::-1, ::-1], ((1, 1), (1, 1)))
     rep = compare(actual, desired, suspects={"kernel flipped": actual.copy(),
                                              "zero padding 0": _conv(x, wr)})
-    assert rep.diagnosis[0] == "actual matches the suspect 'kernel flipped'"
+    assert rep.diagnosis[0] == "actual matches the suspect: kernel flipped"
     assert "zero padding 0" not in rep.message
 
 
@@ -317,3 +317,70 @@ def test_gradcheck_reports_without_raising_and_respects_wrt(rng):
     assert gradcheck(lambda x, y: x * y, [x, y], g, lambda go, x, y: (go * y, go * x * 2), wrt=[0])
     with pytest.raises(ValueError, match="backward returned 1 gradients for 2 inputs"):
         gradcheck(lambda x, y: x * y, [x, y], g, lambda go, x, y: (go * y,))
+
+
+# --- conv_suspects: a user's PyTorch conv with the usual porting bugs ---------------------------
+
+def _user_conv(torch, x, w, b, bug, **kw):
+    F = torch.nn.functional
+    t = lambda a: None if a is None else torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    tx, tw, tb = t(x), t(w), t(b)
+    if bug == "flip":
+        tw = tw.flip(-1, -2)
+    elif bug == "iohw":
+        tw = tw.transpose(0, 1)
+    elif bug == "bgr":
+        tx = tx.flip(1)
+    elif bug == "no bias":
+        tb = None
+    elif bug == "zeros mode":
+        return F.conv2d(tx, tw, tb, padding=kw["padding"]).numpy()
+    elif bug == "same before":
+        tx = F.pad(tx, (1, 0, 1, 0))
+        return F.conv2d(tx, tw, tb).numpy()
+    elif bug == "no dilation":
+        kw = {**kw, "dilation": 1}
+    if kw.get("padding_mode", "zeros") != "zeros":
+        p = kw["padding"]
+        tx = F.pad(tx, (p, p, p, p), mode=kw["padding_mode"])
+        kw = {**kw, "padding": 0}
+    return F.conv2d(tx, tw, tb, padding=kw["padding"], dilation=kw.get("dilation", 1)).numpy()
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
+@pytest.mark.parametrize("bug, kw, suspect", [
+    ("flip", {"padding": 1}, "kernel flipped"),
+    ("iohw", {"padding": 1}, "weight in/out channels swapped"),
+    ("bgr", {"padding": 1}, "input channels reversed"),
+    ("no bias", {"padding": 1}, "bias missing"),
+    ("zeros mode", {"padding": 1, "padding_mode": "reflect"}, "padding_mode='zeros' instead of 'reflect'"),
+    ("same before", {"padding": "same"}, "'same' padding's extra pixel before"),
+    ("no dilation", {"padding": 2, "dilation": 2}, "dilation ignored"),
+])
+def test_conv_suspects_name_the_bug(torch, rng, bug, kw, suspect):
+    from lmref.conv import conv2d
+    from lmref.testing import conv_suspects
+    x = rng.standard_normal((2, 3, 8, 8))
+    k = 2 if bug == "same before" else 3
+    w = rng.standard_normal((3, 3, k, k))
+    b = rng.standard_normal(3)
+    mine = _user_conv(torch, x, w, b, bug, **kw)
+    desired = conv2d(x, w, b, **kw)
+    assert compare(_user_conv(torch, x, w, b, "none", **kw), desired).ok  # the bug-free port
+    rep = compare(mine, desired, suspects=conv_suspects(x, w, b, **kw))
+    assert not rep.ok
+    assert rep.diagnosis and rep.diagnosis[0].startswith(f"actual matches the suspect: {suspect}")
+    assert sum(n.startswith("actual matches the suspect") for n in rep.diagnosis) == 1
+
+
+def test_conv_suspects_1d_and_bad_ndim(rng):
+    from lmref.testing import conv_suspects
+    x, w = rng.standard_normal((1, 2, 9)), rng.standard_normal((2, 2, 3))
+    sus = conv_suspects(x, w, padding=1)
+    assert "kernel flipped (convolution instead of cross-correlation)" in sus
+    assert {v.shape for v in sus.values()} == {(1, 2, 9), (1, 2, 7), (1, 2, 11)}
+    rep = compare(sus["padding one smaller"], sus["kernel flipped (convolution instead of "
+                                                  "cross-correlation)"], suspects=sus)
+    assert "actual matches the suspect: padding one smaller" in rep.message
+    with pytest.raises(ValueError, match="x must be 3- or 4-dimensional"):
+        conv_suspects(x[0], w)

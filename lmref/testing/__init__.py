@@ -32,7 +32,8 @@ import numpy as np
 from lmref.testing import _diagnose as _diag
 
 __all__ = ["Report", "compare", "assert_close", "default_tolerances", "gradcheck",
-           "GradcheckReport", "check_vjp", "ulp_distance", "torch_forward", "torch_backward"]
+           "GradcheckReport", "check_vjp", "ulp_distance", "torch_forward", "torch_backward",
+           "conv_suspects"]
 
 #: (rtol, atol) per dtype of the *less precise* operand (the values of ``torch.testing``).
 #: float64 is an oracle's tolerance: it admits reordered sums, not algorithmic error.
@@ -179,8 +180,10 @@ def compare(actual, desired, *, rtol=None, atol=None, dtype=None, equal_nan=True
     if a_np.shape != d_np.shape:
         drt, dat = default_tolerances(dtype or _less_precise(a_dt or a_np.dtype.name,
                                                              d_dt or d_np.dtype.name))
-        notes = _diag.diagnose_shape(a_np.astype(np.float64), d_np.astype(np.float64),
-                                     drt if rtol is None else rtol, dat if atol is None else atol)
+        rt, at = drt if rtol is None else rtol, dat if atol is None else atol
+        a64 = a_np.astype(np.float64)
+        notes = _suspect_notes(a64, suspects, rt, at) + \
+            _diag.diagnose_shape(a64, d_np.astype(np.float64), rt, at)
         msg = f"shape mismatch: actual {a_np.shape} vs desired {d_np.shape}"
         msg += "".join(f"\ndiagnosis: {n}" for n in notes)
         return Report(False, a_np.shape, 0.0, 0.0, message=msg, diagnosis=notes)
@@ -243,7 +246,7 @@ def _suspect_notes(actual, suspects, rtol, atol) -> list[str]:
     for name, value in (suspects or {}).items():
         cand = np.asarray(_to_numpy(value)[0], np.float64)
         if cand.shape == actual.shape and _diag._close(actual, cand, rtol, atol):
-            notes.append(f"actual matches the suspect {name!r}")
+            notes.append(f"actual matches the suspect: {name}")
     return notes
 
 
@@ -443,3 +446,88 @@ def _tensors_to_numpy(out):
         return tuple(_tensors_to_numpy(o) for o in out)
     arr, _ = _to_numpy(out)
     return np.array(arr, copy=True)
+
+
+_NP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def conv_suspects(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+                  padding_mode="zeros") -> dict:
+    """lmref's convolution under the usual porting mistakes, for :func:`compare`'s ``suspects``.
+
+    Same arguments as :func:`lmref.conv.conv1d` / :func:`~lmref.conv.conv2d` (chosen by
+    ``x.ndim``). Returns ``{description: result}`` for each mistake that applies (some change
+    the output shape; :func:`compare` also names those on a shape mismatch): the kernel flipped (true convolution instead of PyTorch's
+    cross-correlation), its spatial axes swapped, its in/out channel axes swapped, input
+    channels reversed (RGB vs BGR), bias missing or added twice, each other padding mode, the
+    padding off by one, the extra pixel of ``"same"`` padding before instead of after, and the
+    dilation ignored. Usage::
+
+        compare(mine, conv2d(x, w, padding="same"),
+                suspects=conv_suspects(x, w, padding="same"))
+    """
+    from lmref import conv as _conv
+    x = np.asarray(x, np.float64)
+    weight = np.asarray(weight, np.float64)
+    nd = x.ndim - 2
+    if nd not in (1, 2):
+        raise ValueError(f"x must be 3- or 4-dimensional (N, C, *spatial), got {x.ndim}-dimensional")
+    fn = _conv.conv1d if nd == 1 else _conv.conv2d
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+              padding_mode=padding_mode)
+    spatial = tuple(range(2, 2 + nd))
+    out = {}
+
+    def add(name, *args, **over):
+        try:
+            out[name] = fn(*args, **{**kw, **over})
+        except (ValueError, TypeError):  # the mistake is not expressible for these arguments
+            pass
+
+    add("kernel flipped (convolution instead of cross-correlation)",
+        x, np.flip(weight, spatial), bias)
+    if nd == 2 and weight.shape[-1] == weight.shape[-2]:
+        add("kernel spatial axes swapped (kH <-> kW)", x, np.swapaxes(weight, -1, -2), bias)
+    if groups == 1 and weight.shape[0] == weight.shape[1]:
+        add("weight in/out channels swapped (IOHW instead of OIHW)", x,
+            np.swapaxes(weight, 0, 1), bias)
+    if x.shape[1] > 1:
+        add("input channels reversed (RGB vs BGR)", x[:, ::-1], weight, bias)
+    if bias is not None:
+        add("bias missing", x, weight, None)
+        add("bias added twice", x, weight, 2 * np.asarray(bias, np.float64))
+    for mode in _NP_PAD_MODE:
+        if mode != padding_mode and padding not in (0, "valid") and padding != (0,) * nd:
+            add(f"padding_mode={mode!r} instead of {padding_mode!r}", x, weight, bias,
+                padding_mode=mode)
+    if isinstance(padding, int) or isinstance(padding, tuple):
+        pads = (padding,) * nd if isinstance(padding, int) else tuple(padding)
+        if all(p > 0 for p in pads):
+            add("padding one smaller", x, weight, bias, padding=tuple(p - 1 for p in pads))
+        add("padding one larger", x, weight, bias, padding=tuple(p + 1 for p in pads))
+    if padding == "same":
+        _same_before(out, fn, x, weight, bias, kw, nd)
+    dil = (dilation,) * nd if isinstance(dilation, int) else tuple(dilation)
+    if any(d > 1 for d in dil):
+        add("dilation ignored", x, weight, bias, dilation=1)
+    return out
+
+
+def _same_before(out, fn, x, weight, bias, kw, nd):
+    """'same' with the extra pixel of an odd total padding *before* (some hand-written ports)."""
+    from lmref.conv import same_padding
+    st = (kw["stride"],) * nd if isinstance(kw["stride"], int) else tuple(kw["stride"])
+    dl = (kw["dilation"],) * nd if isinstance(kw["dilation"], int) else tuple(kw["dilation"])
+    pads = []
+    for ax in range(nd):
+        before, after = same_padding(x.shape[2 + ax], weight.shape[2 + ax], st[ax], dl[ax])
+        if before == after:
+            pads.append((before, after))
+        else:
+            pads.append((after, before))
+    if all(b == a for b, a in pads):
+        return  # symmetric: the mistake makes no difference
+    padded = np.pad(x, ((0, 0), (0, 0), *pads), mode=_NP_PAD_MODE[kw["padding_mode"]])
+    out["'same' padding's extra pixel before instead of after"] = fn(
+        padded, weight, bias, stride=kw["stride"], padding=0, dilation=kw["dilation"],
+        groups=kw["groups"])
