@@ -47,8 +47,8 @@ def quick_report(tmp_path_factory):
     root = os.path.dirname(os.path.dirname(lmref.__file__))  # this checkout, installed or not
     env = dict(os.environ, PYTHONUNBUFFERED="1",
                PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    proc = subprocess.run([sys.executable, "-m", "lmref", "reproduce", "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, env=env)
+    cmd = [sys.executable, "-m", "lmref", "reproduce", "--quick", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     summary_path = out / "summary.json"
     assert summary_path.exists(), proc.stdout + proc.stderr
     return out, proc, json.loads(summary_path.read_text(), parse_constant=_reject_constant)
@@ -131,6 +131,20 @@ def test_serial_and_local_cluster_give_identical_results(tmp_path):
     assert other_seed["experiments"][0]["tables"] != serial["experiments"][0]["tables"]
 
 
+def test_an_existing_scheduler_gives_the_serial_results(tmp_path):
+    """``--scheduler ADDRESS``: the ERF grid on a cluster started elsewhere."""
+    distributed = pytest.importorskip("dask.distributed")
+    kw = dict(quick=True, plots=False, print_fn=lambda s: None, log=lambda s: None)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        remote = run_experiments(["erf"], out=str(tmp_path / "remote"),
+                                 scheduler=cluster.scheduler_address, **kw)
+    serial = run_experiments(["erf"], out=str(tmp_path / "serial"), **kw)
+    assert remote["runner"] == f"dask scheduler {cluster.scheduler_address}"
+    assert remote["claims"] == serial["claims"]
+    assert remote["experiments"][0]["tables"] == serial["experiments"][0]["tables"]
+
+
 # --------------------------------------------------------------------------- plots skipped
 def test_without_matplotlib_tables_still_print_and_plots_are_skipped(tmp_path, monkeypatch, capsys):
     for mod in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
@@ -174,7 +188,7 @@ def _square_task(task, seed):
     return i * i
 
 
-def test_a_crashing_experiment_is_an_error_claim_and_the_others_still_run(tmp_path, dummy_experiments):
+def test_a_crashing_experiment_is_an_error_claim_and_the_others_run(tmp_path, dummy_experiments):
     printed = []
     summary = run_experiments(dummy_experiments, out=str(tmp_path), quick=True, plots=False,
                               log=lambda s: None, print_fn=printed.append)

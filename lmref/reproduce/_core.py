@@ -358,7 +358,8 @@ def run_experiments(names: Iterable[str] | None = None, *, out: str, quick: bool
             print_fn(f"\n[{r.name}] {tname}\n{_fmt_rows(rows)}")
     print_fn("\n" + _fmt_table(claims))
     n_fig = sum(len(r.figures) for r in results)
-    print_fn(f"\n{sum(c.passed() for c in claims)} of {len(claims)} claims reproduced or explained; "
+    n_ok = sum(c.passed() for c in claims)
+    print_fn(f"\n{n_ok} of {len(claims)} claims reproduced or explained; "
              f"{n_fig} figure(s) and summary.json in {out}"
              + ("" if plt is not None else
                 " (plots skipped: " + ("--no-plots)" if not plots else "matplotlib missing)")))

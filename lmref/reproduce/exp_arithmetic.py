@@ -69,7 +69,8 @@ def run(ctx) -> ExperimentResult:
     outside = float(np.max(np.abs(sub[~_dilated(moved)]))) if (~_dilated(moved)).any() else 0.0
     last = float(np.max(np.abs(feats[-1, 0, 0])))  # last anchor: context clamped to itself
     res.claim("log-division has the sign of subtraction everywhere",
-              "division ~ normalised difference", f"signs agree on {100 * sign_agree:.2f}% of the {int(significant.sum())} "
+              "division ~ normalised difference",
+              f"signs agree on {100 * sign_agree:.2f}% of the {int(significant.sum())} "
               f"pixels where |A_t - A_t+1| is above round-off",
               "reproduced" if sign_agree == 1.0 else "not reproduced", sign_agree)
 
@@ -81,7 +82,8 @@ def run(ctx) -> ExperimentResult:
         light.append({"gain": g, "rms subtraction": _rms(f[0]), "rms log-division": _rms(f[1])})
     res.tables["brightness gain"] = light
     sub_range = light[-1]["rms subtraction"] / light[0]["rms subtraction"]
-    div_range = max(r["rms log-division"] for r in light) / min(r["rms log-division"] for r in light)
+    div_rms = [r["rms log-division"] for r in light]
+    div_range = max(div_rms) / min(div_rms)
     res.claim("log-division is normalised: ~invariant to a brightness gain, unlike subtraction",
               "division normalises the difference",
               f"gain x{gains[-1]:g}: subtraction x{sub_range:.1f}, log-division x{div_range:.2f}",
@@ -146,9 +148,10 @@ def _dilated(mask, r: int = 3):
 def _plot(ctx, clip, sub, div, rows, light, direction):
     fig, ax = new_figure(
         ctx, "Seed 003 (ATM): subtracting and log-dividing neighbouring frames",
-        "Top: the square moves 1 px/frame towards the lower right; A_t - A_t+1 is a +/- pair at the "
-        "trailing/leading edges and log-division has the same sign. Bottom: the motion read back from "
-        "the subtraction matches the truth for small motions; a brightness gain scales subtraction "
+        "Top: the square moves 1 px/frame towards the lower right; A_t - A_t+1 is a +/- pair at "
+        "the trailing/leading edges and log-division has the same sign. Bottom: the motion read "
+        "back from the subtraction matches the truth for small motions; a brightness gain scales "
+        "subtraction "
         "but barely changes log-division.", 2, 3, size=(13, 8.2))
     image(ax[0, 0], clip[1, 0], "anchor frame A_t (intensity 20..200)", colorbar=fig)
     h, w = clip.shape[-2:]

@@ -53,9 +53,8 @@ def run(ctx) -> ExperimentResult:
     y = x2
     for w, s, d in zip(ws, strides, dilations):
         y = conv2d(y, w, stride=s, dilation=d)
-    w3, s3 = compose(ws, strides, dilations)  # 2-D: the stride comes back as (sh, sw)
+    w3, s3 = compose(ws, strides, dilations)  # int strides in -> an int stride out
     y3 = conv2d(x2, w3, stride=s3)
-    s3 = s3[0] if s3[0] == s3[1] else s3
     err_2d = float(np.max(np.abs(y - y3)) / np.max(np.abs(y)))
     res.claim("3-layer 2-D chain (strides 2,1,2; dilation 2 in the middle) == one conv",
               "exactly equal (seed's argument, any depth)",
@@ -84,9 +83,11 @@ def _verdict(ok: bool) -> str:
 def _plot(ctx, k2, k4, chain, single, w3, y, y3, err_1d, err_2d, dilate):
     fig, ax = new_figure(
         ctx, "Seed 002: composing strided convolutions into one",
-        "1-D (seed's example): the stride-4 kernel k4 is k2 convolved with k2 dilated by 2, and one "
+        "1-D (seed's example): the stride-4 kernel k4 is k2 convolved with k2 dilated by 2, and "
+        "one "
         "stride-4 conv with k4 gives the chain's output. 2-D: a 3-layer chain (3x3 stride 2, 3x3 "
-        "dilation 2, 2x2 stride 2) is one 13x13 stride-4 conv; the outputs differ by round-off only.",
+        "dilation 2, 2x2 stride 2) is one 13x13 stride-4 conv; the outputs differ by round-off "
+        "only.",
         1, 4, size=(16, 4.2))
     a = ax[0, 0]
     d2 = dilate(k2, 2)

@@ -1,4 +1,4 @@
-"""Seed 004 (ARMA nets): effective receptive fields (Fig. 3, eqs. 5-6) and stable AR kernels (Thm. 11).
+"""Seed 004 (ARMA nets): effective receptive fields (Fig. 3, eqs. 5-6), stable AR kernels (Thm. 11).
 
 * Fig. 3: ERF maps of linear ARMA networks for depths 1..9 and AR coefficient a in {0, 0.6, 0.8}.
   The paper does not give Fig. 3's layer; lmref's: a uniform 3x3 circular moving average, then
@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from lmref.reproduce._core import ExperimentResult, register
-from lmref.reproduce._plotting import LMREF_COLOUR, PAPER_COLOUR, new_figure, reference_line
+from lmref.reproduce._plotting import LMREF_COLOUR, new_figure, reference_line
 
 COEFFICIENTS = (0.0, 0.6, 0.8)
 K = 3  # moving-average size of every layer
@@ -159,7 +159,8 @@ def _stability(ctx, res) -> dict:
     sizes = ctx.size([16, 64, 256, 1024, 4096], [16, 32, 64, 128, 256, 512, 1024, 2048, 4096,
                                                  16384, 65536])
     gain = {"paper": [], "safe": []}
-    for n in sizes:  # BIBO gain of the solve on an n-periodic domain = L1 norm of its impulse response
+    # BIBO gain of the solve on an n-periodic domain = the L1 norm of its impulse response
+    for n in sizes:
         delta = np.zeros((1, 1, n))
         delta[0, 0, 0] = 1.0
         for form, fac in (("paper", cex), ("safe", safe)):
@@ -167,8 +168,9 @@ def _stability(ctx, res) -> dict:
     res.claim("Thm 11: printed eqs. 16-17 guarantee Theorem 9's |a_-1 + a_1| < a0",
               "stable for all (alpha, beta)",
               f"violated on {100 * violated['paper']:.0f}% of an (alpha, beta) grid in [-3, 3]^2 "
-              f"(|alpha| > asinh(1) = 0.881); alpha=1, beta=0 gives [{cex[0]:.3f}, 1, {cex[2]:.3f}] "
-              f"with {cex_roots.on_circle} zeros on the unit circle; BIBO gain {gain['paper'][0]:.0f}"
+              f"(|alpha| > asinh(1) = 0.881); alpha=1, beta=0 gives "
+              f"[{cex[0]:.3f}, 1, {cex[2]:.3f}] with {cex_roots.on_circle} zeros on the unit "
+              f"circle; BIBO gain {gain['paper'][0]:.0f}"
               f" -> {gain['paper'][-1]:.0f} as the domain grows",
               "paper wrong (documented)", violated["paper"])
     res.claim("Thm 11 with lmref's safe form a_+-1 = a0 (tanh(alpha)/2 +- beta/sqrt 2)",
@@ -198,7 +200,8 @@ def _stability(ctx, res) -> dict:
 def _plot_maps(ctx, out, depths, size, radius, predicted):
     fig, ax = new_figure(
         ctx, "Seed 004, Fig. 3: effective receptive fields of linear ARMA networks",
-        "Each panel: |d output(centre) / d input|, normalised (brighter = more influence); rows: AR "
+        "Each panel: |d output(centre) / d input|, normalised (brighter = more influence); rows: "
+        "AR "
         "coefficient a, columns: depth. The ERF widens with a and with depth. Circles: measured "
         "radius (white) and the variance-sum prediction (red, dashed).",
         len(COEFFICIENTS), len(depths), size=(2.2 * len(depths) + 1, 2.3 * len(COEFFICIENTS) + 0.8))
@@ -225,7 +228,8 @@ def _plot_maps(ctx, out, depths, size, radius, predicted):
 def _plot_radii(ctx, rows, depths, radius, predicted):
     fig, ax = new_figure(
         ctx, "Seed 004, eqs. 5-6: ERF radius vs depth",
-        "Lines: the paper's formulas; markers: radii measured by lmref.arma.erf (standard deviation "
+        "Lines: the paper's formulas; markers: radii measured by lmref.arma.erf (standard "
+        "deviation "
         "of the ERF). Left: Theorem 4's 1-D causal network, where eqs. 5-6 are exact. Right: the "
         "2-D network of Fig. 3.", 1, 2, size=(12, 4.6))
     colours = dict(zip(COEFFICIENTS, ("tab:gray", "tab:blue", "tab:green")))
@@ -257,7 +261,8 @@ def _plot_stability(ctx, stab):
         "Left: Theorem 9 needs |a_-1 + a_1| / a0 < 1 (red line); the printed eqs. 16-17 and the "
         "official code exceed it for |alpha| > 0.881, lmref's safe form never does. Right: the "
         "printed kernel at alpha = 1 (zeros on the unit circle) has a BIBO gain that keeps growing "
-        "with the domain (irregularly: it depends on how close a DFT frequency falls to the zero at "
+        "with the domain (irregularly: it depends on how close a DFT frequency falls to the zero "
+        "at "
         "w = 2.76); the safe one has a constant gain.",
         1, 2, size=(12, 4.6))
     a = ax[0, 0]

@@ -100,13 +100,15 @@ def run(ctx) -> ExperimentResult:
     best_lossy = min(r["|T A' - B'| / |B'|"] for r in lossy)
 
     # the full statement with a residual frame delta: B' = T A' + C delta
-    mats, M, ft, a_feat, _ = examples[("3x3 circular, stride 1", "rotation 7 deg + sub-pixel shift")]
+    mats, M, ft, a_feat, _ = examples[("3x3 circular, stride 1",
+                                       "rotation 7 deg + sub-pixel shift")]
     delta = rng.normal(0.0, 5.0, frame.size)
     b_feat = _apply(mats, M @ frame.ravel() + delta)
     err_delta = _rel(ft.T @ a_feat + _apply(mats, delta), b_feat)
     res.claim("Thm 2 (+Remark): B' = T A' + delta C with T = C^-1 M C, invertible C",
               "exact, one or several conv layers",
-              f"stride-1 convs (circular, zero-padded 'same') and a chain, both motions: max rel. error "
+              f"stride-1 convs (circular, zero-padded 'same') and a chain, both motions: max rel. "
+              f"error "
               f"{max(worst_exact, err_delta):.1e} (residual frame included; round-off times "
               f"cond(C) <= {max(r['cond(C)'] for r in exact):.0e})",
               _verdict(max(worst_exact, err_delta) <= THM2_RTOL), worst_exact)
