@@ -21,8 +21,8 @@ import inspect
 import json
 import math
 import os
+import re
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -132,7 +132,16 @@ def missing_recipes() -> list[str]:
 
 # --- bad-input kinds ---------------------------------------------------------------------------
 
-#: array kinds: name -> category (see :func:`_verdict`)
+# Bad-input kinds, name -> category; what :func:`check` accepts per category:
+#   refuse: a ValueError/TypeError naming the argument (working is a failure)
+#   identical / identical-or-refuse: works with a bitwise identical result (or refuses, for lists)
+#   same-values(-or-refuse): works like the float64 array of the same values (or refuses)
+#   shape: refuses (naming any argument), or works as a leading batch axis of 1 would
+#   empty: refuses, or returns an empty result
+#   nan: refuses, or NaN shows in a float result (unless the recipe's nan_ok excuses it)
+#   huge: refuses (ValueError, memory guard), or returns less than 1 GiB
+#   no-crash: refuses cleanly or works (no other exception, numba error, hang or crash)
+# Every call, whatever the kind: inputs unmodified, outputs not aliasing inputs.
 ARRAY_KINDS = {
     "ndim+1": "shape", "ndim-1": "shape", "empty": "empty", "zero-size spatial": "empty",
     "int dtype": "same-values", "float32": "same-values", "float16": "same-values",
@@ -316,15 +325,13 @@ def _mutate(value, kind: str):
 class Outcome:
     result: object = None
     exc: BaseException | None = None
-    seconds: float = 0.0
 
 
 def _call(fn, args, kw) -> Outcome:
-    t0 = time.perf_counter()
     try:
-        return Outcome(fn(*args, **kw), None, time.perf_counter() - t0)
+        return Outcome(fn(*args, **kw), None)
     except Exception as exc:  # judged by the caller
-        return Outcome(None, exc, time.perf_counter() - t0)
+        return Outcome(None, exc)
 
 
 def leaves(obj) -> list:
@@ -400,7 +407,6 @@ def _numba_error(exc) -> bool:
 
 
 def _names(text: str, names) -> bool:
-    import re
     return any(re.search(rf"(?<![A-Za-z0-9_]){re.escape(n)}(?![A-Za-z0-9_])", text) for n in names)
 
 
