@@ -1,0 +1,435 @@
+"""lmref.conv: fast paths vs the plain references and vs PyTorch, the matrix of Lemma 1, the
+transposed convolution as its adjoint, gradients, 'same' padding, padding modes and errors."""
+import itertools
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+
+from lmref import conv
+from lmref.peers import run_peer, torch_available
+from lmref.testing import assert_close, gradcheck
+from lmref.testing.strategies import conv_args
+
+needs_torch = pytest.mark.skipif(not torch_available(), reason="PyTorch (the peer) is not installed")
+
+FNS = {1: (conv.conv1d, conv.conv1d_backward, conv._conv1d_reference,
+           conv._conv1d_backward_reference),
+       2: (conv.conv2d, conv.conv2d_backward, conv._conv2d_reference,
+           conv._conv2d_backward_reference)}
+
+
+def _sweep():
+    """(nd, mode, padding, stride, dilation, groups, spatial, kernel) over odd/even sizes."""
+    cases = []
+    paddings = {1: [0, 1, 2, "same", "valid", (1,)], 2: [0, 1, "same", "valid", (2, 1)]}
+    sizes = {1: [((9,), (3,)), ((8,), (4,))], 2: [((7, 6), (3, 2)), ((6, 7), (2, 3))]}
+    for nd in (1, 2):
+        for mode, pad, (s, d), groups, (spatial, k) in itertools.product(
+                conv.PADDING_MODES, paddings[nd], [(1, 1), (2, 1), (1, 2), (3, 2)], (1, 2),
+                sizes[nd]):
+            cases.append((nd, mode, pad, s, d, groups, spatial, k))
+    return cases
+
+
+def _case_id(c):
+    nd, mode, pad, s, d, g, spatial, k = c
+    return f"{nd}d-{mode}-p{pad}-s{s}-d{d}-g{g}-x{'x'.join(map(str, spatial))}-k{'x'.join(map(str, k))}"
+
+
+def _data(rng, nd, groups, spatial, k, c_in=4, c_out=6):
+    x = rng.standard_normal((2, c_in) + spatial)
+    w = rng.standard_normal((c_out, c_in // groups) + k)
+    b = rng.standard_normal(c_out)
+    return x, w, b
+
+
+# ----------------------------------------------------------------------------------------------
+# forward and backward vs the plain reference and vs PyTorch
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", _sweep(), ids=_case_id)
+def test_conv_matches_reference_and_torch(case, rng):
+    nd, mode, pad, s, d, groups, spatial, k = case
+    fwd, bwd, ref_fwd, ref_bwd = FNS[nd]
+    x, w, b = _data(rng, nd, groups, spatial, k)
+    kw = dict(stride=s, padding=pad, dilation=d, groups=groups, padding_mode=mode)
+    out = fwd(x, w, b, **kw)
+    assert out.dtype == np.float64
+    assert_close(out, ref_fwd(x, w, b, **kw))
+    g = rng.standard_normal(out.shape)
+    grads = bwd(g, x, w, b, **kw)
+    for got, want in zip(grads, ref_bwd(g, x, w, b, **kw), strict=True):
+        assert_close(got, want)
+    if torch_available():
+        from lmref.peers import torch_conv
+        peer = torch_conv.conv1d if nd == 1 else torch_conv.conv2d
+        t_out, t_grads = run_peer(peer, (x, w, b), kw, g)
+        assert_close(out, t_out, rtol=1e-9, atol=1e-10)
+        for got, want in zip(grads, t_grads, strict=True):
+            assert_close(got, want, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("nd", [1, 2])
+def test_parallel_and_serial_drivers_agree_bitwise(nd, rng, monkeypatch):
+    """Large problems run the prange drivers: same summation order -> identical bits."""
+    spatial, k = ((37,), (3,)) if nd == 1 else ((13, 11), (3, 2))
+    x, w, b = _data(rng, nd, 1, spatial, k, c_in=7, c_out=9)  # 9 = two blocks of 4 + 1
+    kw = dict(stride=2, padding=1, dilation=1, padding_mode="reflect")
+    fwd, bwd = FNS[nd][:2]
+    monkeypatch.setattr(conv, "_PARALLEL_MIN_WORK", 1 << 62)
+    serial = (fwd(x, w, b, **kw),) + bwd(np.ones((2, 9) + fwd(x, w, **kw).shape[2:]), x, w, b, **kw)
+    monkeypatch.setattr(conv, "_PARALLEL_MIN_WORK", 0)
+    parallel = (fwd(x, w, b, **kw),) + bwd(np.ones_like(serial[0]), x, w, b, **kw)
+    for a, p in zip(serial, parallel):
+        np.testing.assert_array_equal(a, p)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=conv_args(ndim=2, torch_compatible=False))
+def test_conv2d_property_vs_reference(case):
+    (x, w), kw = case
+    bias = kw.pop("bias")
+    out = conv.conv2d(x, w, bias, **kw)
+    assert_close(out, conv._conv2d_reference(x, w, bias, **kw))
+    g = np.random.default_rng(0).standard_normal(out.shape)
+    grads = conv.conv2d_backward(g, x, w, bias, **kw)
+    assert (grads[2] is None) == (bias is None)
+    for a, r in zip(grads, conv._conv2d_backward_reference(g, x, w, bias, **kw)):
+        if r is not None:
+            assert_close(a, r)
+
+
+@pytest.mark.torch
+@needs_torch
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=conv_args(ndim=1, torch_compatible=True))
+def test_conv1d_property_vs_torch(case):
+    from lmref.peers import torch_conv
+    (x, w), kw = case
+    bias = kw.pop("bias")
+    args = (x, w) if bias is None else (x, w, bias)
+    assert_close(conv.conv1d(*args, **kw), run_peer(torch_conv.conv1d, args, kw),
+                 rtol=1e-9, atol=1e-10)
+
+
+def test_float32_and_int_inputs_give_float64(rng):
+    x = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    w = rng.integers(-3, 4, size=(3, 2, 3, 3))
+    out = conv.conv2d(x, w, padding=1)
+    assert out.dtype == np.float64
+    assert_close(out, conv._conv2d_reference(x.astype(np.float64), w.astype(np.float64), padding=1))
+
+
+def test_nan_propagates_to_the_outputs_that_read_it(rng):
+    x = rng.standard_normal((1, 1, 6, 6))
+    x[0, 0, 2, 3] = np.nan
+    out = conv.conv2d(x, np.ones((1, 1, 3, 3)))
+    assert np.isnan(out[0, 0, 0:3, 1:4]).all()
+    assert np.isfinite(out).sum() == out.size - 9
+
+
+# ----------------------------------------------------------------------------------------------
+# 'same' padding and padding modes
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [5, 6, 7, 10])
+@pytest.mark.parametrize("stride", [1, 2, 3, 4])
+@pytest.mark.parametrize("k,d", [(1, 1), (2, 1), (3, 1), (4, 2), (3, 3)])
+def test_same_output_size_is_ceil_input_over_stride(n, stride, k, d):
+    out = conv.conv1d(np.ones((1, 1, n)), np.ones((1, 1, k)), stride=stride, dilation=d,
+                      padding="same")
+    assert out.shape[-1] == -(-n // stride)
+    before, after = conv.same_padding(n, k, stride, d)
+    assert after - before in (0, 1)  # the extra pixel of an odd total goes after
+
+
+def test_same_puts_the_extra_pixel_at_the_end():
+    """A 2-tap kernel (1, 0) has total padding 1: TensorFlow/PyTorch pad it at the end, so the
+    output is the input itself (padded at the start, it would be shifted by one)."""
+    x = np.arange(1.0, 6.0)[None, None]
+    assert conv.same_padding(5, 2) == (0, 1)
+    assert_close(conv.conv1d(x, np.array([[[1.0, 0.0]]]), padding="same"), x)
+    x2 = np.arange(30.0).reshape(1, 1, 5, 6)
+    w2 = np.zeros((1, 1, 2, 4))
+    w2[0, 0, 0, 1] = 1.0  # (0, 1) tap: total padding (1, 3) -> (0, 1) before
+    assert_close(conv.conv2d(x2, w2, padding="same"), x2)
+
+
+@pytest.mark.torch
+@needs_torch
+@pytest.mark.parametrize("k,d", [(2, 1), (4, 1), (3, 2), (4, 3), (5, 1)])
+def test_same_stride1_equals_torch_same(k, d, rng, torch):
+    """Directly against ``F.conv2d(padding='same')`` (no lmref peer logic in between)."""
+    x = rng.standard_normal((1, 2, 9, 8))
+    w = rng.standard_normal((3, 2, k, k - 1 if k > 1 else 1))
+    theirs = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w),
+                                        padding="same", dilation=d).numpy()
+    assert_close(conv.conv2d(x, w, padding="same", dilation=d), theirs, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("mode,np_mode", [("zeros", "constant"), ("circular", "wrap"),
+                                          ("reflect", "reflect"), ("replicate", "edge")])
+def test_padding_modes_are_numpy_pad(mode, np_mode, rng):
+    """A one-hot centre kernel returns the padded input: each mode is np.pad's."""
+    x = rng.standard_normal((1, 1, 4, 5))
+    w = np.zeros((1, 1, 3, 5))
+    w[0, 0, 1, 2] = 1.0
+    out = conv.conv2d(x, w, padding=(3, 4), padding_mode=mode)
+    want = np.pad(x, ((0, 0), (0, 0), (3, 3), (4, 4)), mode=np_mode)[:, :, 1:-1, 2:-2]
+    assert_close(out, want)
+
+
+def test_padding_mode_gradient_routes_through_the_padding():
+    """A padded copy of a pixel sends its gradient back to that pixel (replicate: the corners
+    are copied three extra times, the edges once)."""
+    x = np.zeros((1, 1, 3, 3))
+    w = np.ones((1, 1, 1, 1))
+    out = conv.conv2d(x, w, padding=1, padding_mode="replicate")  # (1, 1, 5, 5) = padded x
+    gx = conv.conv2d_backward(np.ones(out.shape), x, w, padding=1, padding_mode="replicate")[0]
+    assert_close(gx[0, 0], [[4, 2, 4], [2, 1, 2], [4, 2, 4]])
+    gx = conv.conv2d_backward(np.ones(out.shape), x, w, padding=1, padding_mode="circular")[0]
+    assert_close(gx[0, 0], [[4, 2, 4], [2, 1, 2], [4, 2, 4]])
+    gx = conv.conv2d_backward(np.ones(out.shape), x, w, padding=1, padding_mode="reflect")[0]
+    # reflect pads a 3-pixel axis with copies of its middle pixel on both sides
+    assert_close(gx[0, 0], [[1, 3, 1], [3, 9, 3], [1, 3, 1]])
+    assert gx.sum() == out.size  # every padded pixel sends its gradient somewhere
+
+
+# ----------------------------------------------------------------------------------------------
+# gradcheck of every backward
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("nd,kw", [
+    (1, dict(stride=2, padding="same", padding_mode="circular", groups=2)),
+    (1, dict(stride=1, padding=2, dilation=2, padding_mode="reflect")),
+    (2, dict(stride=(1, 2), padding=(2, 1), padding_mode="replicate")),
+    (2, dict(stride=2, padding="same", dilation=(2, 1), groups=2, padding_mode="zeros")),
+])
+def test_conv_backward_gradcheck(nd, kw, rng):
+    fwd, bwd = FNS[nd][:2]
+    x, w, b = _data(rng, nd, kw.get("groups", 1), (7,) if nd == 1 else (5, 6),
+                    (3,) if nd == 1 else (3, 2), c_in=2, c_out=4)
+    g = rng.standard_normal(fwd(x, w, b, **kw).shape)
+    gradcheck(lambda *a: fwd(*a, **kw), (x, w, b), g, lambda go, *a: bwd(go, *a, **kw))
+
+
+@pytest.mark.parametrize("nd,kw", [
+    (1, dict(stride=3, padding=1, output_padding=2, dilation=1, groups=1)),
+    (2, dict(stride=(2, 1), padding=(1, 0), output_padding=(1, 0), groups=2, dilation=(1, 2))),
+    (2, dict(stride=1, padding=0, output_padding=1, dilation=2)),  # output_padding < dilation
+])
+def test_conv_transpose_backward_gradcheck(nd, kw, rng):
+    fwd = conv.conv_transpose1d if nd == 1 else conv.conv_transpose2d
+    bwd = conv.conv_transpose1d_backward if nd == 1 else conv.conv_transpose2d_backward
+    groups = kw.get("groups", 1)
+    x = rng.standard_normal((2, 4) + ((5,) if nd == 1 else (4, 3)))
+    w = rng.standard_normal((4, 3) + ((3,) if nd == 1 else (3, 2)))
+    b = rng.standard_normal(3 * groups)
+    g = rng.standard_normal(fwd(x, w, b, **kw).shape)
+    gradcheck(lambda *a: fwd(*a, **kw), (x, w, b), g, lambda go, *a: bwd(go, *a, **kw))
+
+
+def test_backward_without_bias_returns_none(rng):
+    x, w, _ = _data(rng, 2, 1, (5, 5), (3, 3))
+    g = np.ones((2, 6, 3, 3))
+    assert conv.conv2d_backward(g, x, w)[2] is None
+    assert conv.conv_transpose2d_backward(np.ones((2, 6, 7, 7)), x, w.transpose(1, 0, 2, 3))[2] \
+        is None
+
+
+# ----------------------------------------------------------------------------------------------
+# transposed convolution
+# ----------------------------------------------------------------------------------------------
+
+def _transpose_cases():
+    return [dict(stride=s, padding=p, output_padding=op, dilation=d, groups=g)
+            for s, p, op, d, g in itertools.product((1, 2, 3), (0, 1, 2), (0, 1, 2), (1, 2),
+                                                    (1, 2))
+            if op < max(s, d)]
+
+
+@pytest.mark.torch
+@needs_torch
+@pytest.mark.parametrize("kw", _transpose_cases(), ids=lambda kw: "-".join(
+    f"{k[:2]}{v}" for k, v in kw.items()))
+def test_conv_transpose2d_vs_torch_and_reference(kw, rng):
+    from lmref.peers import torch_conv
+    x = rng.standard_normal((2, 4, 5, 4))
+    w = rng.standard_normal((4, 3, 3, 2))
+    b = rng.standard_normal(3 * kw["groups"])
+    try:
+        out = conv.conv_transpose2d(x, w, b, **kw)
+    except ValueError as exc:  # padding larger than the output: torch refuses it too
+        assert "empty" in str(exc)
+        return
+    assert_close(out, conv._conv_transpose2d_reference(x, w, b, **kw))
+    g = rng.standard_normal(out.shape)
+    t_out, t_grads = run_peer(torch_conv.conv_transpose2d, (x, w, b), kw, g)
+    assert_close(out, t_out, rtol=1e-9, atol=1e-10)
+    for got, want in zip(conv.conv_transpose2d_backward(g, x, w, b, **kw), t_grads, strict=True):
+        assert_close(got, want, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("s,p,d,groups", [(1, 0, 1, 1), (2, 1, 1, 1), (3, 2, 2, 2),
+                                          ((2, 1), (0, 1), (1, 2), 2)])
+def test_conv_transpose2d_is_the_matrix_transpose(s, p, d, groups, rng):
+    """conv_transpose2d(y) == C.T y for the conv whose output y has: the adjoint of conv2d."""
+    w = rng.standard_normal((6, 4 // groups, 3, 2))  # conv2d weight (C_out, C_in/groups, ...)
+    in_shape = (4, 9, 8)
+    C = conv.conv2d_matrix(in_shape, w, stride=s, padding=p, dilation=d, groups=groups)
+    out_hw = conv.conv2d(np.zeros((1,) + in_shape), w, stride=s, padding=p, dilation=d,
+                         groups=groups).shape[2:]
+    y = rng.standard_normal((1, 6) + out_hw)
+    # output_padding recovers the input size lost to the floor of the stride
+    sh, sw = (s, s) if isinstance(s, int) else s
+    ph, pw = (p, p) if isinstance(p, int) else p
+    dh, dw = (d, d) if isinstance(d, int) else d
+    op = tuple(n - ((o - 1) * st - 2 * pp + dd * (k - 1) + 1)
+               for n, o, st, pp, dd, k in zip(in_shape[1:], out_hw, (sh, sw), (ph, pw), (dh, dw),
+                                              w.shape[2:]))
+    xt = conv.conv_transpose2d(y, w, stride=s, padding=p, output_padding=op, dilation=d,
+                               groups=groups)
+    assert_close(xt.ravel(), C.T @ y.ravel())
+
+
+def test_conv_transpose1d_matches_2d_with_height_1(rng):
+    x = rng.standard_normal((2, 2, 6))
+    w = rng.standard_normal((2, 3, 4))
+    kw = dict(stride=2, padding=1, output_padding=1, dilation=1)
+    assert_close(conv.conv_transpose1d(x, w, **kw),
+                 conv.conv_transpose2d(x[:, :, None], w[:, :, None], stride=(1, 2),
+                                       padding=(0, 1), output_padding=(0, 1))[:, :, 0])
+
+
+# ----------------------------------------------------------------------------------------------
+# the matrix of Lemma 1
+# ----------------------------------------------------------------------------------------------
+
+def _matrix_cases():
+    cases = []
+    for nd, mode, pad, (s, d), groups in itertools.product(
+            (1, 2), conv.PADDING_MODES, (0, 1, 2, "same"), [(1, 1), (2, 1), (1, 2), (3, 2)],
+            (1, 2)):
+        cases.append((nd, mode, pad, s, d, groups))
+    return cases
+
+
+@pytest.mark.parametrize("case", _matrix_cases(), ids=lambda c: "-".join(map(str, c)))
+def test_matrix_times_vec_x_is_conv(case, rng):
+    nd, mode, pad, s, d, groups = case
+    shape, k = ((4, 9), (3,)) if nd == 1 else ((4, 6, 7), (3, 2))
+    w = rng.standard_normal((6, 4 // groups) + k)
+    kw = dict(stride=s, padding=pad, dilation=d, groups=groups, padding_mode=mode)
+    build = conv.conv1d_matrix if nd == 1 else conv.conv2d_matrix
+    fwd, bwd = FNS[nd][:2]
+    C = build(shape, w, **kw)
+    assert isinstance(C, sp.csr_array) and C.dtype == np.float64
+    x = rng.standard_normal(shape)
+    y = fwd(x[None], w, **kw)
+    assert C.shape == (y.size, x.size)
+    assert_close(C @ x.ravel(), y.ravel())
+    # canonical CSR: sorted column indices, no duplicates (taps meeting at a pixel summed)
+    canon = C.copy()
+    canon.sum_duplicates()
+    canon.sort_indices()
+    np.testing.assert_array_equal(canon.indptr, C.indptr)
+    np.testing.assert_array_equal(canon.indices, C.indices)
+    # adjoint identity <C x, g> == <x, C^T g>, and C^T g is the input gradient in every mode
+    g = rng.standard_normal(y.shape)
+    assert_close(np.dot(C @ x.ravel(), g.ravel()), np.dot(x.ravel(), C.T @ g.ravel()))
+    assert_close(C.T @ g.ravel(), bwd(g, x[None], w, **kw)[0].ravel())
+
+
+def test_matrix_without_padding_has_one_entry_per_tap(rng):
+    w = rng.standard_normal((8, 3, 3, 3))
+    C = conv.conv2d_matrix((3, 32, 32), w)
+    assert C.nnz == 8 * 30 * 30 * 27
+    C = conv.conv2d_matrix((3, 32, 32), w, padding=1, padding_mode="zeros")
+    assert C.nnz == 8 * 3 * (32 * 3 - 2) ** 2  # border taps read zeros: no entry
+    C = conv.conv2d_matrix((3, 32, 32), w, padding=1, padding_mode="circular")
+    assert C.nnz == 8 * 32 * 32 * 27  # wrapping never folds two taps of a 3x3 onto one pixel
+    for mode in ("reflect", "replicate"):  # at the border two taps read the same pixel
+        C = conv.conv2d_matrix((3, 32, 32), w, padding=1, padding_mode=mode)
+        assert C.nnz == 8 * 3 * (32 * 3 - 2) ** 2
+
+
+def test_matrix_sums_taps_that_meet_at_one_pixel():
+    """replicate padding 2 on a 1-pixel-wide input: every tap reads the same pixel."""
+    w = np.arange(1.0, 6.0)[None, None]
+    C = conv.conv1d_matrix((1, 1), w, padding=2, padding_mode="replicate")
+    assert C.shape == (1, 1) and C.nnz == 1
+    assert C[0, 0] == 15.0
+
+
+# ----------------------------------------------------------------------------------------------
+# errors
+# ----------------------------------------------------------------------------------------------
+
+X2, W2 = np.ones((1, 4, 6, 6)), np.ones((6, 4, 3, 3))
+
+BAD = [
+    (lambda: conv.conv2d(np.ones((4, 6, 6)), W2), ValueError, "x .* 4-dimensional"),
+    (lambda: conv.conv1d(X2, W2), ValueError, "3-dimensional"),
+    (lambda: conv.conv2d(X2, np.ones((6, 3, 3, 3))), ValueError, "channel mismatch"),
+    (lambda: conv.conv2d(X2, np.ones((6, 2, 3, 3)), groups=3), ValueError,
+     "groups=3 must divide"),
+    (lambda: conv.conv2d(X2, np.ones((5, 2, 3, 3)), groups=2), ValueError,
+     "groups=2 must divide the number of output channels"),
+    (lambda: conv.conv2d(X2, np.ones((6, 4, 7, 3))), ValueError,
+     "kernel larger than padded input along height"),
+    (lambda: conv.conv2d(X2, np.ones((6, 4, 3, 3)), dilation=4), ValueError,
+     "kernel larger than padded input"),
+    (lambda: conv.conv2d(X2, W2, stride=0), ValueError, "stride must be >= 1"),
+    (lambda: conv.conv2d(X2, W2, stride=(1, -1)), ValueError, r"stride\[1\] must be >= 1"),
+    (lambda: conv.conv2d(X2, W2, dilation=0), ValueError, "dilation must be >= 1"),
+    (lambda: conv.conv2d(X2, W2, stride=1.5), TypeError, "stride must be an integer"),
+    (lambda: conv.conv2d(X2, W2, padding=float("inf")), TypeError, "padding"),
+    (lambda: conv.conv2d(X2, W2, padding=-1), ValueError, "padding must be >= 0"),
+    (lambda: conv.conv2d(X2, W2, padding="full"), ValueError, "padding must be one of"),
+    (lambda: conv.conv2d(X2, W2, padding=(1, 2, 3)), ValueError, "padding must be an int or"),
+    (lambda: conv.conv2d(X2, W2, padding_mode="mirror"), ValueError, "padding_mode"),
+    (lambda: conv.conv2d(X2, W2, padding=6, padding_mode="reflect"), ValueError,
+     "reflect.*padding < input size"),
+    (lambda: conv.conv2d(X2, W2, padding=7, padding_mode="circular"), ValueError,
+     "circular.*padding <= input size"),
+    (lambda: conv.conv2d(X2.astype(complex), W2), TypeError, "x .* complex"),
+    (lambda: conv.conv2d(X2, W2.astype(object)), TypeError, "weight .* object"),
+    (lambda: conv.conv2d(X2.astype(bool), W2), TypeError, "bool"),
+    (lambda: conv.conv2d(X2, W2, bias=np.ones(5)), ValueError, r"bias must have shape \(6,\)"),
+    (lambda: conv.conv2d_backward(np.ones((1, 6, 3, 3)), X2, W2), ValueError,
+     r"grad_out must have the output's shape \(1, 6, 4, 4\)"),
+    (lambda: conv.conv2d_matrix((4, 6), W2), ValueError, "input_shape must be a sequence"),
+    (lambda: conv.conv2d_matrix((4, 6, 6.5), W2), TypeError, "input_shape W"),
+    (lambda: conv.conv2d_matrix((3, 6, 6), W2), ValueError, "channel mismatch"),
+    (lambda: conv.conv_transpose2d(X2, np.ones((3, 2, 3, 3))), ValueError, "channel mismatch"),
+    (lambda: conv.conv_transpose2d(X2, np.ones((4, 2, 3, 3)), stride=2, output_padding=2),
+     ValueError, "output_padding must be smaller"),
+    (lambda: conv.conv_transpose2d(X2, np.ones((4, 2, 3, 3)), padding="same"), ValueError,
+     "transposed"),
+    (lambda: conv.conv_transpose2d(X2, np.ones((4, 2, 3, 3)), padding=5), ValueError, "empty"),
+    (lambda: conv.conv_transpose2d(X2, np.ones((4, 2, 3, 3)), groups=3), ValueError,
+     "groups=3 must divide"),
+]
+
+
+@pytest.mark.parametrize("call,exc,match", BAD, ids=[b[2][:40] for b in BAD])
+def test_bad_input_raises_clearly(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_inputs_are_not_modified_and_outputs_do_not_alias(rng):
+    x, w, b = _data(rng, 2, 1, (5, 5), (3, 3))
+    copies = [a.copy() for a in (x, w, b)]
+    out = conv.conv2d(x, w, b, padding="valid")
+    grads = conv.conv2d_backward(np.ones(out.shape), x, w, b)
+    for a, c in zip((x, w, b), copies):
+        np.testing.assert_array_equal(a, c)
+    for o in (out,) + grads:
+        assert not any(np.shares_memory(o, a) for a in (x, w, b))
+    # 1x1 kernel, no padding: the forward is a pure channel mix and must still copy
+    x1 = rng.standard_normal((1, 1, 3, 3))
+    out = conv.conv2d(x1, np.ones((1, 1, 1, 1)))
+    assert not np.shares_memory(out, x1)
