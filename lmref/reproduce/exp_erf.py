@@ -228,10 +228,10 @@ def _plot_maps(ctx, out, depths, size, radius, predicted):
 def _plot_radii(ctx, rows, depths, radius, predicted):
     fig, ax = new_figure(
         ctx, "Seed 004, eqs. 5-6: ERF radius vs depth",
-        "Lines: the paper's formulas; markers: radii measured by lmref.arma.erf (standard "
-        "deviation "
-        "of the ERF). Left: Theorem 4's 1-D causal network, where eqs. 5-6 are exact. Right: the "
-        "2-D network of Fig. 3.", 1, 2, size=(12, 4.6))
+        "Markers: radii measured by lmref.arma.erf (standard deviation of the ERF). Left: "
+        "Theorem 4's 1-D causal network; lines are the paper's eqs. 5-6, exact here. Right: the "
+        "2-D network of Fig. 3; lines are the same variance-sum argument (eq. A.1) for its layer "
+        "(the paper gives no 2-D formula).", 1, 2, size=(12, 4.6))
     colours = dict(zip(COEFFICIENTS, ("tab:gray", "tab:blue", "tab:green")))
     fine = np.linspace(depths[0], depths[-1], 100)
     for a in COEFFICIENTS:
@@ -242,7 +242,7 @@ def _plot_radii(ctx, rows, depths, radius, predicted):
         ax[0, 0].plot(depths, meas, "o", color=colours[a], mfc="none", ms=8,
                       label=f"measured, a = {a:g}")
         ax[0, 1].plot(fine, np.sqrt(2 * fine * (2 / 3 + a / (1 - a))), "-", color=colours[a],
-                      label=f"prediction, a = {a:g}")
+                      label=f"variance sum, a = {a:g}")
         ax[0, 1].plot(depths, [radius[(a, L)] for L in depths], "o", color=colours[a],
                       mfc="none", ms=8, label=f"measured, a = {a:g}")
     ax[0, 0].set_title("1-D, K = 3: y_i - a y_(i-1) = mean of K inputs", fontsize=10)
