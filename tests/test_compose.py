@@ -1,7 +1,10 @@
+"""lmref.compose: a chain of convolutions (padding once, before) equals one convolution."""
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from lmref.compose import compose, dilate, receptive_field
+from lmref.compose import _compose_reference, compose, dilate, receptive_field
 from lmref.conv import conv1d, conv2d
 from lmref.testing import assert_close
 
@@ -12,47 +15,115 @@ def _chain(x, weights, strides, dilations, conv):
     return x
 
 
-def test_seed_002_two_stride2_equal_one_stride4(rng):
-    k2 = rng.standard_normal(3)
-    x = rng.standard_normal((1, 1, 64))
-    xp = np.pad(x, ((0, 0), (0, 0), (1, 1)))  # padding once, before the chain
+# ----------------------------------------------------------------------------------------------
+# seed 002
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+@pytest.mark.parametrize("n", [64, 67])
+def test_seed_002_two_stride2_convs_equal_one_stride4(k, n, rng):
+    """The homework: pad once so that the output is n/4, then k2 twice with stride 2 ==
+    k4 = k2 (full-)convolved with dilate(k2, 2), once with stride 4."""
+    k2 = rng.standard_normal(k)
+    x = rng.standard_normal((1, 1, n))
     k4, s = compose([k2, k2], [2, 2])
-    assert s == 4
-    assert_close(k4, np.convolve(k2, dilate(k2, 2)))  # k4 = k2 (full) conv dilated k2 (symmetric form)
+    assert s == 4 and k4.shape == (3 * (k - 1) + 1,)
+    assert_close(k4, np.convolve(dilate(k2, 2), k2))
+    pad = k4.size - 1  # enough for the whole chain; applied once, before it
+    xp = np.pad(x, ((0, 0), (0, 0), (pad // 2, pad - pad // 2)))
     two = conv1d(conv1d(xp, k2[None, None], stride=2), k2[None, None], stride=2)
     one = conv1d(xp, k4[None, None], stride=4)
+    assert one.shape == two.shape
     assert_close(one, two)
+    # the composed convolution takes the first layer's padding directly
+    assert_close(conv1d(x, k4[None, None], stride=4, padding=3),
+                 conv1d(conv1d(x, k2[None, None], stride=2, padding=3), k2[None, None],
+                        stride=2))
 
+
+# ----------------------------------------------------------------------------------------------
+# chains vs the sequential application
+# ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("strides,dilations", [
-    ([2, 2], [1, 1]), ([1, 3, 2], [1, 1, 1]), ([2, 1, 2], [1, 2, 1]), ([3, 2], [2, 3])])
-def test_compose_1d_multichannel_equals_chain(rng, strides, dilations):
-    chans = [2, 3, 4, 2][:len(strides) + 1]
-    ws = [rng.standard_normal((chans[i + 1], chans[i], k)) for i, k in
-          zip(range(len(strides)), [3, 2, 4])]
-    x = rng.standard_normal((2, chans[0], 97))
+    ([2, 2], [1, 1]), ([1, 3, 2], [1, 1, 1]), ([2, 1, 2], [1, 2, 1]), ([3, 2], [2, 3]),
+    ([2, 2, 2, 2], [1, 1, 2, 1])])
+def test_compose_1d_multichannel_equals_chain(strides, dilations, rng):
+    chans = [2, 3, 4, 2, 3][:len(strides) + 1]
+    ws = [rng.standard_normal((chans[i + 1], chans[i], k))
+          for i, k in zip(range(len(strides)), [3, 2, 4, 3])]
+    x = rng.standard_normal((2, chans[0], 131))
     w, s = compose(ws, strides, dilations)
+    assert w.shape == (chans[len(strides)], chans[0], receptive_field(
+        [v.shape[-1] for v in ws], strides, dilations)[0])
     assert_close(conv1d(x, w, stride=s), _chain(x, ws, strides, dilations, conv1d))
 
 
 @pytest.mark.parametrize("strides,dilations", [
-    ([2, 2], [1, 1]), ([(2, 1), 2, 1], [1, (1, 2), 1]), ([1, 2, 2], [2, 1, 1])])
-def test_compose_2d_equals_chain(rng, strides, dilations):
+    ([2, 2], [1, 1]), ([(2, 1), 2, 1], [1, (1, 2), 1]), ([1, 2, 2], [2, 1, 1]),
+    ([2, 1, 2], [1, 2, 1])])
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+def test_compose_2d_equals_chain_with_padding_once(strides, dilations, mode, rng):
     ws = [rng.standard_normal((3, 2, 3, 3)), rng.standard_normal((4, 3, 2, 3)),
           rng.standard_normal((2, 4, 3, 2))][:len(strides)]
-    x = rng.standard_normal((1, 2, 41, 38))
-    w, s = compose(ws, strides, dilations)
-    assert_close(conv2d(x, w, stride=s), _chain(x, ws, strides, dilations, conv2d))
+    x = rng.standard_normal((1, 2, 23, 21))
+    w, s = compose(ws, strides, dilations, paddings=[(2, 1), 0, 0][:len(strides)])
+    first = dict(padding=(2, 1), padding_mode=mode)
+    y = conv2d(x, ws[0], stride=strides[0], dilation=dilations[0], **first)
+    y = _chain(y, ws[1:], strides[1:], dilations[1:], conv2d)
+    assert_close(conv2d(x, w, stride=s, **first), y)
 
 
-def test_single_channel_2d_kernel(rng):
+def test_single_channel_2d_kernels(rng):
     k = rng.standard_normal((3, 3))
     w, s = compose([k, k, k], [2, 2, 2])
-    assert s == (8, 8) and w.shape == (15, 15)
+    assert s == 8 and w.shape == (15, 15)
+    w_t, s_t = compose([k, k, k], [2, (2, 2), 2])
+    assert s_t == (8, 8)  # a stride given as a tuple gives a tuple
+    assert_close(w_t, w)
     x = rng.standard_normal((1, 1, 47, 47))
     assert_close(conv2d(x, w[None, None], stride=s),
                  _chain(x, [k[None, None]] * 3, [2, 2, 2], [1, 1, 1], conv2d))
 
+
+def test_anisotropic_strides_give_a_tuple(rng):
+    ws = [rng.standard_normal((2, 1, 2, 3)), rng.standard_normal((1, 2, 3, 2))]
+    w, s = compose(ws, [(1, 2), (3, 1)])
+    assert s == (3, 2)
+    x = rng.standard_normal((2, 1, 19, 17))
+    assert_close(conv2d(x, w, stride=s), _chain(x, ws, [(1, 2), (3, 1)], [1, 1], conv2d))
+
+
+def test_composition_matches_impulse_response_reference(rng):
+    ws = [rng.standard_normal((3, 2, 3, 2)), rng.standard_normal((2, 3, 2, 3))]
+    w, s = compose(ws, [2, (1, 3)], [(2, 1), 1])
+    w_ref, s_ref = _compose_reference(ws, [2, (1, 3)], [(2, 1), 1])
+    assert_close(w, w_ref)
+    assert s == s_ref == (2, 6)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), nd=st.sampled_from([1, 2]), depth=st.integers(1, 4))
+def test_property_composed_conv_equals_chain(data, nd, depth):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    chans = [data.draw(st.integers(1, 3)) for _ in range(depth + 1)]
+    ks = [tuple(data.draw(st.integers(1, 3)) for _ in range(nd)) for _ in range(depth)]
+    strides = [data.draw(st.integers(1, 3)) for _ in range(depth)]
+    dilations = [data.draw(st.integers(1, 2)) for _ in range(depth)]
+    ws = [rng.standard_normal((chans[i + 1], chans[i]) + ks[i]) for i in range(depth)]
+    w, s = compose(ws, strides, dilations)
+    sizes = [receptive_field([k[a] for k in ks], strides, dilations)[0] for a in range(nd)]
+    jump = int(np.prod(strides))
+    assert w.shape[2:] == tuple(sizes) and s == jump
+    extra = data.draw(st.integers(0, 2 * jump))
+    x = rng.standard_normal((1, chans[0]) + tuple(n + extra for n in sizes))
+    conv = conv1d if nd == 1 else conv2d
+    assert_close(conv(x, w, stride=s), _chain(x, ws, strides, dilations, conv))
+
+
+# ----------------------------------------------------------------------------------------------
+# dilate and receptive_field
+# ----------------------------------------------------------------------------------------------
 
 def test_dilate_shapes_and_equivalence(rng):
     k = rng.standard_normal((2, 3, 3, 2))
@@ -61,28 +132,48 @@ def test_dilate_shapes_and_equivalence(rng):
     x = rng.standard_normal((1, 3, 12, 13))
     assert_close(conv2d(x, d), conv2d(x, k, dilation=(2, 3)))
     assert_close(dilate(np.array([1.0, 2.0, 3.0]), 2), [1, 0, 2, 0, 3])
+    assert_close(dilate(np.array([[1.0, 2.0]]), (1, 3)), [[1, 0, 0, 2]])
+    w1 = rng.standard_normal((2, 2, 3))  # (C_out, C_in, k): only the last axis
+    assert dilate(w1, 2).shape == (2, 2, 5)
+    assert_close(dilate(k, 1), k)
 
 
-def test_receptive_field_matches_composed_kernel():
+def test_receptive_field():
     assert receptive_field([3, 3], [2, 2]) == (7, 4)
     assert receptive_field([3, 3, 3], [1, 1, 1], [1, 2, 4]) == (15, 1)
+    assert receptive_field([(3, 1), 3], [2, (1, 2)]) == ((7, 5), (2, 4))
     w, s = compose([np.ones(3), np.ones(2), np.ones(5)], [2, 3, 1], [1, 2, 1])
     assert (w.size, s) == receptive_field([3, 2, 5], [2, 3, 1], [1, 2, 1])
 
 
-def test_errors():
-    k = np.ones(3)
-    with pytest.raises(ValueError, match=r"paddings\[1\].*cannot be composed"):
-        compose([k, k], [2, 2], paddings=[1, 1])
-    with pytest.raises(ValueError, match="strides"):
-        compose([k, k], [2])
-    with pytest.raises(ValueError, match=r"weights\[1\] has C_in=3"):
-        compose([np.ones((2, 1, 3)), np.ones((1, 3, 3))], [1, 1])
-    with pytest.raises(ValueError, match=r"strides\[0\] must be >= 1"):
-        compose([k], [0])
-    with pytest.raises(TypeError, match="weights"):
-        compose(k, [1])
-    with pytest.raises(ValueError, match="rate must be >= 1"):
-        dilate(k, 0)
-    with pytest.raises(TypeError, match="kernel"):
-        dilate(np.ones(3, complex), 2)
+# ----------------------------------------------------------------------------------------------
+# errors
+# ----------------------------------------------------------------------------------------------
+
+K = np.ones(3)
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: compose([K, K], [2, 2], paddings=[1, 1]), ValueError,
+     r"paddings\[1\]=1: padding between layers cannot be composed exactly"),
+    (lambda: compose([K, K], [2, 2], paddings=["same", 0]), ValueError, "explicit integer"),
+    (lambda: compose([K, K], [2]), ValueError, "strides must be a sequence with one entry"),
+    (lambda: compose([K, K], [1, 1], [1]), ValueError, "dilations must be a sequence"),
+    (lambda: compose([np.ones((2, 1, 3)), np.ones((1, 3, 3))], [1, 1]), ValueError,
+     "channel mismatch between layers 0 and 1"),
+    (lambda: compose([K, np.ones((3, 3))], [1, 1]), ValueError, "same ndim"),
+    (lambda: compose([K], [0]), ValueError, r"strides\[0\] must be >= 1"),
+    (lambda: compose([K], [1], [1.5]), TypeError, r"dilations\[0\] must be an integer"),
+    (lambda: compose(K, [1]), TypeError, "weights must be a list or tuple"),
+    (lambda: compose([], []), ValueError, "at least one layer"),
+    (lambda: compose([np.ones(3, complex)], [1]), TypeError, r"weights\[0\].*complex"),
+    (lambda: compose([np.ones((1, 1, 1, 1, 3))], [1]), ValueError, "1 or 2 or 3 or 4"),
+    (lambda: dilate(K, 0), ValueError, "rate must be >= 1"),
+    (lambda: dilate(K, (2, 2)), ValueError, "rate must be an int or a sequence of 1"),
+    (lambda: dilate(np.ones(3, complex), 2), TypeError, "kernel"),
+    (lambda: receptive_field([], []), ValueError, "non-empty"),
+    (lambda: receptive_field([3, 3], [1]), ValueError, "strides"),
+])
+def test_bad_input_raises_clearly(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
