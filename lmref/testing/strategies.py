@@ -31,7 +31,12 @@ the window. Strategies here: :func:`conv_args`, :func:`flows`, :func:`warp_args`
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import strategies as st
+
+try:
+    from hypothesis import strategies as st
+except ImportError as exc:  # a test-only dependency: say what to install
+    raise ImportError("lmref.testing.strategies needs hypothesis: pip install hypothesis "
+                      "(or pip install 'lmref[test]')") from exc
 
 __all__ = ["conv_args", "flows", "warp_args", "ar_kernels", "ar_factors", "ar_solve_args",
            "pool_args", "local_multiply_args", "block_match_args", "PADDING_MODES"]
