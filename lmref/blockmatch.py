@@ -1045,7 +1045,7 @@ def _example_block_match(rng):
 
 
 _OPS = [
-    Op(name="block_match", cpu="lmref.blockmatch:block_match",
+    Op(name="block_match", cuda="lmref.cuda:block_match", cpu="lmref.blockmatch:block_match",
        reference="lmref.blockmatch:_block_match_reference",
        example="lmref.blockmatch:_example_block_match",
        notes="outputs (flow, cost); SSD, ties: smallest |d|^2, then dy, then dx; not "

@@ -529,7 +529,7 @@ _OPS = [
     Op(name="relu", cpu="lmref.layers:relu", reference="lmref.layers:_relu_reference",
        backward="lmref.layers:relu_backward", peer="lmref.peers.torch_layers:relu",
        peer_name="torch.relu", example="lmref.layers:_example_relu"),
-    Op(name="max_pool2d", cpu="lmref.layers:max_pool2d",
+    Op(name="max_pool2d", cuda="lmref.cuda:max_pool2d", cpu="lmref.layers:max_pool2d",
        reference="lmref.layers:_max_pool2d_reference",
        backward="lmref.layers:max_pool2d_backward", peer="lmref.peers.torch_layers:max_pool2d",
        peer_name="torch.nn.functional.max_pool2d", example="lmref.layers:_example_max_pool2d",

@@ -1024,7 +1024,7 @@ def _example_warp(rng):
 
 
 _OPS = [
-    Op(name="warp", cpu="lmref.motion:warp", reference="lmref.motion:_warp_reference",
+    Op(name="warp", cuda="lmref.cuda:warp", cpu="lmref.motion:warp", reference="lmref.motion:_warp_reference",
        backward="lmref.motion:warp_backward", peer="lmref.peers.torch_motion:warp",
        peer_name="torch.nn.functional.grid_sample (align_corners=True)",
        example="lmref.motion:_example_warp",

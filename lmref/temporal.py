@@ -757,7 +757,7 @@ _OPS = [
        backward=f"{_M}:log_divide_backward", peer=f"{_P}:log_divide",
        peer_name="torch.log(a + eps) - torch.log(b + eps)", example=f"{_M}:_example_log_divide",
        tags=("temporal",)),
-    Op(name="local_multiply", cpu=f"{_M}:local_multiply",
+    Op(name="local_multiply", cuda="lmref.cuda:local_multiply", cpu=f"{_M}:local_multiply",
        reference=f"{_M}:_local_multiply_reference", backward=f"{_M}:local_multiply_backward",
        peer=f"{_P}:local_multiply",
        peer_name="loop over shifts (F.pad + slicing) = spatial_correlation_sample(kernel_size=1)",
