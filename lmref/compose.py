@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmref._validation import as_float64, as_int, as_tuple
+from lmref._validation import as_float64, as_int, as_tuple, check_alloc
 from lmref.registry import Op
 
 __all__ = ["dilate", "compose", "receptive_field"]
@@ -78,7 +78,9 @@ def dilate(kernel, rate):
     rates = _rates(rate, nd)
     lead = kernel.shape[:kernel.ndim - nd]
     ks = kernel.shape[kernel.ndim - nd:]
-    out = np.zeros(lead + tuple((k - 1) * r + 1 for k, r in zip(ks, rates)))
+    shape = lead + tuple((k - 1) * r + 1 for k, r in zip(ks, rates))
+    check_alloc(shape, f"the kernel dilated by rate={rate!r}")
+    out = np.zeros(shape)
     out[(Ellipsis,) + tuple(slice(None, None, r) for r in rates)] = kernel
     return out
 
@@ -250,6 +252,10 @@ def compose(weights, strides, dilations=None, *, paddings=None):
     ss, s_ss = _per_layer(strides, "strides", n, nd)
     ds, s_ds = _per_layer(dilations, "dilations", n, nd, default=1)
     _check_paddings(paddings, n)
+    sizes = [_field([w.shape[2 + a] for w in arrays], [s[a] for s in ss], [d[a] for d in ds])[0]
+             for a in range(nd)]
+    check_alloc((arrays[-1].shape[0], arrays[0].shape[1], *sizes),
+                "the composed kernel (its size grows with the strides and dilations)")
     composite = dilate(arrays[0], ds[0])
     jump = (1,) * nd
     for w, s_prev, d in zip(arrays[1:], ss[:-1], ds[1:]):

@@ -31,10 +31,16 @@ Output size
     larger than the padded input is a ``ValueError``.
 Dtypes and NaN
     Integer and floating inputs are accepted; every result is float64 (the oracle computes in
-    float64 whatever comes in). NaN and Inf propagate like in any sum of products.
+    float64 whatever comes in). NaN and Inf propagate like in any sum of products; as in
+    PyTorch, an infinite weight times a zero of the padding gives NaN.
 Summation order
-    Each output is accumulated in a fixed order (input channel, kernel row, kernel column),
-    independent of the number of threads, so results are reproducible bit for bit.
+    Each output is accumulated in a fixed order that does not depend on the number of threads
+    (the fast kernels add input channels in pairs, ``acc += w0 * u + w1 * v``; the plain
+    references in ``_conv*_reference`` sum tap by tap), so results are reproducible bit for bit
+    on a machine; fast and reference paths agree to rounding (~1e-15 relative).
+Threads
+    Problems above ~2 million multiply-adds run numba ``prange`` drivers over independent
+    output blocks; smaller ones run the same blocks serially (no thread start-up).
 """
 from __future__ import annotations
 
@@ -633,22 +639,26 @@ def _column_phases(geom):
 
 
 def _split_columns(xp, sw):
-    """``(N, C, Hp, Wp) -> (N, C, Hp, sw, ceil(Wp / sw))``, ``[..., p, m] = xp[..., p + m sw]``."""
+    """``(N, C, Hp, Wp) -> (N, C, Hp, P, ceil(Wp / sw))``, ``[..., p, m] = xp[..., p + m sw]``.
+
+    Only the ``P = min(sw, Wp)`` phases that exist are stored (a stride larger than the padded
+    width would otherwise allocate ``sw`` mostly empty phases).
+    """
     if sw == 1:
         return xp[:, :, :, None, :]
     n, c, hp, wp = xp.shape
-    xr = np.zeros((n, c, hp, sw, -(-wp // sw)))
+    xr = np.zeros((n, c, hp, min(sw, wp), -(-wp // sw)))
     for p in range(min(sw, wp)):
         cols = xp[..., p::sw]
         xr[..., p, :cols.shape[-1]] = cols
     return xr
 
 
-def _merge_columns(gr, wp):
+def _merge_columns(gr, sw, wp):
     """Inverse of :func:`_split_columns` (entries past ``wp`` are never written)."""
-    n, c, hp, sw, _ = gr.shape
     if sw == 1:
         return gr[:, :, :, 0, :]
+    n, c, hp = gr.shape[:3]
     gp = np.empty((n, c, hp, wp))
     for p in range(min(sw, wp)):
         m = len(range(p, wp, sw))
@@ -677,16 +687,16 @@ def _input_grad(g, w, geom, n_batch, c_in):
     sw = geom.stride[1]
     hp, wp = geom.padded_hw
     wq = -(-wp // sw)
-    check_alloc((n_batch, c_in, hp, sw, wq), "the input gradient")
+    check_alloc((n_batch, c_in, hp, min(sw, wp), wq), "the input gradient")
     phase, shift = _column_phases(geom)
     lead = int(shift[-1])
     gpad = np.zeros(g.shape[:3] + (lead + wq,))
     gpad[..., lead:lead + g.shape[3]] = g
-    gr = np.empty((n_batch, c_in, hp, sw, wq))
+    gr = np.empty((n_batch, c_in, hp, min(sw, wp), wq))
     run = _input_grad_parallel if _macs(g.size, w[0].size) >= _PARALLEL_MIN_WORK \
         else _input_grad_serial
     run(gpad, w, phase, shift, lead, geom.stride[0], geom.dilation[0], geom.groups, gr)
-    return _unpad_adjoint(np.ascontiguousarray(_merge_columns(gr, wp)), geom)
+    return _unpad_adjoint(np.ascontiguousarray(_merge_columns(gr, sw, wp)), geom)
 
 
 def _weight_grad(g, x, w_shape, geom):
@@ -837,6 +847,16 @@ def _transpose_geometry(nd, x, weight, stride, padding, output_padding, dilation
     return geom
 
 
+def _check_transpose_bias(bias, c_out):
+    if bias is None:
+        return None
+    bias = as_float64(bias, "bias (C_out,)", ndim=1)
+    if bias.shape[0] != c_out:
+        raise ValueError(f"bias must have shape ({c_out},) (C_out = weight.shape[1] * groups), "
+                         f"got {bias.shape}")
+    return bias
+
+
 def _fit(a, hw):
     """Crop or zero-extend the trailing two axes of ``a`` to ``hw`` (bottom/right)."""
     if a.shape[2:] == tuple(hw):
@@ -852,10 +872,7 @@ def _conv_transpose(nd, x, weight, bias, stride, padding, output_padding, groups
                                  "groups, *k) of a transposed convolution")
     geom = _transpose_geometry(nd, x, weight, stride, padding, output_padding, dilation, groups)
     c_out = weight.shape[1] * geom.groups
-    if bias is not None:
-        bias = as_float64(bias, "bias (C_out,)", ndim=1)
-        if bias.shape[0] != c_out:
-            raise ValueError(f"bias must have shape ({c_out},), got {bias.shape}")
+    bias = _check_transpose_bias(bias, c_out)
     # output_padding >= stride (allowed when < dilation) makes the forward conv one row
     # longer than x: that row of its output is simply absent (zero) here
     g = _fit(_to2d(x, nd), geom.out_hw)
@@ -870,6 +887,7 @@ def _conv_transpose_backward(nd, grad_out, x, weight, bias, stride, padding, out
     x, weight, _ = _check_arrays(nd, x, weight, None)
     geom = _transpose_geometry(nd, x, weight, stride, padding, output_padding, dilation, groups)
     c_out = weight.shape[1] * geom.groups
+    _check_transpose_bias(bias, c_out)
     g = as_float64(grad_out, "grad_out", ndim=nd + 2)
     expected = (x.shape[0], c_out) + geom.in_hw[2 - nd:]
     if g.shape != expected:
