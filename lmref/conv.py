@@ -968,8 +968,11 @@ def _axis_taps(index_map, out_size, k, stride, dilation):
     """Per output position along one axis: the distinct source pixels in increasing order and,
     for each, the range of its kernel taps in ``taps`` (tap order kept among equal sources).
 
-    Returns ``(count, sources, start, end, taps)`` with ``sources[i, u]`` the ``u``-th distinct
-    source of output ``i`` (``u < count[i]``), read by taps ``taps[i, start[i, u]:end[i, u]]``.
+    Returns ``(count, sources, start, end, taps, template, shift)`` with ``sources[i, u]`` the
+    ``u``-th distinct source of output ``i`` (``u < count[i]``), read by the taps
+    ``taps[i, start[i, u]:end[i, u]]``; output ``i`` has the same taps as output
+    ``template[i] <= i`` with every source moved by ``shift[i]`` (interior positions are all
+    translates of one template, which the matrix builder copies instead of recomputing).
     """
     pos = np.arange(out_size)[:, None] * stride + np.arange(k)[None, :] * dilation
     src = index_map[pos]
@@ -988,14 +991,28 @@ def _axis_taps(index_map, out_size, k, stride, dilation):
     start[rows, rank[rows, cols]] = cols
     vrows, vcols = np.nonzero(valid)
     end[vrows, rank[vrows, vcols]] = vcols + 1
-    return count.astype(np.int64), sources, start, end, np.ascontiguousarray(taps)
+    # translate of the previous position: same counts, tap ranges and taps, sources + const
+    step = sources[1:] - sources[:-1]
+    used = np.arange(k)[None, :] < count[1:, None]
+    same = ((count[1:] == count[:-1]) & (count[1:] > 0)
+            & (start[1:] == start[:-1]).all(axis=1) & (end[1:] == end[:-1]).all(axis=1)
+            & (taps[1:] == taps[:-1]).all(axis=1)
+            & ((step == step[:, :1]) | ~used).all(axis=1))
+    first = np.concatenate(([True], ~same))
+    template = np.maximum.accumulate(np.where(first, np.arange(out_size), 0))
+    shift = sources[:, 0] - sources[template, 0]
+    return (count.astype(np.int64), sources, start, end, np.ascontiguousarray(taps),
+            template.astype(np.int64), shift.astype(np.int64))
 
 
 @jit
 def _matrix_block(oi, w, axis_h, axis_w, in_h, in_w, groups, indptr, indices, data):
     """Rows ``(o, i, 0..wo-1)`` of the matrix (``oi = o * ho + i``)."""
-    count_h, src_h, start_h, end_h, taps_h = axis_h
-    count_w, src_w, start_w, end_w, taps_w = axis_w
+    count_h, src_h, start_h, end_h, taps_h = axis_h[0], axis_h[1], axis_h[2], axis_h[3], \
+        axis_h[4]
+    count_w, src_w, start_w, end_w, taps_w = axis_w[0], axis_w[1], axis_w[2], axis_w[3], \
+        axis_w[4]
+    template_w, shift_w = axis_w[5], axis_w[6]
     c_out, c_in_g = w.shape[0], w.shape[1]
     ho, wo = count_h.shape[0], count_w.shape[0]
     o = oi // ho
@@ -1003,6 +1020,14 @@ def _matrix_block(oi, w, axis_h, axis_w, in_h, in_w, groups, indptr, indices, da
     c0 = (o // (c_out // groups)) * c_in_g
     for j in range(wo):
         pos = indptr[oi * wo + j]
+        tj = template_w[j]
+        if tj < j:  # a translate of an earlier row: same values, columns moved
+            src = indptr[oi * wo + tj]
+            delta = shift_w[j]
+            for q in range(indptr[oi * wo + j + 1] - pos):
+                indices[pos + q] = indices[src + q] + delta
+                data[pos + q] = data[src + q]
+            continue
         for c in range(c_in_g):
             wc = w[o, c]
             for uh in range(count_h[i]):
