@@ -58,7 +58,9 @@ def as_float64(x, name: str, *, ndim: int | Sequence[int] | None = None,
     if arr.size == 0 and not allow_empty:
         raise ValueError(f"{name} must not be empty, got {_describe(arr)}")
     # np.asarray(order='C'), not np.ascontiguousarray, which turns a 0-d scalar into shape (1,)
-    return np.asarray(arr, dtype=np.float64, order="C")
+    out = np.asarray(arr, dtype=np.float64, order="C")
+    # a read-only array would make numba compile a second (readonly) specialisation of every kernel
+    return out if out.flags.writeable else out.copy()
 
 
 def as_int(value, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
