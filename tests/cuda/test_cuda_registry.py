@@ -11,13 +11,13 @@ TWINS = sorted(n for n in lc._FUNCTIONS if n in OPS)
 
 def test_every_twin_is_registered():
     assert TWINS == sorted(n for n in lc._FUNCTIONS if not n.endswith("_backward"))
+    assert {n for n, op in OPS.items() if op.cuda is not None} == set(TWINS)
 
 
 @pytest.mark.parametrize("name", TWINS)
 def test_twin_equals_cpu_on_the_registry_example(name, close):
     op = OPS[name]
-    if op.cuda is not None:  # when the family names its twin, it must be ours
-        assert op.get("cuda") is getattr(lc, name)
+    assert op.get("cuda") is getattr(lc, name)  # the registry names our twin
     args, kw = op.get("example")(np.random.default_rng(0))
     out = op.get("cpu")(*args, **kw)
     tol = dict(rtol=0, atol=0) if name == "max_pool2d" else {}  # a max does not round
