@@ -41,8 +41,8 @@ Latent motion (eq. 12)
     the feature map (what enters the frame is unpredictable and excluded).
 Dtypes and non-finite values
     Integer and floating inputs are accepted; every array result is float64. NaN or infinite
-    frames are rejected by :func:`block_match` (a NaN has no SSD order); metrics reject them
-    inside the mask only.
+    frames are rejected by :func:`block_match` (a NaN has no SSD order) and
+    :func:`latent_motion_error` (``image``); metrics reject them inside the mask only.
 """
 from __future__ import annotations
 
@@ -84,12 +84,33 @@ def displacement_order(search_range: int) -> np.ndarray:
     ndarray of int64, shape ((2 s + 1)^2, 2)
         Rows ``(dy, dx)`` sorted by ``dx^2 + dy^2``, then ``dy``, then ``dx``: the first row is
         ``(0, 0)``, then ``(-1, 0), (0, -1), (0, 1), (1, 0)``...
+
+    Raises
+    ------
+    TypeError
+        ``search_range`` is not an integer.
+    ValueError
+        ``search_range < 0``, or its table would exceed the memory guard
+        (:func:`lmref._validation.max_bytes`).
     """
     s = as_int(search_range, "search_range", minimum=0)
+    check_alloc(((2 * s + 1) ** 2, 2), "search_range")  # the table (and each sort key)
     d = np.arange(-s, s + 1)
     dy, dx = (a.ravel() for a in np.meshgrid(d, d, indexing="ij"))
     order = np.lexsort((dx, dy, dx * dx + dy * dy))  # last key is the primary one
     return np.stack([dy[order], dx[order]], axis=1)
+
+
+def _search_range_limit(height: int, width: int, block_size: int) -> int:
+    """Largest useful search range for ``height x width`` frames: ``max(H, W) + b - 1``.
+
+    A displacement with ``|dy|`` or ``|dx|`` beyond it compares a block wholly outside the
+    frame: all zeros (``boundary="zeros"``), which the in-range ``(dy, dx) = (H + b // 2 - y, 0)`` matches
+    as well, or a repeated edge (``"replicate"``), identical to the block with that component
+    pulled back to the edge. Either twin has the same exact cost and a strictly smaller
+    ``dx^2 + dy^2``, so it wins the tie: clamping ``search_range`` here changes no result.
+    """
+    return max(height, width) + block_size - 1
 
 
 def _check_block_match(reference, current, block_size, search_range, channels, boundary):
@@ -111,6 +132,7 @@ def _check_block_match(reference, current, block_size, search_range, channels, b
     ref3 = ref.reshape((1,) + ref.shape) if flat else ref
     cur3 = cur.reshape((1,) + cur.shape) if flat else cur
     C, H, W = cur3.shape
+    s = min(s, _search_range_limit(H, W, b))
     group = C if channels == "sum" else 1
     big = max(float(np.abs(ref3).max()), float(np.abs(cur3).max()))
     if 4.0 * big * big * b * b * group > 1e300:
@@ -568,7 +590,11 @@ def block_match(reference, current, block_size, search_range, *, channels="sum",
     block_size : int
         Odd block side ``b`` (blocks are centred on the pixel).
     search_range : int
-        ``s >= 0``; ``(2 s + 1)^2`` displacements are tried.
+        ``s >= 0``; ``(2 s + 1)^2`` displacements are tried. A range beyond
+        ``max(H, W) + block_size - 1`` is clamped to it: farther displacements only reach
+        blocks wholly outside the frame (all zeros, or the repeated edge with ``"replicate"``),
+        each identical to a nearer candidate that wins the tie, so flow and cost are those of
+        the full range.
     channels : {"sum", "each"}
         ``"sum"``: one field for all channels (the SSD is summed over channels). ``"each"``:
         one field per channel. For 2-D inputs both give one ``(H, W, 2)`` field.
@@ -582,6 +608,15 @@ def block_match(reference, current, block_size, search_range, *, channels="sum",
         backward map: ``warp(reference, flow)`` approximates ``current``.
     cost : ndarray, float64, shape (H, W), or (C, H, W) for 3-D ``channels="each"``
         The SSD of the chosen displacement (a sum, not a mean).
+
+    Raises
+    ------
+    TypeError
+        Non-real frames, or non-integer ``block_size`` / ``search_range``.
+    ValueError
+        Frames of different shapes or ndim other than 2 or 3, non-finite or overflowing
+        values, an even or non-positive ``block_size``, a negative ``search_range``, an unknown
+        ``channels`` / ``boundary``, or tables beyond the memory guard.
 
     Notes
     -----
@@ -750,13 +785,11 @@ def psnr(predicted, actual, peak=255.0, mask=None) -> float:
 
 
 def _scale_args(peak, levels):
+    """Validate eq. 14's ``peak`` (real, > 0) and ``levels`` (an integer count, >= 2)."""
     pk = as_real(peak, "peak")
-    lv = as_real(levels, "levels")
     if pk <= 0.0:
         raise ValueError(f"peak must be > 0, got {pk!r}")
-    if lv <= 0.0:
-        raise ValueError(f"levels must be > 0, got {lv!r}")
-    return pk, lv
+    return pk, float(as_int(levels, "levels", minimum=2))
 
 
 def _scalar_or_array(result, like):
@@ -780,12 +813,21 @@ def psnr_to_nrmse(psnr, peak=255.0, levels=256):
     ----------
     psnr : float or array_like
         dB; ``inf`` maps to 0.
-    peak, levels : float
+    peak : float
         Positive.
+    levels : int
+        Number of intensity levels, ``>= 2`` (the dynamic range ``R`` of eq. 13).
 
     Returns
     -------
     float or ndarray (float64)
+
+    Raises
+    ------
+    TypeError
+        ``levels`` is not an integer (e.g. 2.5), or ``peak`` / ``psnr`` are not real.
+    ValueError
+        ``peak <= 0``, ``levels < 2``, or NaN in ``psnr``.
     """
     pk, lv = _scale_args(peak, levels)
     p = as_float64(psnr, "psnr")
@@ -797,7 +839,15 @@ def psnr_to_nrmse(psnr, peak=255.0, levels=256):
 def nrmse_to_psnr(nrmse, peak=255.0, levels=256):
     """Inverse of :func:`psnr_to_nrmse`: ``PSNR = 20 log10(peak / (levels NRMSE))`` (eq. 14).
 
-    ``nrmse`` must be >= 0 (0 maps to ``inf``); returns a float or a float64 array.
+    ``nrmse`` must be >= 0 (0 maps to ``inf``); returns a float or a float64 array. ``peak``
+    and ``levels`` as in :func:`psnr_to_nrmse`.
+
+    Raises
+    ------
+    TypeError
+        ``levels`` is not an integer, or ``peak`` / ``nrmse`` are not real.
+    ValueError
+        ``peak <= 0``, ``levels < 2``, or a negative or NaN ``nrmse``.
     """
     pk, lv = _scale_args(peak, levels)
     e = as_float64(nrmse, "nrmse")
@@ -900,6 +950,28 @@ def _erode(mask, margin):
     return count == n * n
 
 
+def _check_margin(margin, shape):
+    """``margin`` for an ``(h, w)`` feature map: at most ``(min(h, w) - 1) // 2``, beyond which
+    the ``(2 margin + 1)^2`` erosion window fits nowhere and no pixel could remain."""
+    largest = (min(shape) - 1) // 2
+    if margin > largest:
+        raise ValueError(f"margin must be <= {largest} for the {shape[0]}x{shape[1]} feature "
+                         f"map (a (2 margin + 1)^2 window must fit inside it), got {margin}")
+
+
+def _predictable_region(mask, margin):
+    """The mask eroded by ``margin``; an error naming flow (and margin) if nothing is left."""
+    eroded = _erode(mask, margin)
+    if eroded.any():
+        return eroded
+    if mask.any():
+        raise ValueError(f"margin={margin} leaves none of the {int(mask.sum())} feature pixels "
+                         f"that flow makes predictable: reduce margin (or the motion)")
+    raise ValueError(f"flow leaves no predictable feature pixel: every source point "
+                     f"(flow / stride) is non-finite or outside the {mask.shape[0]}x"
+                     f"{mask.shape[1]} feature map, so the NRMSE is undefined")
+
+
 def latent_motion_error(extract, image, flow, stride, *, mode="bilinear", boundary="zeros",
                         sample="center", margin=0, dynamic_range=None):
     """How well input motion scaled by ``1 / stride`` predicts feature motion (seed 001, Sec. 3).
@@ -937,6 +1009,17 @@ def latent_motion_error(extract, image, flow, stride, *, mode="bilinear", bounda
     Returns
     -------
     LatentMotionResult
+
+    Raises
+    ------
+    TypeError
+        ``extract`` is not callable, non-real ``image`` / ``flow``, non-integer ``margin``.
+    ValueError
+        ``image`` contains NaN or Inf (it would reach the features through any receptive
+        field); ``flow`` leaves no predictable feature pixel (every source point non-finite
+        or outside the feature map); ``margin`` is negative, wider than the feature map
+        allows (``> (min(h, w) - 1) // 2``) or erodes the whole predictable region; bad
+        shapes or options (as :func:`compensate` and :func:`nrmse`).
     """
     from lmref.motion import scale_flow, warp
 
@@ -944,16 +1027,18 @@ def latent_motion_error(extract, image, flow, stride, *, mode="bilinear", bounda
         raise TypeError(f"extract must be callable (numpy -> numpy), got "
                         f"{type(extract).__name__}")
     img = as_float64(image, "image", ndim=(2, 3))
+    check_finite(img, "image")
     f = _check_flow_field(flow, "flow")
-    moved = warp(img, f, mode=mode, boundary=boundary)
+    margin = as_int(margin, "margin", minimum=0)
     reference = as_float64(extract(img), "extract(image)", ndim=(2, 3))
+    _check_margin(margin, reference.shape[-2:])
+    moved = warp(img, f, mode=mode, boundary=boundary)
     actual = as_float64(extract(moved), "extract(moved image)", ndim=(2, 3))
     if actual.shape != reference.shape:
         raise ValueError(f"extract gave shapes {reference.shape} and {actual.shape} for two "
                          f"images of the same shape")
-    margin = as_int(margin, "margin", minimum=0)
     predicted, mask = compensate(reference, f, stride, mode, sample=sample)
-    mask = _erode(mask, margin)
+    mask = _predictable_region(mask, margin)
     value = nrmse(predicted, actual, mask, dynamic_range)
     return LatentMotionResult(value, actual, predicted, mask, moved,
                               scale_flow(f, stride, sample=sample))

@@ -43,6 +43,7 @@ never alias them.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
@@ -65,6 +66,9 @@ ARITHMETIC_OPS = ("add", "sub", "mul", "div")
 # modes of the element-wise kernels
 _ADD, _SUB, _LOG_EPS, _LOG1P_ABS = 0, 1, 2, 3
 
+#: bytes per entry of a list of Python ints (the pointer and a large int object), for the guard
+_LIST_ENTRY_BYTES = 8 + sys.getsizeof(2**40)
+
 
 # ----------------------------------------------------------------------------------------------
 # context spanning
@@ -81,18 +85,34 @@ def context_offsets(z, *, layout="seed"):
     Returns
     -------
     list of int
+        ``z`` offsets.
+
+    Raises
+    ------
+    TypeError
+        ``z`` is not an integer.
+    ValueError
+        ``z < 1``, even ``z > 1`` with ``layout="atm"``, an unknown ``layout``, or a list of
+        ``z`` offsets beyond the memory guard (:func:`lmref._validation.max_bytes`).
     """
-    z = as_int(z, "z", minimum=1)
-    layout = one_of(layout, "layout", LAYOUTS)
+    z, layout = _check_z(z, layout)
+    check_alloc((z,), f"the list of z={z} offsets", itemsize=_LIST_ENTRY_BYTES)
     if layout == "seed":
         return list(range(-(z // 2), 0)) + list(range(1, z - z // 2 + 1))
     if z == 1:
         return [-1]
-    if z % 2 == 0:
+    return list(range(-(z // 2), z // 2 + 1))
+
+
+def _check_z(z, layout):
+    """Validate ``z`` and ``layout``; return them. Every valid pair has exactly ``z`` offsets."""
+    z = as_int(z, "z", minimum=1)
+    layout = one_of(layout, "layout", LAYOUTS)
+    if layout == "atm" and z > 1 and z % 2 == 0:
         raise ValueError(
             f"z must be 1 or odd with layout='atm' (the official window of z frames centred on "
             f"the anchor; its pad + unfold breaks for even z > 1), got z={z}")
-    return list(range(-(z // 2), z // 2 + 1))
+    return z, layout
 
 
 def _context_indices(t, z, layout):
@@ -121,8 +141,8 @@ def _as_clip(frames):
 def _span(clip, z, layout):
     """Context frames of a ``(N, T, C, H, W)`` clip: ``(N, T, Z, C, H, W)``, a new array."""
     n, t, c, h, w = clip.shape
+    check_alloc((n, t, z, c, h, w), f"the context_span output for z={z}")
     idx = _context_indices(t, z, layout)
-    check_alloc((n, t, idx.shape[1], c, h, w), "context_span output")
     out = clip[:, np.maximum(idx, 0)]  # fancy indexing copies: never aliases frames
     out[:, idx < 0] = 0.0
     return out
@@ -149,10 +169,17 @@ def context_span(frames, z, *, layout="seed"):
     -------
     ndarray, float64, shape ``(N, T, Z, C, H, W)`` (``(T, Z, C, H, W)`` without a batch axis)
         ``out[n, t, k] = frames[n, t + context_offsets(z)[k]]`` (clamped or zero as above).
+
+    Raises
+    ------
+    TypeError
+        Non-real ``frames`` or a non-integer ``z``.
+    ValueError
+        ``frames`` not 4- or 5-dimensional or with ``T < 2``; ``z`` as in
+        :func:`context_offsets`, or an output beyond the memory guard (too large a ``z``).
     """
     clip, batched = _as_clip(frames)
-    z = as_int(z, "z", minimum=1)
-    layout = one_of(layout, "layout", LAYOUTS)
+    z, layout = _check_z(z, layout)
     out = _span(clip, z, layout)
     return out if batched else out[0]
 
@@ -675,6 +702,16 @@ def arithmetic_features(frames, z, ops=ARITHMETIC_OPS, patch_size=9, *, layout="
         ``F`` is the sum over ``ops`` of ``C`` (add, sub, div) and ``P*P`` (mul), blocks in the
         order of ``ops``. Reshape to ``(N, T, Z*F, H, W)`` to regroup the ``Z*C`` channels.
 
+    Raises
+    ------
+    TypeError
+        Non-real ``frames``, non-integer ``z`` / ``patch_size`` / ``dilation``, or ``ops`` not
+        a sequence.
+    ValueError
+        Bad ``frames`` (as :func:`context_span`) or values outside the log domain of ``"div"``;
+        ``z`` as in :func:`context_offsets`; unknown or repeated ``ops``; an even
+        ``patch_size``; an output beyond the memory guard (too large a ``z`` or ``patch_size``).
+
     Notes
     -----
     Operand order, with ``A`` = anchor frame ``t`` and ``B`` = context frame ``k``:
@@ -688,8 +725,7 @@ def arithmetic_features(frames, z, ops=ARITHMETIC_OPS, patch_size=9, *, layout="
       ``A + B``, ``A - B``, ``local_multiply(B, A)``, ``log_divide(A, B)``.
     """
     clip, batched = _as_clip(frames)
-    z = as_int(z, "z", minimum=1)
-    layout = one_of(layout, "layout", LAYOUTS)
+    z, layout = _check_z(z, layout)
     ops = _check_ops(ops)
     if normalize is None:
         normalize = "l2" if layout == "atm" else "none"
@@ -700,8 +736,8 @@ def arithmetic_features(frames, z, ops=ARITHMETIC_OPS, patch_size=9, *, layout="
         _check_log_domain(clip, as_real(eps, "eps"), "frames")
     n, t, c, h, w = clip.shape
     width = sum(patch * patch if op == "mul" else c for op in ops)
-    check_alloc((n, t, len(context_offsets(z, layout=layout)), width, h, w),
-                "arithmetic_features output")
+    sizes = f"z={z}" + (f", patch_size={patch}" if "mul" in ops else "")
+    check_alloc((n, t, z, width, h, w), f"the arithmetic_features output for {sizes}")
     first, second = _operands(clip, z, layout)
     blocks = []
     for op in ops:

@@ -199,6 +199,60 @@ def test_bad_block_match_arguments(args, kw, exc, match):
         B.block_match(np.zeros(ref), np.zeros(cur), b, s, **kw)
 
 
+HUGE = 10**12 + 1
+
+
+def test_displacement_order_refuses_a_huge_table_naming_search_range():
+    with pytest.raises(ValueError, match=r"search_range would need .* GiB"):
+        B.displacement_order(HUGE)
+
+
+def _brute_force_match(ref, cur, b, s, boundary):
+    """Every displacement of ``|dx|, |dy| <= s`` (no clamping), exact costs, tie order."""
+    r = b // 2
+    mode = "constant" if boundary == "zeros" else "edge"
+    cp = np.pad(cur, r, mode=mode)
+    rp = np.pad(ref, r + s, mode=mode)
+    H, W = cur.shape
+    flow, cost = np.empty((H, W, 2)), np.empty((H, W))
+    for y, x in np.ndindex(H, W):
+        block = cp[y:y + b, x:x + b]
+        best = math.inf
+        for dy, dx in B.displacement_order(s):
+            cand = rp[y + s + dy:y + s + dy + b, x + s + dx:x + s + dx + b]
+            c = math.fsum(((block - cand) ** 2).ravel())
+            if c < best:
+                best, flow[y, x], cost[y, x] = c, (dx, dy), c
+    return flow, cost
+
+
+@pytest.mark.parametrize("kind", ["normal", "integers"])
+@pytest.mark.parametrize("boundary", B.BM_BOUNDARIES)
+@pytest.mark.parametrize("b", [1, 3])
+def test_search_range_beyond_the_frame_is_clamped_without_changing_the_result(rng, kind,
+                                                                              boundary, b):
+    """Displacements beyond max(H, W) + b - 1 only see blocks outside the frame, identical to a
+    nearer candidate that wins the tie: the clamped search equals the unclamped brute force."""
+    H, W = 3, 4
+    if kind == "normal":
+        ref, cur = rng.standard_normal((2, H, W))
+    else:  # many exact ties, also with the all-zero / repeated-edge blocks beyond the frame
+        ref, cur = rng.integers(-1, 2, (2, H, W)).astype(float)
+    limit = max(H, W) + b - 1
+    want = _brute_force_match(ref, cur, b, limit + 3, boundary)
+    for s in (limit, limit + 3, HUGE):
+        _assert_same_match(B.block_match(ref, cur, b, s, boundary=boundary), want)
+        _assert_same_match(B._block_match_reference(ref, cur, b, s, boundary=boundary), want)
+
+
+def test_huge_search_range_returns_the_limit_result(rng):
+    ref, cur = rng.standard_normal((2, 2, 6, 5))
+    flow, cost = B.block_match(ref, cur, 3, HUGE, channels="each")
+    want = B.block_match(ref, cur, 3, 8, channels="each")
+    np.testing.assert_array_equal(flow, want[0])
+    np.testing.assert_array_equal(cost, want[1])
+
+
 def test_non_finite_and_huge_inputs_are_rejected():
     ref = np.zeros((4, 4))
     bad = ref.copy()
@@ -264,6 +318,11 @@ def test_eq14_agrees_with_nrmse_and_psnr_on_8bit_frames(rng):
         B.nrmse(predicted, actual, dynamic_range=256), rel=1e-12)
 
 
+def test_eq14_levels_is_an_integer_count():
+    assert B.psnr_to_nrmse(30.0, levels=256.0) == B.psnr_to_nrmse(30.0, levels=np.int16(256))
+    assert B.nrmse_to_psnr(0.02, levels=2) == pytest.approx(20 * math.log10(255 / 0.04))
+
+
 @pytest.mark.parametrize("call,exc,match", [
     (lambda: B.nrmse([1, 2], [1, 2, 3]), ValueError, "predicted must have the shape of actual"),
     (lambda: B.nrmse([1, 2], [1, 3], mask=np.array([False, False])), ValueError,
@@ -277,7 +336,12 @@ def test_eq14_agrees_with_nrmse_and_psnr_on_8bit_frames(rng):
     (lambda: B.nrmse(np.zeros((2, 3, 4)), np.zeros((2, 3, 4)), mask=np.ones((2, 3), bool)),
      ValueError, "or its spatial shape"),
     (lambda: B.psnr([1], [2], peak=0), ValueError, "peak must be > 0"),
-    (lambda: B.psnr_to_nrmse(30, levels=-1), ValueError, "levels must be > 0"),
+    (lambda: B.psnr_to_nrmse(30, levels=-1), ValueError, "levels must be >= 2"),
+    (lambda: B.psnr_to_nrmse(30, levels=1), ValueError, "levels must be >= 2"),
+    (lambda: B.psnr_to_nrmse(30, levels=2.5), TypeError, "levels must be an integer"),
+    (lambda: B.nrmse_to_psnr(0.02, levels=2.5), TypeError, "levels must be an integer"),
+    (lambda: B.nrmse_to_psnr(0.02, levels="256"), TypeError, "levels must be an integer"),
+    (lambda: B.nrmse_to_psnr(0.02, levels=0), ValueError, "levels must be >= 2"),
     (lambda: B.nrmse_to_psnr(-0.1), ValueError, "nrmse must be >= 0"),
 ])
 def test_bad_metric_arguments(call, exc, match):
@@ -360,6 +424,43 @@ def test_latent_motion_error_result_pieces(rng):
     assert_close(r.latent_flow, scale_flow(flow, stride, sample="center"))
     with pytest.raises(TypeError, match="extract must be callable"):
         B.latent_motion_error(None, image, flow, stride)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_latent_motion_error_rejects_a_non_finite_image(rng, value):
+    extract, stride = feature_extractor(1, 3, seed=1)
+    image = _smooth_image(rng, 20, 18)
+    image[7, 5] = value
+    flow = affine_flow(image.shape, translation=(1.5, -0.5))
+    with pytest.raises(ValueError, match=r"image contains 1 non-finite"):
+        B.latent_motion_error(extract, image, flow, stride)
+    with pytest.raises(ValueError, match=r"image contains 360 non-finite"):
+        B.latent_motion_error(extract, np.full((20, 18), value), flow, stride)
+
+
+def test_latent_motion_error_names_flow_when_nothing_is_predictable(rng):
+    extract, stride = feature_extractor(1, 3, seed=1)
+    image = _smooth_image(rng, 20, 18)
+    for flow in (np.full((20, 18, 2), np.nan), affine_flow(image.shape, translation=(40, 0))):
+        with pytest.raises(ValueError, match=r"flow leaves no predictable feature pixel"):
+            B.latent_motion_error(extract, image, flow, stride)
+
+
+def test_latent_motion_error_bounds_margin_by_the_feature_map(rng):
+    extract, stride = feature_extractor(1, 3, seed=1)  # 20 x 18 -> 10 x 9 features
+    image = _smooth_image(rng, 20, 18)
+    still = np.zeros((20, 18, 2))
+    r = B.latent_motion_error(extract, image, still, stride, margin=4)  # a 9 x 9 window fits
+    assert r.mask.sum() == 2 and r.nrmse == 0.0
+    for margin in (5, HUGE):
+        with pytest.raises(ValueError, match=r"margin must be <= 4 for the 10x9 feature map"):
+            B.latent_motion_error(extract, image, still, stride, margin=margin)
+    moving = affine_flow(image.shape, translation=(2.0, 0.0))  # one feature column enters
+    with pytest.raises(ValueError, match=r"margin=4 leaves none of the 80 feature pixels that "
+                                         r"flow makes predictable"):
+        B.latent_motion_error(extract, image, moving, stride, margin=4)
+    with pytest.raises(TypeError, match="margin must be an integer"):
+        B.latent_motion_error(extract, image, still, stride, margin=1.5)
 
 
 def test_feature_space_block_matching_finds_scaled_input_motion(rng):

@@ -432,3 +432,36 @@ ERRORS = [
 def test_errors(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+HUGE_Z = 10**12 + 1
+
+
+@pytest.mark.parametrize("call", [
+    lambda: T.context_offsets(HUGE_Z),
+    lambda: T.context_offsets(HUGE_Z, layout="atm"),
+    lambda: T.context_span(CLIP, HUGE_Z),
+    lambda: T.arithmetic_features(CLIP, HUGE_Z),
+    lambda: T.arithmetic_features(CLIP, HUGE_Z, ops=("add",), layout="atm"),
+], ids=["offsets", "offsets-atm", "span", "features", "features-atm"])
+def test_huge_z_is_refused_by_the_memory_guard_naming_z(call):
+    with pytest.raises(ValueError, match=rf"z={HUGE_Z}\b.*would need .* GiB"):
+        call()
+
+
+def test_z_guard_follows_lmref_max_bytes(monkeypatch):
+    """The guard counts the real output (N, T, Z, C, H, W), not a fixed bound on z."""
+    clip = np.zeros((1, 2, 1, 2, 2))  # 8 float64 per context frame: 64 bytes
+    monkeypatch.setenv("LMREF_MAX_BYTES", str(64 * 100))
+    assert T.context_span(clip, 100).shape == (1, 2, 100, 1, 2, 2)
+    with pytest.raises(ValueError, match=r"context_span output for z=101 would need"):
+        T.context_span(clip, 101)
+    with pytest.raises(ValueError, match=r"arithmetic_features output for z=101 would need"):
+        T.arithmetic_features(clip, 101, ops=("add",))
+
+
+def test_even_z_with_atm_layout_is_refused_before_the_guard():
+    with pytest.raises(ValueError, match="z must be 1 or odd"):
+        T.context_offsets(HUGE_Z + 1, layout="atm")
+    with pytest.raises(ValueError, match="z must be 1 or odd"):
+        T.arithmetic_features(CLIP, 4, layout="atm")
