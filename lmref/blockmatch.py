@@ -105,10 +105,11 @@ def _search_range_limit(height: int, width: int, block_size: int) -> int:
     """Largest useful search range for ``height x width`` frames: ``max(H, W) + b - 1``.
 
     A displacement with ``|dy|`` or ``|dx|`` beyond it compares a block wholly outside the
-    frame: all zeros (``boundary="zeros"``), which the in-range ``(dy, dx) = (H + b // 2 - y, 0)`` matches
-    as well, or a repeated edge (``"replicate"``), identical to the block with that component
-    pulled back to the edge. Either twin has the same exact cost and a strictly smaller
-    ``dx^2 + dy^2``, so it wins the tie: clamping ``search_range`` here changes no result.
+    frame: all zeros (``boundary="zeros"``), which the in-range
+    ``(dy, dx) = (H + b // 2 - y, 0)`` matches as well, or a repeated edge (``"replicate"``),
+    identical to the block with that component pulled back to the edge. Either twin has the
+    same exact cost and a strictly smaller ``dx^2 + dy^2``, so it wins the tie: clamping
+    ``search_range`` here changes no result.
     """
     return max(height, width) + block_size - 1
 
