@@ -45,9 +45,6 @@ HANG = "HANG: "
 _UNVALIDATED_HELPER = ("public helper without validation (2.5 accepted, strings give Python "
                        "operator errors): as_int(value, '<name>', minimum=...) for each "
                        "argument")
-_LATENT_NAMES = ("the error names the internal 'predicted', not image: check_finite(image, "
-                 "'image') up front")
-_LEVELS = ("levels=2.5 silently accepted: as_int(levels, 'levels', minimum=2)")
 
 KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
     ("lmref.layers.pool_output_size", "size", "non-integer"): _UNVALIDATED_HELPER,
@@ -60,11 +57,6 @@ KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
     ("lmref.layers.pool_output_size", "padding", "a string"): _UNVALIDATED_HELPER,
     ("lmref.layers.pool_output_size", "dilation", "non-integer"): _UNVALIDATED_HELPER,
     ("lmref.layers.pool_output_size", "dilation", "a string"): _UNVALIDATED_HELPER,
-    ("lmref.blockmatch.latent_motion_error", "image", "all NaN"): _LATENT_NAMES,
-    ("lmref.blockmatch.latent_motion_error", "image", "one NaN"): _LATENT_NAMES,
-    ("lmref.blockmatch.latent_motion_error", "image", "one Inf"): _LATENT_NAMES,
-    ("lmref.blockmatch.nrmse_to_psnr", "levels", "non-integer"): _LEVELS,
-    ("lmref.blockmatch.psnr_to_nrmse", "levels", "non-integer"): _LEVELS,
     ("lmref.layers.feature_extractor", "depth", "huge"):
         HANG + "no bound on depth: refuse a depth whose work exceeds a limit (ValueError naming depth)",
     ("lmref.motion.propagate_noise", "trials", "huge"):
@@ -83,17 +75,6 @@ KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
         "the message names 'depth', the parameter is 'depths' (e.g. 'depths[0] must be >= 1')",
     ("lmref.arma.erf_trend_table", "depths", "non-integer"):
         "the message names 'depth', the parameter is 'depths'",
-    ("lmref.blockmatch.block_match", "search_range", "huge"):
-        "MemoryError (displacement table of (2s+1)^2 rows): bound search_range (e.g. by the "
-        "frame size) or check_alloc naming search_range",
-    ("lmref.blockmatch.displacement_order", "search_range", "huge"):
-        "MemoryError: check_alloc(((2s+1)^2, 2), 'search_range') before building the table",
-    ("lmref.blockmatch.latent_motion_error", "flow", "all NaN"):
-        "the error names an internal 'mask' ('selects no element'): say that flow leaves no "
-        "predictable pixel (name flow)",
-    ("lmref.blockmatch.latent_motion_error", "margin", "huge"):
-        "numpy's 'array is too big' (the erosion window): bound margin (< feature size) with a "
-        "ValueError naming margin",
     ("lmref.layers.feature_extractor", "channels", "huge"):
         "MemoryError (weights of channels^2 k^2): check_alloc the weight shape naming channels",
     ("lmref.layers.feature_extractor", "kernel_size", "huge"):
@@ -103,12 +84,6 @@ KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
         "grad_out through there; give NaN (or grad_out, as torch) at NaN inputs and document it",
     ("lmref.motion.affine_flow", "shape", "huge"):
         "numpy's 'array is too big': check_alloc((H, W, 2), 'shape') first",
-    ("lmref.temporal.arithmetic_features", "z", "huge"):
-        "MemoryError: check_alloc the (.., T, Z, F, H, W) output naming z (or bound z)",
-    ("lmref.temporal.context_offsets", "z", "huge"):
-        "MemoryError building a list of z offsets: bound z (ValueError naming z)",
-    ("lmref.temporal.context_span", "z", "huge"):
-        "MemoryError: bound z / check_alloc the (.., T, Z, C, H, W) output naming z",
 }
 
 RESULTS: list = []  # (function, argument, kind, outcome) for the summary
