@@ -23,7 +23,8 @@ Average pooling
     elements (``False``), as PyTorch. A window with no element inside the frame gives 0.
 ReLU
     ``max(x, 0)``; NaN passes through; the derivative at 0 is 0 (PyTorch's). ``-0.0`` gives
-    ``+0.0`` (PyTorch keeps ``-0.0``; equal as numbers).
+    ``+0.0`` (PyTorch keeps ``-0.0``; equal as numbers). The gradient is NaN where ``x`` is NaN
+    (the derivative is undefined there); PyTorch passes ``grad_out`` through at NaN inputs.
 Dtypes
     Integer and floating inputs are accepted; every result is float64.
 """
@@ -34,7 +35,8 @@ import math
 import numpy as np
 
 from lmref._numba import jit, pjit, prange
-from lmref._validation import as_float64, as_int, as_tuple, check_alloc, check_shape, one_of
+from lmref._validation import (as_float64, as_int, as_tuple, check_alloc, check_shape,
+                               max_bytes, one_of)
 from lmref.registry import Op
 
 __all__ = [
@@ -52,11 +54,38 @@ def relu(x):
 
 
 def relu_backward(grad_out, x):
-    """``(grad_out * (x > 0),)``: the derivative at 0 is taken as 0, as in PyTorch."""
+    """Gradient of :func:`relu`: ``(grad_out * (x > 0),)``, NaN where ``x`` is NaN.
+
+    The derivative at 0 is taken as 0, as in PyTorch. Where ``x`` is NaN the derivative is
+    undefined and the gradient is NaN, so a NaN input is never silently turned into a finite
+    gradient (PyTorch's ``threshold_backward`` instead passes ``grad_out`` through there).
+    Where ``x <= 0`` the gradient is 0 even if ``grad_out`` is NaN or infinite (as PyTorch).
+
+    Parameters
+    ----------
+    grad_out : array_like
+        Gradient with respect to the output, the shape of ``x``.
+    x : array_like
+        The input of the forward pass, any shape.
+
+    Returns
+    -------
+    tuple of ndarray
+        ``(grad_x,)``, float64, the shape of ``x``.
+
+    Raises
+    ------
+    TypeError
+        If an input is not a real array.
+    ValueError
+        If ``grad_out`` does not have the shape of ``x``.
+    """
     a = as_float64(x, "x", allow_empty=True).reshape(np.shape(x))
     g = as_float64(grad_out, "grad_out", allow_empty=True).reshape(np.shape(grad_out))
     check_shape(g, "grad_out", a.shape, "the shape of x")
-    return (np.where(a > 0.0, g, 0.0),)
+    grad = np.where(a > 0.0, g, 0.0)
+    grad[np.isnan(a)] = np.nan  # undefined derivative: propagate, never absorb
+    return (grad,)
 
 
 def _relu_reference(x):
@@ -68,7 +97,35 @@ def _relu_reference(x):
 # ----------------------------------------------------------------------------- pooling: validation
 
 def pool_output_size(size, kernel_size, stride, padding, dilation=1, ceil_mode=False) -> int:
-    """PyTorch's ``pooling_output_shape`` for one axis (ints in, int out)."""
+    """PyTorch's ``pooling_output_shape`` for one axis (ints in, int out).
+
+    Parameters
+    ----------
+    size : int >= 1
+        Length of the input axis.
+    kernel_size, stride, dilation : int >= 1
+    padding : int >= 0
+    ceil_mode : bool
+
+    Returns
+    -------
+    int
+        The output length; < 1 when the window does not fit (the pooling functions refuse
+        that input).
+
+    Raises
+    ------
+    TypeError
+        If an argument is not an integer (``ceil_mode``: not a bool), naming it.
+    ValueError
+        If an argument is below its minimum, naming it.
+    """
+    size = as_int(size, "size", minimum=1)
+    kernel_size = as_int(kernel_size, "kernel_size", minimum=1)
+    stride = as_int(stride, "stride", minimum=1)
+    padding = as_int(padding, "padding", minimum=0)
+    dilation = as_int(dilation, "dilation", minimum=1)
+    _flag(ceil_mode, "ceil_mode")
     eff = dilation * (kernel_size - 1) + 1
     span = size + 2 * padding - eff
     out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
@@ -84,8 +141,7 @@ def _pool_args(x, kernel_size, stride, padding, dilation, ceil_mode):
     s = k if stride is None else as_tuple(stride, "stride", 2, minimum=1)
     p = as_tuple(padding, "padding", 2, minimum=0)
     d = as_tuple(dilation, "dilation", 2, minimum=1)
-    if not isinstance(ceil_mode, (bool, np.bool_)):
-        raise TypeError(f"ceil_mode must be a bool, got {type(ceil_mode).__name__}")
+    _flag(ceil_mode, "ceil_mode")
     if p[0] > k[0] // 2 or p[1] > k[1] // 2:  # PyTorch's rule, whatever the dilation
         raise ValueError(f"padding must be at most half of kernel_size (kernel_size // 2 = "
                          f"{(k[0] // 2, k[1] // 2)}), got padding={p}, kernel_size={k}")
@@ -452,6 +508,33 @@ class FeatureExtractor:
         return x4 if batched else x4[0]
 
 
+def _max_depth() -> int:
+    """Largest depth with an image that fits the memory guard: ``4 ** depth`` float64 pixels."""
+    pixels = max_bytes() // 8
+    return (pixels.bit_length() - 1) // 2 if pixels >= 1 else 0
+
+
+def _check_depth(depth: int) -> None:
+    """Refuse a stack that no image can go through (and whose construction would not end)."""
+    limit = _max_depth()
+    if depth > limit:
+        raise ValueError(f"depth must be <= {limit}, got {depth}: each stage halves the image, "
+                         f"so depth {depth} needs images of at least 2^{depth} x 2^{depth} "
+                         f"pixels, more than the {max_bytes() / 2**30:.3g} GiB memory limit "
+                         f"allows (set LMREF_MAX_BYTES to raise it)")
+
+
+def _check_weight_sizes(depth: int, channels: int, in_channels: int, k: int) -> None:
+    """Memory guard on the weights ``(channels, C_in, k, k)`` of each stage and of all stages,
+    naming the argument that makes them too big (checked factor by factor)."""
+    check_alloc((k, k), "kernel_size")
+    check_alloc((channels, k, k), "channels")
+    check_alloc((channels, in_channels, k, k), "in_channels")
+    widest = max(in_channels, channels) if depth > 1 else in_channels
+    check_alloc((channels, widest, k, k), "channels")
+    check_alloc((depth, channels, widest, k, k), "depth")
+
+
 def feature_extractor(depth, channels, seed, *, in_channels=1, kernel_size=3, padding="same",
                       padding_mode="zeros", pool="max"):
     """A deterministic framework-free CNN: ``depth`` stages of conv -> ReLU -> 2 x 2 pool.
@@ -483,6 +566,18 @@ def feature_extractor(depth, channels, seed, *, in_channels=1, kernel_size=3, pa
     -------
     (FeatureExtractor, int)
         The callable (numpy -> numpy, float64) and its total stride ``2 ** depth``.
+
+    Raises
+    ------
+    TypeError
+        If an integer argument is not an integer, naming it.
+    ValueError
+        If an argument is out of range or not a known choice, naming it; memory guard: if
+        ``depth`` is so large that no image it accepts fits the memory limit (every stage
+        halves the image, so images need at least ``2^depth x 2^depth`` pixels: ``depth <= 15``
+        under the default 8 GiB), or if the weights, ``(channels, C_in, k, k)`` per stage or
+        all stages together, exceed it (naming ``kernel_size``, ``channels``, ``in_channels``
+        or ``depth``, whichever makes them too big).
     """
     depth = as_int(depth, "depth", minimum=1)
     channels = as_int(channels, "channels", minimum=1)
@@ -491,6 +586,8 @@ def feature_extractor(depth, channels, seed, *, in_channels=1, kernel_size=3, pa
     k = as_int(kernel_size, "kernel_size", minimum=1)
     if k % 2 == 0:
         raise ValueError(f"kernel_size must be odd (centred taps), got {k}")
+    _check_depth(depth)
+    _check_weight_sizes(depth, channels, in_channels, k)
     one_of(padding, "padding", ("same", "valid"))
     one_of(padding_mode, "padding_mode", ("zeros", "circular", "reflect", "replicate"))
     one_of(pool, "pool", ("max", "avg"))

@@ -52,7 +52,7 @@ import scipy.sparse as sp
 
 from lmref._numba import jit, pjit, prange
 from lmref._validation import (as_float64, as_int, as_real, as_tuple, check_alloc, check_finite,
-                               check_shape, one_of)
+                               check_shape, max_bytes, one_of)
 from lmref.registry import Op
 
 __all__ = [
@@ -731,8 +731,18 @@ def affine_flow(shape, *, translation=(0.0, 0.0), rotation=0.0, scale=(1.0, 1.0)
     -------
     ndarray, float64, shape (H, W, 2)
         Exact at multiples of 90 degrees (cos and sin are taken exactly there).
+
+    Raises
+    ------
+    TypeError
+        If an argument has the wrong type, naming it.
+    ValueError
+        If ``shape`` is not two sizes >= 1 or the ``(H, W, 2)`` flow would exceed the memory
+        limit (naming ``shape``); if ``scale`` is 0, a shear angle is not in (-90, 90) or a
+        value is not finite.
     """
     H, W = _frame_hw(shape)
+    check_alloc((H, W, 2), "shape")
     t = np.array(_real_pair(translation, "translation"))
     rot = as_real(rotation, "rotation")
     sc = _real_pair(scale, "scale")
@@ -973,6 +983,17 @@ class NoiseEstimate(NamedTuple):
     n: int
 
 
+def _check_noise_work(n_trials: int, shape: tuple) -> None:
+    """Work guard of :func:`propagate_noise`: the noise drawn in total is bounded like one
+    allocation (it is drawn batch by batch, so only the running time would be unbounded)."""
+    total = n_trials * math.prod(shape) * 8
+    if total > max_bytes():
+        raise ValueError(f"trials={n_trials} would draw {total / 2**30:.3g} GiB of noise in total "
+                         f"(trials x shape = {(n_trials,) + tuple(shape)}), more than the "
+                         f"{max_bytes() / 2**30:.3g} GiB limit on the work of one call (set "
+                         f"LMREF_MAX_BYTES to raise it)")
+
+
 def propagate_noise(weight, sigma, shape, trials, rng, *, stride=1, padding=0, dilation=1,
                     groups=1, padding_mode="zeros", batch=64) -> NoiseEstimate:
     """Monte-Carlo estimate of the mean and variance of ``delta' = delta C`` (Theorem 3).
@@ -982,6 +1003,17 @@ def propagate_noise(weight, sigma, shape, trials, rng, *, stride=1, padding=0, d
     and pools the outputs of each channel over trials and pixels. With the default
     ``padding=0`` every output is an interior one, so ``var ~ sigma^2 * noise_gain(weight)`` and
     ``mean ~ 0``. Sample variance with ``ddof=1``; float64; deterministic for a given ``rng``.
+
+    Raises
+    ------
+    TypeError
+        If an argument has the wrong type, naming it.
+    ValueError
+        If an argument is out of range, naming it (``trials >= 2``, ``sigma >= 0``); memory
+        guard: if one batch of noise would exceed the memory limit, or if the noise drawn in
+        total (``trials x C_in x H x W`` float64 values, drawn batch by batch) would exceed
+        it, naming ``trials``: a bound on the work of one call (about 1e9 values under the
+        default 8 GiB; ``LMREF_MAX_BYTES`` raises both).
     """
     from lmref.conv import conv2d
 
@@ -996,6 +1028,7 @@ def propagate_noise(weight, sigma, shape, trials, rng, *, stride=1, padding=0, d
     per_batch = as_int(batch, "batch", minimum=1)
     gen = _generator(rng)
     check_alloc((min(per_batch, n_trials),) + shp, "a batch of noise")
+    _check_noise_work(n_trials, shp)
     total = total_sq = None
     count = 0
     for start in range(0, n_trials, per_batch):

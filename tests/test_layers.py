@@ -53,7 +53,7 @@ def test_relu_values_nan_and_kink():
     np.testing.assert_array_equal(out[:6], [0.0, 0.0, 0.0, 1.5, np.inf, 0.0])
     assert np.isnan(out[6])
     g = np.arange(1.0, 8.0)
-    np.testing.assert_array_equal(L.relu_backward(g, x)[0], [0, 0, 0, 4, 5, 0, 0])
+    np.testing.assert_array_equal(L.relu_backward(g, x)[0], [0, 0, 0, 4, 5, 0, np.nan])
     assert L.relu(3).shape == () and L.relu([[1, -1]]).dtype == np.float64
     np.testing.assert_array_equal(L._relu_reference(x[:6]), out[:6])
 
@@ -62,6 +62,28 @@ def test_relu_values_nan_and_kink():
 def test_relu_matches_torch_including_nan(torch):
     x = np.array([[-1.0, 0.0, 2.0, np.nan]])
     np.testing.assert_array_equal(L.relu(x), torch.relu(torch.from_numpy(x)).numpy())
+
+
+def test_relu_backward_is_nan_at_nan_inputs():
+    """The derivative is undefined at NaN: the gradient is NaN there, never a silent 0."""
+    grad = L.relu_backward(np.ones((2, 3)), np.full((2, 3), np.nan))[0]
+    assert grad.shape == (2, 3) and np.isnan(grad).all()
+    assert np.isnan(L.relu_backward(2.0, np.nan)[0])
+    # x <= 0 still gives 0, even for a non-finite grad_out (as PyTorch)
+    x = np.array([-1.0, 0.0, 2.0, np.nan])
+    g = np.array([np.nan, np.inf, 3.0, 4.0])
+    np.testing.assert_array_equal(L.relu_backward(g, x)[0], [0.0, 0.0, 3.0, np.nan])
+
+
+@needs_torch
+def test_relu_backward_differs_from_torch_only_at_nan(torch):
+    x = np.array([-1.0, 0.0, 2.0, np.nan])
+    g = np.array([5.0, 6.0, 7.0, 8.0])
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    torch.relu(xt).backward(torch.from_numpy(g))
+    ours = L.relu_backward(g, x)[0]
+    np.testing.assert_array_equal(ours[:3], xt.grad.numpy()[:3])
+    assert np.isnan(ours[3]) and xt.grad.numpy()[3] == 8.0  # torch passes grad_out through
 
 
 def test_relu_backward_shape_check():
@@ -212,6 +234,24 @@ def test_bad_pool_arguments(call, exc, match):
         call()
 
 
+@pytest.mark.parametrize("name", ["size", "kernel_size", "stride", "padding", "dilation"])
+@pytest.mark.parametrize("value,exc,what", [
+    (2.5, TypeError, "must be an integer"), ("3", TypeError, "must be an integer"),
+    (None, TypeError, "must be an integer"), (-1, ValueError, "must be >= "),
+])
+def test_pool_output_size_validates_each_argument(name, value, exc, what):
+    args = {"size": 7, "kernel_size": 3, "stride": 2, "padding": 1, "dilation": 1}
+    args[name] = value
+    with pytest.raises(exc, match=rf"^{name} {what}"):
+        L.pool_output_size(**args)
+
+
+def test_pool_output_size_accepts_integral_values():
+    assert L.pool_output_size(np.int64(7), 3.0, 2, 1, ceil_mode=np.True_) == 4
+    with pytest.raises(TypeError, match="ceil_mode must be a bool"):
+        L.pool_output_size(7, 3, 2, 1, 1, "yes")
+
+
 # --------------------------------------------------------------------------- feature extractor
 
 def test_feature_extractor_is_deterministic_and_strided(rng):
@@ -262,3 +302,42 @@ def test_bad_feature_extractor_arguments(kw, exc, match):
     args.update(kw)
     with pytest.raises(exc, match=match):
         L.feature_extractor(args.pop("depth"), args.pop("channels"), args.pop("seed"), **args)
+
+
+HUGE = 10**12 + 1
+
+
+@pytest.mark.parametrize("name", ["depth", "channels", "kernel_size", "in_channels"])
+def test_feature_extractor_memory_guard_names_the_argument(name):
+    args = {"depth": 2, "channels": 3, "seed": 0}
+    args[name] = HUGE
+    with pytest.raises(ValueError, match=rf"\b{name}\b.*LMREF_MAX_BYTES"):
+        L.feature_extractor(args.pop("depth"), args.pop("channels"), args.pop("seed"), **args)
+
+
+def test_feature_extractor_depth_limit_is_the_smallest_image(monkeypatch):
+    """Depth d needs images of at least 2^d x 2^d pixels: refused when those exceed the limit."""
+    assert L._max_depth() == 15  # 2^15 x 2^15 float64 = 8 GiB, the default limit
+    net, stride = L.feature_extractor(15, 1, seed=0, kernel_size=1)
+    assert stride == 2**15
+    with pytest.raises(ValueError, match=r"depth must be <= 15, got 16"):
+        L.feature_extractor(16, 1, seed=0, kernel_size=1)
+    monkeypatch.setenv("LMREF_MAX_BYTES", str(8 * 4**5))
+    L.feature_extractor(5, 1, seed=0, kernel_size=1)
+    with pytest.raises(ValueError, match=r"depth must be <= 5, got 6"):
+        L.feature_extractor(6, 1, seed=0, kernel_size=1)
+
+
+def test_feature_extractor_weight_guard(monkeypatch):
+    """Each stage's (channels, C_in, k, k) and all stages together, blaming the right argument."""
+    monkeypatch.setenv("LMREF_MAX_BYTES", str(8 * 4**5))  # 1024 float64 values, depth <= 5
+    L.feature_extractor(1, 10, seed=0, in_channels=10)  # (10, 10, 3, 3): 900 values
+    L.feature_extractor(4, 5, seed=0)  # 4 stages of (5, 5, 3, 3): 900 values
+    with pytest.raises(ValueError, match=r"^in_channels would need .*\(10, 12, 3, 3\)"):
+        L.feature_extractor(1, 10, seed=0, in_channels=12)
+    with pytest.raises(ValueError, match=r"^channels would need .*\(11, 11, 3, 3\)"):
+        L.feature_extractor(2, 11, seed=0)
+    with pytest.raises(ValueError, match=r"^depth would need .*\(5, 5, 5, 3, 3\)"):
+        L.feature_extractor(5, 5, seed=0)
+    with pytest.raises(ValueError, match=r"^kernel_size would need .*\(33, 33\)"):
+        L.feature_extractor(1, 1, seed=0, kernel_size=33)

@@ -502,6 +502,19 @@ def test_affine_flow_bad_input():
         M.affine_flow((4, 4), translation=("a", 1))
 
 
+@pytest.mark.parametrize("shape", [(10**12 + 1, 4), (4, 10**12 + 1)])
+def test_affine_flow_memory_guard_names_shape(shape):
+    with pytest.raises(ValueError, match=r"^shape would need .*LMREF_MAX_BYTES"):
+        M.affine_flow(shape, rotation=3.0)
+
+
+def test_affine_flow_memory_guard_is_the_flow_size(monkeypatch):
+    monkeypatch.setenv("LMREF_MAX_BYTES", str(8 * 2 * 4 * 5))
+    assert M.affine_flow((4, 5)).shape == (4, 5, 2)
+    with pytest.raises(ValueError, match=r"^shape would need .*\(4, 6, 2\)"):
+        M.affine_flow((4, 6))
+
+
 # --------------------------------------------------------------------------- block vectors
 
 @pytest.mark.parametrize("block,shape", [(4, (8, 12)), ((2, 3), (5, 7)), (16, (5, 5))])
@@ -804,3 +817,14 @@ def test_propagate_noise_is_deterministic_and_checks_input():
         M.propagate_noise(w, 1.0, (1, 8, 8), 10, None)
     with pytest.raises(ValueError, match="weight must be 4-dimensional"):
         M.noise_gain(np.zeros((3, 3)))
+
+
+def test_propagate_noise_bounds_the_work_by_trials(monkeypatch):
+    w = M.unit_normal_weights((2, 1, 3, 3), 0)
+    with pytest.raises(ValueError, match=r"^trials=1000000000001 would draw .*LMREF_MAX_BYTES"):
+        M.propagate_noise(w, 1.0, (1, 8, 8), 10**12 + 1, 0)
+    # the limit is on the noise drawn in total (trials x C_in x H x W values), not per batch
+    monkeypatch.setenv("LMREF_MAX_BYTES", str(8 * 10 * 64))
+    assert M.propagate_noise(w, 1.0, (1, 8, 8), 10, 0, batch=2).n == 10 * 36
+    with pytest.raises(ValueError, match=r"^trials=11 would draw .*\(11, 1, 8, 8\)"):
+        M.propagate_noise(w, 1.0, (1, 8, 8), 11, 0, batch=2)
