@@ -42,26 +42,8 @@ TIMEOUT_S = 30  # later calls reuse them: longer means a hang or a runaway loop
 #: makes the case XPASS, which fails the suite until the entry is removed here.
 #: a known failure that hangs (a runaway loop) is not run: it would cost the timeout every time
 HANG = "HANG: "
-_UNVALIDATED_HELPER = ("public helper without validation (2.5 accepted, strings give Python "
-                       "operator errors): as_int(value, '<name>', minimum=...) for each "
-                       "argument")
 
 KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
-    ("lmref.layers.pool_output_size", "size", "non-integer"): _UNVALIDATED_HELPER,
-    ("lmref.layers.pool_output_size", "size", "a string"): _UNVALIDATED_HELPER,
-    ("lmref.layers.pool_output_size", "kernel_size", "non-integer"): _UNVALIDATED_HELPER,
-    ("lmref.layers.pool_output_size", "kernel_size", "a string"): _UNVALIDATED_HELPER,
-    ("lmref.layers.pool_output_size", "stride", "non-integer"): _UNVALIDATED_HELPER,
-    ("lmref.layers.pool_output_size", "stride", "a string"): _UNVALIDATED_HELPER,
-    ("lmref.layers.pool_output_size", "padding", "non-integer"): _UNVALIDATED_HELPER,
-    ("lmref.layers.pool_output_size", "padding", "a string"): _UNVALIDATED_HELPER,
-    ("lmref.layers.pool_output_size", "dilation", "non-integer"): _UNVALIDATED_HELPER,
-    ("lmref.layers.pool_output_size", "dilation", "a string"): _UNVALIDATED_HELPER,
-    ("lmref.layers.feature_extractor", "depth", "huge"):
-        HANG + "no bound on depth: refuse a depth whose work exceeds a limit (ValueError naming depth)",
-    ("lmref.motion.propagate_noise", "trials", "huge"):
-        HANG + "no bound on trials: refuse trials whose work exceeds a limit (ValueError naming "
-               "trials)",
     ("lmref.arma.erf", "input_shape", "huge"):
         "no memory guard (numpy's 'array is too big', which names nothing): check_alloc the "
         "maps, naming input_shape",
@@ -75,15 +57,6 @@ KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
         "the message names 'depth', the parameter is 'depths' (e.g. 'depths[0] must be >= 1')",
     ("lmref.arma.erf_trend_table", "depths", "non-integer"):
         "the message names 'depth', the parameter is 'depths'",
-    ("lmref.layers.feature_extractor", "channels", "huge"):
-        "MemoryError (weights of channels^2 k^2): check_alloc the weight shape naming channels",
-    ("lmref.layers.feature_extractor", "kernel_size", "huge"):
-        "numpy's 'array is too big': check_alloc the weight shape naming kernel_size",
-    ("lmref.layers.relu_backward", "x", "all NaN"):
-        "gradient 0 where x is NaN (NaN > 0 is False): silently finite, and torch passes "
-        "grad_out through there; give NaN (or grad_out, as torch) at NaN inputs and document it",
-    ("lmref.motion.affine_flow", "shape", "huge"):
-        "numpy's 'array is too big': check_alloc((H, W, 2), 'shape') first",
 }
 
 RESULTS: list = []  # (function, argument, kind, outcome) for the summary
