@@ -71,7 +71,7 @@ import scipy.fft as _fft
 
 from lmref._numba import jit, pjit, prange
 from lmref._validation import (as_float64, as_int, as_real, as_tuple, check_alloc,
-                               check_finite, check_shape, one_of)
+                               check_finite, check_shape, max_bytes, one_of)
 from lmref.registry import Op
 
 __all__ = [
@@ -846,14 +846,60 @@ def _parse_layer(spec, i, nd):
 
 
 def _erf_steps(layers, input_shape):
+    """Validate ``input_shape`` (with the memory guard) and parse ``layers`` into steps.
+
+    Raises
+    ------
+    ValueError
+        ``input_shape`` not ``(S, L)``/``(S, H, W)`` of positive ints or too large for the
+        memory guard; ``layers`` empty or an entry malformed.
+    TypeError
+        non-integer ``input_shape`` entries, or a layer array of a non-real dtype.
+    """
     if not isinstance(input_shape, (tuple, list)) or len(input_shape) not in (2, 3):
-        raise ValueError(f"input_shape must be (S, L) or (S, H, W), got {input_shape!r}")
+        raise ValueError(f"input_shape must be (S, L) or (S, H, W), got {input_shape!r:.200}")
     shape = as_tuple(input_shape, "input_shape", len(input_shape), minimum=1)
+    # the zero forward pass holds (1, S, *spatial); the maps are at most (2H - 1, 2W - 1)
+    check_alloc((1,) + shape, "input_shape")
+    check_alloc(tuple(2 * s - 1 for s in shape[1:]), "input_shape")
     nd = len(shape) - 1
     if not isinstance(layers, (list, tuple)) or not layers:
         raise ValueError("layers must be a non-empty sequence of layer tuples")
     steps = [s for i, spec in enumerate(layers) for s in _parse_layer(spec, i, nd)]
     return steps, shape, nd
+
+
+def _erf_out_channels(steps, in_channels):
+    """Channels of the network output: the last conv's ``C_out`` (AR solves keep them)."""
+    channels = in_channels
+    for kind, arr, _ in steps:
+        if kind == "conv":
+            channels = arr.shape[0]
+    return channels
+
+
+def _check_erf_work(n_points, out_channels, spatial, batch):
+    """Memory guard on one gradient batch and work guard on the whole back-propagation.
+
+    Every probe (output pixel and channel) back-propagates one gradient of the input's size,
+    so their total is bounded like one allocation (they go batch by batch; only the running
+    time would be unbounded).
+
+    Raises
+    ------
+    ValueError
+        naming ``batch`` when one batch of gradients exceeds the memory limit, or
+        ``positions`` when all the gradients together do.
+    """
+    probes = n_points * out_channels
+    check_alloc((min(batch, probes), out_channels) + tuple(spatial), "batch")
+    total = probes * out_channels * math.prod(spatial) * 8
+    if total > max_bytes():
+        raise ValueError(f"positions: {n_points} output pixel(s) x {out_channels} channel(s) "
+                         f"would back-propagate {total / 2**30:.3g} GiB of gradients in total "
+                         f"(input {tuple(spatial)}), more than the {max_bytes() / 2**30:.3g} "
+                         f"GiB limit on the work of one call: pass fewer positions (e.g. "
+                         f"'centre') or set LMREF_MAX_BYTES to raise it")
 
 
 def _erf_forward_shapes(steps, shape, nd):
@@ -893,19 +939,56 @@ def _erf_backward(g, steps, shapes, nd):
     return g
 
 
+def _erf_pixel(entry, i, spatial):
+    """One entry of ``positions``: a pixel of ``spatial`` (an int allowed for 1-D)."""
+    name = f"positions[{i}]"
+    if len(spatial) == 1 and not isinstance(entry, (tuple, list, np.ndarray, str)):
+        entry = (entry,)
+    if not isinstance(entry, (tuple, list, np.ndarray)):
+        raise TypeError(f"{name} must be a pixel: a sequence of {len(spatial)} ints, got "
+                        f"{type(entry).__name__} {entry!r:.100}")
+    seq = list(np.asarray(entry, dtype=object).ravel()) if isinstance(entry, np.ndarray) \
+        else list(entry)
+    if len(seq) != len(spatial):
+        raise ValueError(f"{name} must be a pixel of {len(spatial)} int(s) (the output is "
+                         f"{tuple(spatial)}), got {entry!r:.100}")
+    pixel = tuple(as_int(v, f"{name}[{j}]") for j, v in enumerate(seq))
+    if any(not 0 <= v < s for v, s in zip(pixel, spatial)):
+        raise ValueError(f"{name} = {pixel} is outside the output {tuple(spatial)}")
+    return pixel
+
+
 def _erf_positions(positions, spatial):
+    """The output pixels of :func:`erf`: ``"all"``, ``"centre"``/``"center"`` or a sequence
+    of pixels (tuples of ints inside ``spatial``; 1-D also plain ints).
+
+    Raises
+    ------
+    TypeError
+        ``positions`` neither one of the choices nor a sequence, or a non-integer entry.
+    ValueError
+        an unknown choice, an empty sequence, a pixel of the wrong length or outside.
+    """
     if isinstance(positions, str):
         one_of(positions, "positions", ("all", "centre", "center"))
         if positions == "all":
             return [tuple(p) for p in np.ndindex(*spatial)]
         return [tuple(s // 2 for s in spatial)]
-    pts = [as_tuple(p, "positions entry", len(spatial), minimum=0) for p in positions]
-    for p in pts:
-        if any(v >= s for v, s in zip(p, spatial)):
-            raise ValueError(f"positions entry {p} is outside the output {spatial}")
-    if not pts:
+    if isinstance(positions, np.ndarray):
+        positions = list(positions) if positions.ndim else None
+    if not isinstance(positions, (list, tuple, range)):
+        raise TypeError(f"positions must be 'all', 'centre' or a sequence of pixels, got "
+                        f"{type(positions).__name__} {positions!r:.100}")
+    if not positions:
         raise ValueError("positions must not be empty")
-    return pts
+    return [_erf_pixel(p, i, spatial) for i, p in enumerate(positions)]
+
+
+def _as_wrap(wrap):
+    """``None`` or a bool (``np.bool_`` too); raises ``TypeError`` naming ``wrap`` else."""
+    if wrap is None or isinstance(wrap, (bool, np.bool_)):
+        return None if wrap is None else bool(wrap)
+    raise TypeError(f"wrap must be None, True or False, got {type(wrap).__name__} {wrap!r:.100}")
 
 
 def erf(layers, input_shape, *, positions="all", wrap=None, batch=256):
@@ -928,8 +1011,9 @@ def erf(layers, input_shape, *, positions="all", wrap=None, batch=256):
         keep the spatial size (stride 1, ``padding="same"``); no nonlinearity (the ERF of a
         linear network does not depend on the input).
     input_shape : ``(S, L)`` or ``(S, H, W)``
-    positions : "all" (Def. 2: every output pixel), "centre" (the centre pixel only, as in
-        Luo et al.; equal to "all" for a circular, shift-invariant network) or a list of pixels.
+    positions : "all" (Def. 2: every output pixel), "centre"/"center" (the centre pixel only,
+        as in Luo et al.; equal to "all" for a circular, shift-invariant network) or a
+        non-empty sequence of pixels, each a tuple of ints inside the output (1-D: also an int).
     wrap : bool or None
         Offsets modulo the image size (maps of the image's shape) instead of ``i' - i``
         (maps ``(2H - 1, 2W - 1)``). Default: True when any layer is circular (an AR solve, or
@@ -940,13 +1024,27 @@ def erf(layers, input_shape, *, positions="all", wrap=None, batch=256):
     Returns
     -------
     ndarray, float64, sums to 1, origin ``p = 0`` at index ``shape // 2``.
+
+    Raises
+    ------
+    TypeError
+        non-integer ``input_shape`` or ``batch``; ``positions`` neither a choice nor a sequence
+        of pixels, or a pixel with non-integer entries; ``wrap`` not None or a bool.
+    ValueError
+        malformed ``layers``/``input_shape``, a network that changes the spatial size, an
+        unknown ``positions`` choice or a pixel outside the output; ``input_shape`` (the
+        forward pass or the maps), ``batch`` (one batch of gradients) or ``positions`` (all
+        the gradients together) beyond the memory limit (``LMREF_MAX_BYTES``); every gradient
+        map zero.
     """
     steps, shape, nd = _erf_steps(layers, input_shape)
     batch = as_int(batch, "batch", minimum=1)
-    shapes, out_channels, circular = _erf_forward_shapes(steps, shape, nd)
-    wrap = circular if wrap is None else bool(wrap)
+    wrap = _as_wrap(wrap)
     spatial = shape[1:]
     pts = _erf_positions(positions, spatial)
+    _check_erf_work(len(pts), _erf_out_channels(steps, shape[0]), spatial, batch)
+    shapes, out_channels, circular = _erf_forward_shapes(steps, shape, nd)
+    wrap = circular if wrap is None else wrap
     map_shape = spatial if wrap else tuple(2 * s - 1 for s in spatial)
     origin = tuple(m // 2 for m in map_shape)
     total = np.zeros(map_shape)
@@ -1047,6 +1145,58 @@ def _symmetric_layer_2d(a):
             {"padding": "same", "padding_mode": "circular"})
 
 
+def _as_sequence(value, name):
+    """``value`` as a list (a sequence or a 1-D array); raises ``TypeError`` naming ``name``."""
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        return list(value)
+    if isinstance(value, (list, tuple, range)):
+        return list(value)
+    raise TypeError(f"{name} must be a sequence, got {type(value).__name__} {value!r:.100}")
+
+
+def _as_depths(depths, grid):
+    """Validate ``depths`` (ints >= 1) with a work guard: an ``L``-layer network pushes ``L``
+    activations of the ``grid`` through the forward pass and as many through each backward.
+
+    Raises
+    ------
+    TypeError
+        ``depths`` not a sequence, or a non-integer entry (``depths[i]``).
+    ValueError
+        an entry < 1, or one whose network's activations exceed the memory limit.
+    """
+    out = []
+    for i, depth in enumerate(_as_sequence(depths, "depths")):
+        depth = as_int(depth, f"depths[{i}]", minimum=1)
+        work = depth * math.prod(grid) * 8
+        if work > max_bytes():
+            raise ValueError(f"depths[{i}] = {depth} would push {work / 2**30:.3g} GiB of "
+                             f"activations through the network (depth x grid {tuple(grid)}), "
+                             f"more than the {max_bytes() / 2**30:.3g} GiB limit on the work "
+                             f"of one call (set LMREF_MAX_BYTES to raise it)")
+        out.append(depth)
+    return out
+
+
+def _as_coefficients(coefficients):
+    """Validate the AR coefficients ``a``: reals in ``[0, 1)``.
+
+    Raises
+    ------
+    TypeError
+        ``coefficients`` not a sequence, or a non-real entry (``coefficients[i]``).
+    ValueError
+        an entry outside ``[0, 1)`` (or NaN/Inf).
+    """
+    out = []
+    for i, a in enumerate(_as_sequence(coefficients, "coefficients")):
+        a = as_real(a, f"coefficients[{i}]")
+        if not 0.0 <= a < 1.0:
+            raise ValueError(f"coefficients[{i}] must be in [0, 1), got {a}")
+        out.append(a)
+    return out
+
+
 def erf_trend_table(depths=(1, 3, 5, 7, 9), coefficients=(0.0, 0.6, 0.8), *, dims=2,
                     size=None, kernel_size=3):
     """Fig. 3's trend as rows ``{"dims", "depth", "a", "radius", "predicted"}``.
@@ -1057,16 +1207,44 @@ def erf_trend_table(depths=(1, 3, 5, 7, 9), coefficients=(0.0, 0.6, 0.8), *, dim
     Theorem 4's causal network, ``predicted`` = eq. 6 (eq. 5 at ``a = 0``); ``size`` defaults
     to 4097. Radii from :func:`erf` (centre pixel, exact for these shift-invariant networks)
     and :func:`erf_radius`. The paper's claim: the radius grows with ``a`` and with depth.
+
+    Parameters
+    ----------
+    depths : sequence of int >= 1
+        Numbers of layers ``L``.
+    coefficients : sequence of float in ``[0, 1)``
+        AR coefficients ``a``.
+    dims : {1, 2}
+    size : int >= 3 or None
+        Side of the (square) grid.
+    kernel_size : int >= 1
+        ``K`` of the 1-D causal moving average (``dims=1`` only).
+
+    Returns
+    -------
+    list of dict
+        One row per ``(a, depth)``, ``a`` the outer loop.
+
+    Raises
+    ------
+    TypeError
+        non-integer ``dims``, ``size``, ``kernel_size`` or ``depths[i]``; a non-real
+        ``coefficients[i]``; ``depths``/``coefficients`` not sequences.
+    ValueError
+        an option out of range; ``size`` or ``kernel_size`` beyond the memory limit, or a
+        depth whose network would push more activations than it allows (``LMREF_MAX_BYTES``).
     """
     dims = as_int(dims, "dims", minimum=1, maximum=2)
     size = as_int(size if size is not None else (65 if dims == 2 else 4097), "size", minimum=3)
+    kernel_size = as_int(kernel_size, "kernel_size", minimum=1)
+    grid = (size,) * dims
+    check_alloc(grid, "size")
+    check_alloc((2 * kernel_size - 1,), "kernel_size")
+    depths = _as_depths(depths, grid)
+    coefficients = _as_coefficients(coefficients)
     rows = []
     for a in coefficients:
-        a = as_real(a, "coefficient")
-        if not 0.0 <= a < 1.0:
-            raise ValueError(f"coefficients must be in [0, 1), got {a}")
         for depth in depths:
-            depth = as_int(depth, "depth", minimum=1)
             if dims == 2:
                 layer, shape = _symmetric_layer_2d(a), (1, size, size)
                 predicted = math.sqrt(2 * depth * (2.0 / 3.0 + a / (1.0 - a)))

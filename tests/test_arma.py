@@ -684,3 +684,89 @@ def test_fig3_trend_table():
         assert r["radius"] == pytest.approx(r["predicted"], rel=2e-3)
     one_d = arma.erf_trend_table(depths=(2,), coefficients=(0.5,), dims=1, size=1025)
     assert one_d[0]["radius"] == pytest.approx(arma.erf_radius_arma(3, 2, 0.5), rel=1e-8)
+
+
+def _erf_net_1d():
+    return [("conv", np.ones((1, 1, 3)) / 3, {"padding": 1})]
+
+
+@pytest.mark.parametrize("positions,exc,match", [
+    (1.5, TypeError, r"positions must be 'all', 'centre' or a sequence"),
+    (None, TypeError, r"positions must be"),
+    ("middle", ValueError, r"positions must be one of"),
+    ([], ValueError, r"positions must not be empty"),
+    ([(1.5,)], TypeError, r"positions\[0\]\[0\] must be an integer"),
+    ([(2,), "3"], TypeError, r"positions\[1\] must be a pixel"),
+    ([(2, 3)], ValueError, r"positions\[0\] must be a pixel of 1 int"),
+    ([(-1,)], ValueError, r"positions\[0\] = \(-1,\) is outside the output"),
+    ([(8,)], ValueError, r"positions\[0\] = \(8,\) is outside the output"),
+])
+def test_erf_positions_validated(positions, exc, match):
+    with pytest.raises(exc, match=match):
+        arma.erf(_erf_net_1d(), (1, 8), positions=positions)
+
+
+def test_erf_positions_forms_agree():
+    """A 1-D pixel may be an int, a 1-tuple or an array row; all give the same map."""
+    net = _erf_net_1d()
+    ref = arma.erf(net, (1, 8), positions=[(2,), (5,)])
+    assert_close(arma.erf(net, (1, 8), positions=[2, 5]), ref, atol=0)
+    assert_close(arma.erf(net, (1, 8), positions=np.array([[2], [5]])), ref, atol=0)
+    w = np.ones((1, 1, 3, 3)) / 9
+    net2 = [("conv", w, {"padding": 1})]
+    with pytest.raises(TypeError, match=r"positions\[0\] must be a pixel"):
+        arma.erf(net2, (1, 5, 6), positions=[3])
+    assert_close(arma.erf(net2, (1, 5, 6), positions=np.array([[2, 3]])),
+                 arma.erf(net2, (1, 5, 6), positions=[(2, 3)]), atol=0)
+
+
+def test_erf_wrap_validated():
+    with pytest.raises(TypeError, match="wrap must be None, True or False"):
+        arma.erf(_erf_net_1d(), (1, 8), wrap=1.5)
+
+
+def test_erf_memory_guards(monkeypatch):
+    huge = 10**12 + 1
+    with pytest.raises(ValueError, match=r"input_shape would need .*LMREF_MAX_BYTES"):
+        arma.erf(_erf_net_1d(), (huge, huge))
+    with pytest.raises(ValueError, match=r"input_shape would need"):
+        arma.erf([("conv", np.ones((1, 1, 3, 3)), {"padding": 1})], (1, huge, huge))
+    monkeypatch.setenv("LMREF_MAX_BYTES", str(2**16))
+    # one batch of 256 gradients (1, 1024) is 2 MiB: refused naming batch; with batch=4 the
+    # 1024 gradients together (8 MiB) are refused naming positions; the centre alone is fine
+    with pytest.raises(ValueError, match=r"batch would need"):
+        arma.erf(_erf_net_1d(), (1, 1024))
+    with pytest.raises(ValueError, match=r"positions: 1024 output pixel\(s\).*'centre'"):
+        arma.erf(_erf_net_1d(), (1, 1024), batch=4)
+    assert arma.erf(_erf_net_1d(), (1, 1024), positions="centre").shape == (2047,)
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    ({"depths": (10**12 + 1,)}, ValueError, r"depths\[0\] = 1000000000001 would push"),
+    ({"depths": (1, -1)}, ValueError, r"depths\[1\] must be >= 1"),
+    ({"depths": (0,)}, ValueError, r"depths\[0\] must be >= 1"),
+    ({"depths": (2.5,)}, TypeError, r"depths\[0\] must be an integer"),
+    ({"depths": 3}, TypeError, r"depths must be a sequence"),
+    ({"depths": "3"}, TypeError, r"depths must be a sequence"),
+    ({"coefficients": (0.5, 1.0)}, ValueError, r"coefficients\[1\] must be in \[0, 1\)"),
+    ({"coefficients": (math.nan,)}, ValueError, r"coefficients\[0\] must be finite"),
+    ({"coefficients": ("a",)}, TypeError, r"coefficients\[0\] must be a real number"),
+    ({"coefficients": 0.5}, TypeError, r"coefficients must be a sequence"),
+    ({"size": 10**12 + 1}, ValueError, r"size would need"),
+    ({"dims": 1, "kernel_size": 10**12 + 1}, ValueError, r"kernel_size would need"),
+    ({"kernel_size": 0}, ValueError, r"kernel_size must be >= 1"),
+])
+def test_erf_trend_table_validated(kwargs, exc, match):
+    kwargs = {"depths": (1,), "coefficients": (0.5,), "size": 9, **kwargs}
+    with pytest.raises(exc, match=match):
+        arma.erf_trend_table(**kwargs)
+
+
+def test_erf_trend_table_work_guard_names_depths(monkeypatch):
+    monkeypatch.setenv("LMREF_MAX_BYTES", str(9 * 9 * 8 * 4))
+    assert len(arma.erf_trend_table(depths=(4,), coefficients=(0.5,), size=9)) == 1
+    with pytest.raises(ValueError, match=r"depths\[1\] = 5 would push .*LMREF_MAX_BYTES"):
+        arma.erf_trend_table(depths=(4, 5), coefficients=(0.5,), size=9)
+    # any sequence or 1-D array of depths and coefficients is accepted
+    assert arma.erf_trend_table(depths=range(1, 3), coefficients=np.array([0.0, 0.5]),
+                                size=9)[-1]["depth"] == 2
