@@ -1,0 +1,99 @@
+"""Side-by-side table of the CPU benchmarks, for the record in benchmarks/README.md.
+
+``python -m benchmarks.table [bench_conv bench_motion ...]`` (from the repository root) runs
+every asv benchmark class of the named modules (default: all CPU ones) outside asv, in this
+process: ``setup`` (data, JIT warm-up), then the median of up to 25 calls of each ``time_*``
+method (at most ~2 s per case), and prints one Markdown row per case with the lmref and
+torch times and the speed-up (torch time / lmref time). asv remains the tool to track
+speed over commits; this is the quick side-by-side view with the machine and date.
+"""
+import datetime
+import importlib
+import itertools
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+CPU_MODULES = ("bench_conv", "bench_compose", "bench_motion", "bench_arma", "bench_blockmatch",
+               "bench_layers", "bench_temporal")
+MAX_RUNS, MAX_SECONDS = 25, 2.0
+
+
+def _median_ms(fn) -> float:
+    times = []
+    start = time.perf_counter()
+    while len(times) < MAX_RUNS and (len(times) < 3 or time.perf_counter() - start < MAX_SECONDS):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+def _cases(cls):
+    """(peers or None, list of the other parameter tuples) of an asv class."""
+    params = cls.params if isinstance(cls.params[0], (list, tuple)) else (cls.params,)
+    names = list(getattr(cls, "param_names", []))
+    if names and names[0] == "peer":
+        return list(params[0]), list(itertools.product(*params[1:]))
+    return None, list(itertools.product(*params))
+
+
+def _time_case(cls, method, args) -> float | str:
+    bench = cls()
+    try:
+        if hasattr(bench, "setup"):
+            bench.setup(*args)
+    except NotImplementedError as exc:
+        return f"skipped ({exc})"
+    return _median_ms(lambda: getattr(bench, method)(*args))
+
+
+def _fmt(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _rows(module):
+    for name, cls in vars(module).items():
+        if not isinstance(cls, type) or not hasattr(cls, "params") or name.startswith("_"):
+            continue
+        methods = [m for m in dir(cls) if m.startswith("time_")]
+        peers, rest = _cases(cls)
+        for method, args in itertools.product(methods, rest):
+            label = ", ".join(map(str, args))
+            if peers is None:
+                yield name, method, label, _time_case(cls, method, args), "-", "-"
+                continue
+            ms = {p: _time_case(cls, method, (p, *args)) for p in peers}
+            mine, other = ms.get("lmref", "-"), ms.get("torch", "-")
+            ratio = (f"{other / mine:.2f}x" if isinstance(mine, float)
+                     and isinstance(other, float) else "-")
+            yield name, method, label, mine, other, ratio
+
+
+def main(argv=None) -> None:
+    names = (argv if argv is not None else sys.argv[1:]) or CPU_MODULES
+    import numba
+
+    try:
+        from ._common import torch_or_skip
+        torch = torch_or_skip()
+        peer = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    except NotImplementedError:
+        peer = "torch not installed (its column is skipped)"
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, numba "
+          f"{numba.__version__} ({numba.get_num_threads()} threads), {peer}, "
+          f"{datetime.date.today()}\n")
+    print("| benchmark | method | case | lmref (ms) | torch (ms) | speed-up |")
+    print("|---|---|---|---|---|---|")
+    for name in names:
+        module = importlib.import_module(f"benchmarks.{name}")
+        for cls, method, label, mine, other, ratio in _rows(module):
+            print(f"| {cls} | {method.removeprefix('time_')} | {label} | {_fmt(mine)} | "
+                  f"{_fmt(other)} | {ratio} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
