@@ -136,3 +136,14 @@ def check_alloc(shape: Sequence[int], name: str, itemsize: int = 8) -> None:
         raise ValueError(f"{name} would need {nbytes / 2**30:.3g} GiB (shape {tuple(shape)}), "
                          f"more than the {max_bytes() / 2**30:.3g} GiB limit "
                          f"(set LMREF_MAX_BYTES to raise it)")
+
+
+def check_work(nbytes: int, name: str, what: str, *, hint: str | None = None) -> None:
+    """Work guard: refuse a call whose work, done piece by piece, adds up to more float64
+    data than :func:`max_bytes` (no single allocation is too big, but the call would run for
+    hours). The message reads ``"{name} would {what}: N GiB, more than ..."``."""
+    if nbytes > max_bytes():
+        advice = f"{hint} or set" if hint else "set"
+        raise ValueError(f"{name} would {what}: {nbytes / 2**30:.3g} GiB, more than the "
+                         f"{max_bytes() / 2**30:.3g} GiB limit on the work of one call "
+                         f"({advice} LMREF_MAX_BYTES to raise it)")

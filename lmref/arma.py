@@ -71,7 +71,7 @@ import scipy.fft as _fft
 
 from lmref._numba import jit, pjit, prange
 from lmref._validation import (as_float64, as_int, as_real, as_tuple, check_alloc,
-                               check_finite, check_shape, max_bytes, one_of)
+                               check_finite, check_shape, check_work, one_of)
 from lmref.registry import Op
 
 __all__ = [
@@ -893,13 +893,10 @@ def _check_erf_work(n_points, out_channels, spatial, batch):
     """
     probes = n_points * out_channels
     check_alloc((min(batch, probes), out_channels) + tuple(spatial), "batch")
-    total = probes * out_channels * math.prod(spatial) * 8
-    if total > max_bytes():
-        raise ValueError(f"positions: {n_points} output pixel(s) x {out_channels} channel(s) "
-                         f"would back-propagate {total / 2**30:.3g} GiB of gradients in total "
-                         f"(input {tuple(spatial)}), more than the {max_bytes() / 2**30:.3g} "
-                         f"GiB limit on the work of one call: pass fewer positions (e.g. "
-                         f"'centre') or set LMREF_MAX_BYTES to raise it")
+    check_work(probes * out_channels * math.prod(spatial) * 8,
+               f"positions: {n_points} output pixel(s) x {out_channels} channel(s)",
+               f"back-propagate gradients over the input {tuple(spatial)} in total",
+               hint="pass fewer positions (e.g. 'centre')")
 
 
 def _erf_forward_shapes(steps, shape, nd):
@@ -1168,12 +1165,8 @@ def _as_depths(depths, grid):
     out = []
     for i, depth in enumerate(_as_sequence(depths, "depths")):
         depth = as_int(depth, f"depths[{i}]", minimum=1)
-        work = depth * math.prod(grid) * 8
-        if work > max_bytes():
-            raise ValueError(f"depths[{i}] = {depth} would push {work / 2**30:.3g} GiB of "
-                             f"activations through the network (depth x grid {tuple(grid)}), "
-                             f"more than the {max_bytes() / 2**30:.3g} GiB limit on the work "
-                             f"of one call (set LMREF_MAX_BYTES to raise it)")
+        check_work(depth * math.prod(grid) * 8, f"depths[{i}] = {depth}",
+                   f"push activations of depth x grid {tuple(grid)} through the network")
         out.append(depth)
     return out
 

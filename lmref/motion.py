@@ -52,7 +52,7 @@ import scipy.sparse as sp
 
 from lmref._numba import jit, pjit, prange
 from lmref._validation import (as_float64, as_int, as_real, as_tuple, check_alloc, check_finite,
-                               check_shape, max_bytes, one_of)
+                               check_shape, check_work, one_of)
 from lmref.registry import Op
 
 __all__ = [
@@ -986,12 +986,8 @@ class NoiseEstimate(NamedTuple):
 def _check_noise_work(n_trials: int, shape: tuple) -> None:
     """Work guard of :func:`propagate_noise`: the noise drawn in total is bounded like one
     allocation (it is drawn batch by batch, so only the running time would be unbounded)."""
-    total = n_trials * math.prod(shape) * 8
-    if total > max_bytes():
-        raise ValueError(f"trials={n_trials} would draw {total / 2**30:.3g} GiB of noise in total "
-                         f"(trials x shape = {(n_trials,) + tuple(shape)}), more than the "
-                         f"{max_bytes() / 2**30:.3g} GiB limit on the work of one call (set "
-                         f"LMREF_MAX_BYTES to raise it)")
+    check_work(n_trials * math.prod(shape) * 8, f"trials={n_trials}",
+               f"draw trials x shape = {(n_trials,) + tuple(shape)} noise values in total")
 
 
 def propagate_noise(weight, sigma, shape, trials, rng, *, stride=1, padding=0, dilation=1,
