@@ -35,8 +35,9 @@ Dtypes and NaN
     PyTorch, an infinite weight times a zero of the padding gives NaN.
 Summation order
     Each output is accumulated in a fixed order that does not depend on the number of threads
-    (the fast kernels add input channels in pairs, ``acc += w0 * u + w1 * v``; the plain
-    references in ``_conv*_reference`` sum tap by tap), so results are reproducible bit for bit
+    (the fast kernels add input channels in pairs, ``acc += w0 * u + w1 * v``, or, for the
+    weight gradient with many input channels, output columns in fours; the plain references
+    in ``_conv*_reference`` sum tap by tap), so results are reproducible bit for bit
     on a machine; fast and reference paths agree to rounding (~1e-15 relative).
 Threads
     Problems above ~2 million multiply-adds run numba ``prange`` drivers over independent
@@ -628,6 +629,237 @@ def _weight_grad_parallel(g, xr, phase, shift, sh, dh, groups, gw):
 
 
 # ----------------------------------------------------------------------------------------------
+# weight gradient with the input channels as the vector dimension (C_in / groups >= 16)
+#
+# ``gw[o, c, a, b] = sum_{n, i, j} g[n, o, i, j] * xpad[n, c, i*sh + a*dh, j*sw + b*dw]``.
+# The padded input is stored channels last, one block per group, each padded row flattened:
+# ``xf[n, grp, r, p * C_in_g + c] = xpad[n, grp * C_in_g + c, r, p]``. Output column ``j``
+# reads ``xf[n, grp, r, (j*sw + b*dw) * C_in_g + c]``: with ``dw == 1`` the ``kw * C_in_g``
+# values ``(b, c)`` are one contiguous run, laid out like the partial sums ``acc[..., b *
+# C_in_g + c]``, so one long unit-stride loop updates a whole kernel row (``dw > 1``: one run of
+# ``C_in_g`` per kernel column, the same updates). An update adds four output columns of one
+# output row,
+# ``acc += ((g0 * u0 + g1 * u1) + (g2 * u2 + g3 * u3))`` with the scalars ``gt = g[n, o, i,
+# j0 + t]``; the ``wo % 4`` leftover columns are added one at a time (``acc += g * u``). So
+# every ``gw[o, c, a, b]`` is summed in one fixed order (sample, output row, column group,
+# leftover column), the same in the 8-channel block and in the 1-channel kernel, for any
+# thread count. A job owns a block of 8 output channels (fewer at the end of a group) and one
+# or all kernel rows: disjoint entries of ``gw``, so jobs run in any order.
+# ----------------------------------------------------------------------------------------------
+
+#: the channel-vector weight-gradient kernels run when C_in / groups reaches this
+_WGRAD_MIN_CHANNELS = 16
+#: output channels per weight-gradient job (each loaded input run feeds 8 accumulators)
+_WGRAD_BLOCK = 8
+#: a partial block with fewer channels than this runs the 1-channel kernel per channel
+_WGRAD_PARTIAL_MIN = 6
+#: a job keeps all kernel rows (its input rows stay in cache) when there are this many blocks
+#: of output channels and a block's partial sums are at most this many doubles; otherwise each
+#: kernel row is a job of its own (more jobs, smaller partial sums)
+_WGRAD_MIN_BLOCKS = 8
+_WGRAD_MAX_ACC = 8 * 1024
+
+
+@jit
+def _wgrad_rows8(g, xf, n, grp, i, r, o0, nb, kw, sw, dw, acc):
+    """``acc[k, b * C + c] += sum_j g[n, o_k, i, j] * xf[n, grp, r, (j*sw + b*dw) * C + c]``
+    for ``k < 8`` and ``o_k = o0 + min(k, nb - 1)``: output row ``i`` of sample ``n`` and the
+    kernel row that reads padded row ``r``. A partial block (``nb < 8``) repeats its last
+    channel in the rows ``k >= nb`` of ``acc``, which the caller ignores."""
+    wo = g.shape[3]
+    span = acc.shape[1]
+    c_in_g = span // kw
+    fold = kw if dw == 1 else 1  # kernel columns per contiguous run
+    run = fold * c_in_g
+    row = xf[n, grp, r]
+    g0, g1, g2, g3 = g[n, o0, i], g[n, o0 + min(1, nb - 1), i], \
+        g[n, o0 + min(2, nb - 1), i], g[n, o0 + min(3, nb - 1), i]
+    g4, g5, g6, g7 = g[n, o0 + min(4, nb - 1), i], g[n, o0 + min(5, nb - 1), i], \
+        g[n, o0 + min(6, nb - 1), i], g[n, o0 + min(7, nb - 1), i]
+    full = wo - wo % 4
+    for j0 in range(0, full, 4):
+        s00, s01, s02, s03 = g0[j0], g0[j0 + 1], g0[j0 + 2], g0[j0 + 3]
+        s10, s11, s12, s13 = g1[j0], g1[j0 + 1], g1[j0 + 2], g1[j0 + 3]
+        s20, s21, s22, s23 = g2[j0], g2[j0 + 1], g2[j0 + 2], g2[j0 + 3]
+        s30, s31, s32, s33 = g3[j0], g3[j0 + 1], g3[j0 + 2], g3[j0 + 3]
+        s40, s41, s42, s43 = g4[j0], g4[j0 + 1], g4[j0 + 2], g4[j0 + 3]
+        s50, s51, s52, s53 = g5[j0], g5[j0 + 1], g5[j0 + 2], g5[j0 + 3]
+        s60, s61, s62, s63 = g6[j0], g6[j0 + 1], g6[j0 + 2], g6[j0 + 3]
+        s70, s71, s72, s73 = g7[j0], g7[j0 + 1], g7[j0 + 2], g7[j0 + 3]
+        for b in range(0, kw, fold):
+            lo = b * c_in_g
+            q0 = (j0 * sw + b * dw) * c_in_g
+            q1, q2, q3 = q0 + sw * c_in_g, q0 + 2 * sw * c_in_g, q0 + 3 * sw * c_in_g
+            x0, x1 = row[q0:q0 + run], row[q1:q1 + run]
+            x2, x3 = row[q2:q2 + run], row[q3:q3 + run]
+            p0, p1 = acc[0, lo:lo + run], acc[1, lo:lo + run]
+            p2, p3 = acc[2, lo:lo + run], acc[3, lo:lo + run]
+            p4, p5 = acc[4, lo:lo + run], acc[5, lo:lo + run]
+            p6, p7 = acc[6, lo:lo + run], acc[7, lo:lo + run]
+            for m in range(run):
+                u0 = x0[m]
+                u1 = x1[m]
+                u2 = x2[m]
+                u3 = x3[m]
+                p0[m] += (s00 * u0 + s01 * u1) + (s02 * u2 + s03 * u3)
+                p1[m] += (s10 * u0 + s11 * u1) + (s12 * u2 + s13 * u3)
+                p2[m] += (s20 * u0 + s21 * u1) + (s22 * u2 + s23 * u3)
+                p3[m] += (s30 * u0 + s31 * u1) + (s32 * u2 + s33 * u3)
+                p4[m] += (s40 * u0 + s41 * u1) + (s42 * u2 + s43 * u3)
+                p5[m] += (s50 * u0 + s51 * u1) + (s52 * u2 + s53 * u3)
+                p6[m] += (s60 * u0 + s61 * u1) + (s62 * u2 + s63 * u3)
+                p7[m] += (s70 * u0 + s71 * u1) + (s72 * u2 + s73 * u3)
+    for j in range(full, wo):
+        s0, s1, s2, s3 = g0[j], g1[j], g2[j], g3[j]
+        s4, s5, s6, s7 = g4[j], g5[j], g6[j], g7[j]
+        for b in range(0, kw, fold):
+            lo = b * c_in_g
+            q0 = (j * sw + b * dw) * c_in_g
+            x0 = row[q0:q0 + run]
+            p0, p1 = acc[0, lo:lo + run], acc[1, lo:lo + run]
+            p2, p3 = acc[2, lo:lo + run], acc[3, lo:lo + run]
+            p4, p5 = acc[4, lo:lo + run], acc[5, lo:lo + run]
+            p6, p7 = acc[6, lo:lo + run], acc[7, lo:lo + run]
+            for m in range(run):
+                u0 = x0[m]
+                p0[m] += s0 * u0
+                p1[m] += s1 * u0
+                p2[m] += s2 * u0
+                p3[m] += s3 * u0
+                p4[m] += s4 * u0
+                p5[m] += s5 * u0
+                p6[m] += s6 * u0
+                p7[m] += s7 * u0
+
+
+@jit
+def _wgrad_rows1(g, xf, n, grp, i, r, o, kw, sw, dw, acc):
+    """One output channel of :func:`_wgrad_rows8` (``acc`` is ``(kw * C,)``), same summation
+    order."""
+    wo = g.shape[3]
+    span = acc.shape[0]
+    c_in_g = span // kw
+    fold = kw if dw == 1 else 1
+    run = fold * c_in_g
+    row = xf[n, grp, r]
+    gr = g[n, o, i]
+    full = wo - wo % 4
+    for j0 in range(0, full, 4):
+        s0, s1, s2, s3 = gr[j0], gr[j0 + 1], gr[j0 + 2], gr[j0 + 3]
+        for b in range(0, kw, fold):
+            lo = b * c_in_g
+            q0 = (j0 * sw + b * dw) * c_in_g
+            q1, q2, q3 = q0 + sw * c_in_g, q0 + 2 * sw * c_in_g, q0 + 3 * sw * c_in_g
+            x0, x1 = row[q0:q0 + run], row[q1:q1 + run]
+            x2, x3 = row[q2:q2 + run], row[q3:q3 + run]
+            p = acc[lo:lo + run]
+            for m in range(run):
+                p[m] += (s0 * x0[m] + s1 * x1[m]) + (s2 * x2[m] + s3 * x3[m])
+    for j in range(full, wo):
+        s0 = gr[j]
+        for b in range(0, kw, fold):
+            lo = b * c_in_g
+            q0 = (j * sw + b * dw) * c_in_g
+            x0 = row[q0:q0 + run]
+            p = acc[lo:lo + run]
+            for m in range(run):
+                p[m] += s0 * x0[m]
+
+
+@jit
+def _wgrad_jobs(c_out, groups, kh, rows):
+    return groups * ((c_out // groups + _WGRAD_BLOCK - 1) // _WGRAD_BLOCK) * (kh // rows)
+
+
+@jit
+def _wgrad_job(g, xf, sh, sw, dh, dw, rows, partial_min, gw, job):
+    """``gw[o0:o0 + 8, :, a0:a0 + rows]`` (fewer channels at the end of a group): one block
+    of output channels, all input channels of its group, ``rows`` kernel rows (a divisor of
+    ``kh``). A partial block of ``nb >= partial_min`` channels runs the 8-channel kernel, a
+    smaller one the 1-channel kernel per channel (same sums either way)."""
+    n_batch, c_out, ho = g.shape[0], g.shape[1], g.shape[2]
+    groups = xf.shape[1]
+    c_in_g, kh, kw = gw.shape[1], gw.shape[2], gw.shape[3]
+    c_out_g = c_out // groups
+    nblk = (c_out_g + _WGRAD_BLOCK - 1) // _WGRAD_BLOCK
+    nrow = kh // rows
+    blk = job // nrow
+    a0 = (job - blk * nrow) * rows
+    grp = blk // nblk
+    o0 = grp * c_out_g + (blk - grp * nblk) * _WGRAD_BLOCK
+    nb = min(_WGRAD_BLOCK, (grp + 1) * c_out_g - o0)
+    acc = np.zeros((rows, _WGRAD_BLOCK, kw * c_in_g))
+    for n in range(n_batch):
+        for i in range(ho):
+            for t in range(rows):
+                r = i * sh + (a0 + t) * dh
+                if nb >= partial_min:
+                    _wgrad_rows8(g, xf, n, grp, i, r, o0, nb, kw, sw, dw, acc[t])
+                else:
+                    for k in range(nb):
+                        _wgrad_rows1(g, xf, n, grp, i, r, o0 + k, kw, sw, dw, acc[t, k])
+    for k in range(nb):
+        for t in range(rows):
+            for b in range(kw):
+                for c in range(c_in_g):
+                    gw[o0 + k, c, a0 + t, b] = acc[t, k, b * c_in_g + c]
+
+
+@jit
+def _wgrad_serial(g, xf, sh, sw, dh, dw, rows, partial_min, gw):
+    for job in range(_wgrad_jobs(g.shape[1], xf.shape[1], gw.shape[2], rows)):
+        _wgrad_job(g, xf, sh, sw, dh, dw, rows, partial_min, gw, job)
+
+
+@pjit
+def _wgrad_parallel(g, xf, sh, sw, dh, dw, rows, partial_min, gw):
+    for job in prange(_wgrad_jobs(g.shape[1], xf.shape[1], gw.shape[2], rows)):
+        _wgrad_job(g, xf, sh, sw, dh, dw, rows, partial_min, gw, job)
+
+
+def _wgrad_rows_per_job(w_shape, groups):
+    """Kernel rows per job of :func:`_wgrad_job`: all of them or one (shape only)."""
+    c_out, c_in_g, kh, kw = w_shape
+    blocks = groups * -(-(c_out // groups) // _WGRAD_BLOCK)
+    if blocks >= _WGRAD_MIN_BLOCKS and _WGRAD_BLOCK * kh * kw * c_in_g <= _WGRAD_MAX_ACC:
+        return kh
+    return 1
+
+
+@jit
+def _channels_last_row(x, ih, iw, xt, nr):
+    """``xt[n, q, r, p, c] = x[n, q * C_g + c, ih[r], iw[p]]`` (0 where an index is -1) for
+    ``(n, r) = divmod(nr, Hp)``."""
+    groups, hp, wp, c_g = xt.shape[1], xt.shape[2], xt.shape[3], xt.shape[4]
+    n = nr // hp
+    r = nr - n * hp
+    h = ih[r]
+    for q in range(groups):
+        dst = xt[n, q, r]
+        for p in range(wp):
+            w = iw[p]
+            out = dst[p]
+            if h < 0 or w < 0:
+                for c in range(c_g):
+                    out[c] = 0.0
+            else:
+                for c in range(c_g):
+                    out[c] = x[n, q * c_g + c, h, w]
+
+
+@jit
+def _channels_last_serial(x, ih, iw, xt):
+    for nr in range(xt.shape[0] * xt.shape[2]):
+        _channels_last_row(x, ih, iw, xt, nr)
+
+
+@pjit
+def _channels_last_parallel(x, ih, iw, xt):
+    for nr in prange(xt.shape[0] * xt.shape[2]):
+        _channels_last_row(x, ih, iw, xt, nr)
+
+
+# ----------------------------------------------------------------------------------------------
 # the three building blocks on 4-D float64 arrays
 # ----------------------------------------------------------------------------------------------
 
@@ -700,11 +932,26 @@ def _input_grad(g, w, geom, n_batch, c_in):
 
 
 def _weight_grad(g, x, w_shape, geom):
+    work = _macs(g.size, np.prod(w_shape[1:]))
+    if w_shape[1] >= _WGRAD_MIN_CHANNELS:  # channels-last kernels (input channels as lanes)
+        n, c_in = x.shape[0], x.shape[1]
+        hp, wp = geom.padded_hw
+        c_in_g = c_in // geom.groups
+        check_alloc((n, c_in, hp, wp), "the padded input (channels last)")
+        ih, iw = _pad_maps(geom)
+        xt = np.empty((n, geom.groups, hp, wp, c_in_g))
+        parallel = work >= _PARALLEL_MIN_WORK
+        (_channels_last_parallel if parallel else _channels_last_serial)(x, ih, iw, xt)
+        gw = np.empty(w_shape)
+        (_wgrad_parallel if parallel else _wgrad_serial)(
+            g, xt.reshape(n, geom.groups, hp, wp * c_in_g), geom.stride[0], geom.stride[1],
+            geom.dilation[0], geom.dilation[1], _wgrad_rows_per_job(w_shape, geom.groups),
+            _WGRAD_PARTIAL_MIN, gw)
+        return gw
     xr = _split_columns(_pad(x, geom), geom.stride[1])
     gw = np.empty(w_shape)
     phase, shift = _column_phases(geom)
-    run = _weight_grad_parallel if _macs(g.size, np.prod(w_shape[1:])) >= _PARALLEL_MIN_WORK \
-        else _weight_grad_serial
+    run = _weight_grad_parallel if work >= _PARALLEL_MIN_WORK else _weight_grad_serial
     run(g, xr, phase, shift, geom.stride[0], geom.dilation[0], geom.groups, gw)
     return gw
 

@@ -93,6 +93,68 @@ def test_parallel_and_serial_drivers_agree_bitwise(nd, rng, monkeypatch):
         np.testing.assert_array_equal(a, p)
 
 
+@pytest.mark.parametrize("case", _sweep(), ids=_case_id)
+def test_channel_vector_weight_grad_matches_reference(case, rng, monkeypatch):
+    """The channels-last weight-gradient kernels (C_in / groups >= 16 by default), forced on
+    the sweep's few channels; its 8-channel block (c_out 6 with groups 1: a partial block that
+    repeats its last channel) and 1-channel kernel (groups 2: 3 channels) sum alike, and so do
+    jobs of one kernel row and of all kernel rows."""
+    nd, mode, pad, s, d, groups, spatial, k = case
+    monkeypatch.setattr(conv, "_WGRAD_MIN_CHANNELS", 1)
+    fwd, bwd, _, ref_bwd = FNS[nd]
+    x, w, b = _data(rng, nd, groups, spatial, k)
+    kw = dict(stride=s, padding=pad, dilation=d, groups=groups, padding_mode=mode)
+    g = rng.standard_normal(fwd(x, w, b, **kw).shape)
+    grad_w = bwd(g, x, w, b, **kw)[1]
+    assert_close(grad_w, ref_bwd(g, x, w, b, **kw)[1])
+    for partial_min, min_blocks in itertools.product((1, conv._WGRAD_BLOCK + 1), (1, 1 << 30)):
+        monkeypatch.setattr(conv, "_WGRAD_PARTIAL_MIN", partial_min)  # block / 1-channel
+        monkeypatch.setattr(conv, "_WGRAD_MIN_BLOCKS", min_blocks)  # all rows / 1 row a job
+        np.testing.assert_array_equal(bwd(g, x, w, b, **kw)[1], grad_w)
+
+
+@pytest.mark.parametrize("nd,kw", [
+    (1, dict(stride=1, padding=1, dilation=1)),
+    (1, dict(stride=2, padding="same", dilation=2, padding_mode="circular")),
+    (2, dict(stride=1, padding=1, dilation=1, groups=2)),
+    (2, dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), padding_mode="reflect")),
+])
+def test_channel_vector_weight_grad_parallel_equals_serial_bitwise(nd, kw, rng, monkeypatch):
+    """16 input channels per group, 11 output channels per group (a block of 8, then 3 on the
+    1-channel kernel), widths that leave columns after the groups of 4."""
+    spatial, k = ((23,), (3,)) if nd == 1 else ((9, 11), (3, 3))
+    groups = kw.get("groups", 1)
+    x, w, b = _data(rng, nd, groups, spatial, k, c_in=16 * groups, c_out=11 * groups)
+    fwd, bwd, _, ref_bwd = FNS[nd]
+    g = rng.standard_normal(fwd(x, w, b, **kw).shape)
+    monkeypatch.setattr(conv, "_PARALLEL_MIN_WORK", 1 << 62)
+    serial = bwd(g, x, w, b, **kw)
+    monkeypatch.setattr(conv, "_PARALLEL_MIN_WORK", 0)
+    parallel = bwd(g, x, w, b, **kw)
+    for a, p in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(a, p)
+    for got, want in zip(serial, ref_bwd(g, x, w, b, **kw), strict=True):
+        assert_close(got, want)
+
+
+def test_weight_grad_nan_reaches_the_taps_that_read_it(rng):
+    """A NaN input pixel makes exactly the weight-gradient entries whose sums read it NaN (and
+    an infinite one gives inf or NaN there), as in the plain reference, in both kernels."""
+    for c_in in (4, 16):  # the column-vector and the channel-vector kernels
+        x = rng.standard_normal((2, c_in, 7, 9))
+        w = rng.standard_normal((5, c_in, 3, 3))
+        x[1, 2, 0, 8] = np.nan
+        x[0, 3, 3, 4] = np.inf
+        g = rng.standard_normal((2, 5, 7, 9))
+        got = conv.conv2d_backward(g, x, w, padding=1)[1]
+        want = conv._conv2d_backward_reference(g, x, w, padding=1)[1]
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        # pixel (0, 8), the last column, is read by kernel rows 0-1 and columns 1-2 only
+        assert np.isnan(got[:, 2, 0:2, 1:3]).all()
+        assert np.isfinite(got[:, 2, 2, :]).all() and np.isfinite(got[:, 2, :, 0]).all()
+        assert_close(got, want)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=conv_args(ndim=2, torch_compatible=False))
 def test_conv2d_property_vs_reference(case):
