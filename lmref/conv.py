@@ -36,7 +36,8 @@ Dtypes and NaN
 Summation order
     Each output is accumulated in a fixed order that does not depend on the number of threads
     (the fast kernels add input channels in pairs, ``acc += w0 * u + w1 * v``, or, for the
-    weight gradient with many input channels, output columns in fours; the plain references
+    weight gradient with many input channels, output columns in fours, and for the input
+    gradient with many input channels, output channels in eights; the plain references
     in ``_conv*_reference`` sum tap by tap), so results are reproducible bit for bit
     on a machine; fast and reference paths agree to rounding (~1e-15 relative).
 Threads
@@ -860,6 +861,177 @@ def _channels_last_parallel(x, ih, iw, xt):
 
 
 # ----------------------------------------------------------------------------------------------
+# input gradient with the input channels as the vector dimension (C_in / groups >= 16)
+#
+# ``gxpad[n, c, r, q] = sum_{o, a, b: r = i*sh + a*dh, q = j*sw + b*dw} w[o, c, a, b] *
+# g[n, o, i, j]``. The result is built channels last, one block per group, each padded row
+# flattened: ``gx[n, grp, r, q * C_in_g + c]``; the weights are stored as ``wt[grp, a, o,
+# b * C_in_g + c] = w[grp * C_out_g + o, c, a, b]`` and ``g`` channels last, ``gt[n, grp, i,
+# j, o]``, both with the output channels of a group zero-padded to a multiple of 8. Output
+# column ``j`` of kernel row ``a`` updates the run ``gx[n, grp, r, (j*sw + b*dw) * C_in_g +
+# c]``: with ``dw == 1`` the ``kw * C_in_g`` entries ``(b, c)`` are one contiguous run, laid
+# out like ``wt[grp, a, o]`` (``dw > 1``: one run of ``C_in_g`` per kernel column). An update
+# adds 8 output channels at once,
+# ``acc += ((s0 * w0 + s1 * w1) + (s2 * w2 + s3 * w3)) + ((s4 * w4 + s5 * w5) + (s6 * w6 +
+# s7 * w7))`` with ``st = g[n, o0 + t, i, j]``; padded channels add ``0 * 0``. So every entry
+# is summed in one fixed order (block of 8 output channels, kernel row, kernel column run,
+# output column) whatever the number of channels or threads; there is no remainder path. A job owns
+# one padded row of one sample and group: disjoint outputs, so jobs run in any order.
+# ----------------------------------------------------------------------------------------------
+
+#: the channel-vector input-gradient kernels run when C_in / groups reaches this ...
+_IGRAD_MIN_CHANNELS = 16
+#: ... and C_out / groups this (fewer would mostly add zero-padded channels)
+_IGRAD_MIN_OUT_CHANNELS = 8
+#: output channels summed per update (the group's channels are zero-padded to a multiple)
+_IGRAD_BLOCK = 8
+
+
+@jit
+def _igrad_job(gt, wt, kw, sh, sw, dh, dw, gx, job):
+    """Padded row ``r`` of ``gx[n, grp]`` for ``(n, grp, r) = job`` (row-major)."""
+    ho, wo, cpad = gt.shape[2], gt.shape[3], gt.shape[4]
+    groups, kh, span = wt.shape[0], wt.shape[1], wt.shape[3]
+    hp = gx.shape[2]
+    c_in_g = span // kw
+    fold = kw if dw == 1 else 1  # kernel columns per contiguous run
+    run = fold * c_in_g
+    n = job // (groups * hp)
+    rem = job - n * (groups * hp)
+    grp = rem // hp
+    r = rem - grp * hp
+    row = gx[n, grp, r]
+    for m in range(row.shape[0]):
+        row[m] = 0.0
+    for ob in range(0, cpad, _IGRAD_BLOCK):
+        for a in range(kh):
+            t = r - a * dh
+            i = t // sh
+            if t < 0 or i * sh != t or i >= ho:
+                continue
+            wa = wt[grp, a]
+            w0, w1, w2, w3 = wa[ob], wa[ob + 1], wa[ob + 2], wa[ob + 3]
+            w4, w5, w6, w7 = wa[ob + 4], wa[ob + 5], wa[ob + 6], wa[ob + 7]
+            gi = gt[n, grp, i]
+            for b in range(0, kw, fold):
+                lo = b * c_in_g
+                x0, x1 = w0[lo:lo + run], w1[lo:lo + run]
+                x2, x3 = w2[lo:lo + run], w3[lo:lo + run]
+                x4, x5 = w4[lo:lo + run], w5[lo:lo + run]
+                x6, x7 = w6[lo:lo + run], w7[lo:lo + run]
+                for j in range(wo):
+                    s = gi[j]
+                    s0, s1, s2, s3 = s[ob], s[ob + 1], s[ob + 2], s[ob + 3]
+                    s4, s5, s6, s7 = s[ob + 4], s[ob + 5], s[ob + 6], s[ob + 7]
+                    q0 = (j * sw + b * dw) * c_in_g
+                    p = row[q0:q0 + run]
+                    for m in range(run):
+                        p[m] += ((s0 * x0[m] + s1 * x1[m]) + (s2 * x2[m] + s3 * x3[m])) + \
+                            ((s4 * x4[m] + s5 * x5[m]) + (s6 * x6[m] + s7 * x7[m]))
+
+
+@jit
+def _igrad_serial(gt, wt, kw, sh, sw, dh, dw, gx):
+    for job in range(gx.shape[0] * gx.shape[1] * gx.shape[2]):
+        _igrad_job(gt, wt, kw, sh, sw, dh, dw, gx, job)
+
+
+@pjit
+def _igrad_parallel(gt, wt, kw, sh, sw, dh, dw, gx):
+    for job in prange(gx.shape[0] * gx.shape[1] * gx.shape[2]):
+        _igrad_job(gt, wt, kw, sh, sw, dh, dw, gx, job)
+
+
+@jit
+def _igrad_gt_row(g, gt, ni):
+    """``gt[n, q, i, j, o] = g[n, q * C_g + o, i, j]`` (``gt`` zero beyond ``C_g``) for
+    ``(n, i) = divmod(ni, Ho)``."""
+    groups, ho, wo, cpad = gt.shape[1], gt.shape[2], gt.shape[3], gt.shape[4]
+    c_g = g.shape[1] // groups
+    n = ni // ho
+    i = ni - n * ho
+    for q in range(groups):
+        dst = gt[n, q, i]
+        for j in range(wo):
+            out = dst[j]
+            for o in range(c_g):
+                out[o] = g[n, q * c_g + o, i, j]
+            for o in range(c_g, cpad):
+                out[o] = 0.0
+
+
+@jit
+def _igrad_gt_serial(g, gt):
+    for ni in range(gt.shape[0] * gt.shape[2]):
+        _igrad_gt_row(g, gt, ni)
+
+
+@pjit
+def _igrad_gt_parallel(g, gt):
+    for ni in prange(gt.shape[0] * gt.shape[2]):
+        _igrad_gt_row(g, gt, ni)
+
+
+@jit
+def _igrad_unpack_row(gx, top, left, out, nc):
+    """``out[n, q * C_g + c, h, x] = gx[n, q, top + h, (left + x) * C_g + c]`` for the plane
+    ``(n, q * C_g + c) = divmod(nc, C)``."""
+    groups = gx.shape[1]
+    c_all, h_out, w_out = out.shape[1], out.shape[2], out.shape[3]
+    c_g = c_all // groups
+    n = nc // c_all
+    ch = nc - n * c_all
+    q = ch // c_g
+    c = ch - q * c_g
+    for h in range(h_out):
+        src = gx[n, q, top + h]
+        dst = out[n, ch, h]
+        for x in range(w_out):
+            dst[x] = src[(left + x) * c_g + c]
+
+
+@jit
+def _igrad_unpack_serial(gx, top, left, out):
+    for nc in range(out.shape[0] * out.shape[1]):
+        _igrad_unpack_row(gx, top, left, out, nc)
+
+
+@pjit
+def _igrad_unpack_parallel(gx, top, left, out):
+    for nc in prange(out.shape[0] * out.shape[1]):
+        _igrad_unpack_row(gx, top, left, out, nc)
+
+
+def _igrad_channels_last(g, w, geom, n_batch, c_in):
+    """:func:`_input_grad` with the channel-vector kernels (``C_in / groups >= 16``)."""
+    groups = geom.groups
+    c_out, c_in_g, kh, kw = w.shape
+    c_out_g = c_out // groups
+    cpad = -(-c_out_g // _IGRAD_BLOCK) * _IGRAD_BLOCK
+    hp, wp = geom.padded_hw
+    ho, wo = g.shape[2], g.shape[3]
+    check_alloc((n_batch, c_in, hp, wp), "the padded input gradient (channels last)")
+    parallel = _macs(g.size, w[0].size) >= _PARALLEL_MIN_WORK
+    gt = np.empty((n_batch, groups, ho, wo, cpad))
+    (_igrad_gt_parallel if parallel else _igrad_gt_serial)(g, gt)
+    wt = np.zeros((groups, kh, cpad, kw, c_in_g))
+    wt[:, :, :c_out_g] = w.reshape(groups, c_out_g, c_in_g, kh, kw).transpose(0, 3, 1, 4, 2)
+    gx = np.empty((n_batch, groups, hp, wp * c_in_g))
+    (_igrad_parallel if parallel else _igrad_serial)(
+        gt, wt.reshape(groups, kh, cpad, kw * c_in_g), kw, geom.stride[0], geom.stride[1],
+        geom.dilation[0], geom.dilation[1], gx)
+    unpack = _igrad_unpack_parallel if parallel else _igrad_unpack_serial
+    if geom.mode == "zeros":
+        (t, _), (l, _) = geom.pads
+        out = np.empty((n_batch, c_in) + tuple(geom.in_hw))
+        unpack(gx, t, l, out)
+        return out
+    gp = np.empty((n_batch, c_in, hp, wp))
+    unpack(gx, 0, 0, gp)
+    return _unpad_adjoint(gp, geom)
+
+
+# ----------------------------------------------------------------------------------------------
 # the three building blocks on 4-D float64 arrays
 # ----------------------------------------------------------------------------------------------
 
@@ -916,6 +1088,8 @@ def _forward(x, w, bias, geom):
 
 
 def _input_grad(g, w, geom, n_batch, c_in):
+    if w.shape[1] >= _IGRAD_MIN_CHANNELS and w.shape[0] // geom.groups >= _IGRAD_MIN_OUT_CHANNELS:
+        return _igrad_channels_last(g, w, geom, n_batch, c_in)
     sw = geom.stride[1]
     hp, wp = geom.padded_hw
     wq = -(-wp // sw)

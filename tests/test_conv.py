@@ -155,6 +155,87 @@ def test_weight_grad_nan_reaches_the_taps_that_read_it(rng):
         assert_close(got, want)
 
 
+def _zero_channel_padded(g, w, groups, block):
+    """``g`` and ``w`` with zero output channels appended to every group up to a multiple of
+    ``block``: the same convolution, written out as the kernels' full blocks."""
+    c_out_g = w.shape[0] // groups
+    cpad = -(-c_out_g // block) * block
+    w2 = np.zeros((groups, cpad) + w.shape[1:])
+    w2[:, :c_out_g] = w.reshape((groups, c_out_g) + w.shape[1:])
+    g2 = np.zeros((g.shape[0], groups, cpad) + g.shape[2:])
+    g2[:, :, :c_out_g] = g.reshape((g.shape[0], groups, c_out_g) + g.shape[2:])
+    return g2.reshape((g.shape[0], groups * cpad) + g.shape[2:]), \
+        w2.reshape((groups * cpad,) + w.shape[1:])
+
+
+@pytest.mark.parametrize("case", _sweep(), ids=_case_id)
+def test_channel_vector_input_grad_matches_reference(case, rng, monkeypatch):
+    """The channels-last input-gradient kernels (C_in / groups >= 16, C_out / groups >= 8 by
+    default), forced on the sweep's few channels; a partial block of output channels (6, or 3
+    a group) sums exactly as the full block with zero channels written out."""
+    nd, mode, pad, s, d, groups, spatial, k = case
+    monkeypatch.setattr(conv, "_IGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(conv, "_IGRAD_MIN_OUT_CHANNELS", 1)
+    fwd, bwd, _, ref_bwd = FNS[nd]
+    x, w, b = _data(rng, nd, groups, spatial, k)
+    kw = dict(stride=s, padding=pad, dilation=d, groups=groups, padding_mode=mode)
+    g = rng.standard_normal(fwd(x, w, b, **kw).shape)
+    grad_x = bwd(g, x, w, b, **kw)[0]
+    assert_close(grad_x, ref_bwd(g, x, w, b, **kw)[0])
+    g2, w2 = _zero_channel_padded(g, w, groups, conv._IGRAD_BLOCK)
+    np.testing.assert_array_equal(bwd(g2, x, w2, None, **kw)[0], grad_x)
+
+
+@pytest.mark.parametrize("nd,kw", [
+    (1, dict(stride=1, padding=1, dilation=1)),
+    (1, dict(stride=2, padding="same", dilation=2, padding_mode="circular")),
+    (2, dict(stride=1, padding=1, dilation=1, groups=2)),
+    (2, dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), padding_mode="reflect")),
+    (2, dict(stride=(1, 3), padding=0, dilation=(2, 1), padding_mode="replicate")),
+])
+def test_channel_vector_input_grad_parallel_equals_serial_bitwise(nd, kw, rng, monkeypatch):
+    """16 input channels and 21 output channels per group (two blocks of 8, then 5 padded
+    with zero channels): serial and parallel drivers agree bit for bit, and the remainder
+    block sums as a full one."""
+    spatial, k = ((23,), (3,)) if nd == 1 else ((9, 11), (3, 3))
+    groups = kw.get("groups", 1)
+    x, w, b = _data(rng, nd, groups, spatial, k, c_in=16 * groups, c_out=21 * groups)
+    fwd, bwd, _, ref_bwd = FNS[nd]
+    g = rng.standard_normal(fwd(x, w, b, **kw).shape)
+    monkeypatch.setattr(conv, "_PARALLEL_MIN_WORK", 1 << 62)
+    serial = bwd(g, x, w, b, **kw)[0]
+    monkeypatch.setattr(conv, "_PARALLEL_MIN_WORK", 0)
+    parallel = bwd(g, x, w, b, **kw)[0]
+    np.testing.assert_array_equal(serial, parallel)
+    g2, w2 = _zero_channel_padded(g, w, groups, conv._IGRAD_BLOCK)
+    np.testing.assert_array_equal(bwd(g2, x, w2, None, **kw)[0], serial)
+    assert_close(serial, ref_bwd(g, x, w, b, **kw)[0])
+    monkeypatch.setattr(conv, "_IGRAD_MIN_CHANNELS", 1 << 30)  # the column-vector kernels
+    assert_close(bwd(g, x, w, b, **kw)[0], serial)
+
+
+def test_input_grad_nan_reaches_the_pixels_that_read_it(rng):
+    """A NaN output gradient makes exactly the input-gradient pixels whose sums read it NaN
+    (and an infinite one gives inf or NaN there), as in the plain reference, in both kernels."""
+    for c_in in (4, 16):  # the column-vector and the channel-vector kernels
+        x = rng.standard_normal((2, c_in, 7, 9))
+        w = rng.standard_normal((9, c_in, 3, 3))
+        g = rng.standard_normal((2, 9, 7, 9))
+        g[1, 2, 0, 8] = np.nan
+        g[0, 8, 3, 4] = np.inf
+        for mode in ("zeros", "reflect"):
+            got = conv.conv2d_backward(g, x, w, padding=1, padding_mode=mode)[0]
+            want = conv._conv2d_backward_reference(g, x, w, padding=1, padding_mode=mode)[0]
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+            np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+            assert_close(got, want)
+        got = conv.conv2d_backward(g, x, w, padding=1)[0]
+        # output (0, 8), the last column, reads input rows 0-1 and columns 7-8 only
+        assert np.isnan(got[1, :, 0:2, 7:9]).all()
+        assert np.isfinite(got[1, :, 2:, :]).all() and np.isfinite(got[1, :, :, :7]).all()
+        assert not np.isfinite(got[0, :, 2:5, 3:6]).any()
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=conv_args(ndim=2, torch_compatible=False))
 def test_conv2d_property_vs_reference(case):
