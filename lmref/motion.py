@@ -341,8 +341,132 @@ def _scatter_plane(gs, dst, ints, reals, base, HW, W):
                     dst[ints[p, k]] += reals[p, k] * gv
 
 
+@jit
+def _scatter_band(gs, dst, fl, mode, boundary, r0, r1, row_lo, row_hi):
+    """Rows ``r0 .. r1 - 1`` of one plane's grad_x (``dst += M^T gs``), straight from the flow
+    plane ``fl`` (H, W, 2), no sampling table: every pixel whose taps can reach the band (flow
+    row ``y`` reads source rows ``row_lo[y] .. row_hi[y]``) is visited in increasing order and
+    only its taps inside the band are added. Each element thus receives its terms in pixel order
+    whatever the bands, with the operations of :func:`_fill_row_taps` + :func:`_scatter_plane`
+    (interior cells by :func:`_interior_cell`, other pixels by the per-axis weights
+    ``wy * wx``, zero weights skipped): bit-identical to the table path."""
+    H, W = fl.shape[0], fl.shape[1]
+    lo = r0 * W
+    hi = r1 * W
+    for y in range(H):
+        if row_hi[y] < r0 or row_lo[y] >= r1:
+            continue
+        for xx in range(W):
+            px = xx + fl[y, xx, 0]
+            py = y + fl[y, xx, 1]
+            if not (math.isfinite(px) and math.isfinite(py)):
+                continue  # non-finite flow: sends nothing
+            gv = gs[y * W + xx]
+            if mode == _NEAREST:
+                j, okx = _nearest_axis(px, W, boundary)
+                i, oky = _nearest_axis(py, H, boundary)
+                q = i * W + j
+                if okx and oky and q >= lo and q < hi:
+                    dst[q] += gv
+                continue
+            b, a, c = _interior_cell(px, py, H, W)
+            if b >= 0:
+                if a == 0.0:
+                    if b >= lo and b < hi:
+                        dst[b] += gv
+                else:
+                    if b >= lo and b < hi:
+                        dst[b] += ((1.0 - c) * (1.0 - a)) * gv
+                        dst[b + 1] += ((1.0 - c) * a) * gv
+                    q = b + W
+                    if q >= lo and q < hi:
+                        dst[q] += (c * (1.0 - a)) * gv
+                        dst[q + 1] += (c * a) * gv
+                continue
+            j0, j1, wx0, wx1, inx0, inx1, _dqx = _bilinear_axis(px, W, boundary)
+            i0, i1, wy0, wy1, iny0, iny1, _dqy = _bilinear_axis(py, H, boundary)
+            in0 = iny0 and i0 >= r0 and i0 < r1
+            in1 = iny1 and i1 >= r0 and i1 < r1
+            w = wy0 * wx0
+            if in0 and inx0 and w != 0.0:
+                dst[i0 * W + j0] += w * gv
+            w = wy0 * wx1
+            if in0 and inx1 and w != 0.0:
+                dst[i0 * W + j1] += w * gv
+            w = wy1 * wx0
+            if in1 and inx0 and w != 0.0:
+                dst[i1 * W + j0] += w * gv
+            w = wy1 * wx1
+            if in1 and inx1 and w != 0.0:
+                dst[i1 * W + j1] += w * gv
+
+
+#: grad_x tasks per plane of the banded backward (bands of source rows; any split gives the
+#: same bits; 2 halves beat 4 or 14 bands at (1, 3, 224, 224): rows near a band edge are read
+#: by both bands)
+_BANDS_PER_PLANE = 2
+#: the banded backward is used below this many (n, c) planes (too few to share out as tasks)
+_BAND_MAX_PLANES = 8
+
+
 @pjit
-def _warp_backward_kernel(g, x, flow, mode, boundary):
+def _warp_backward_bands(g, x, flow, mode, boundary, band):
+    """:func:`_warp_backward_tables` for few planes (e.g. one RGB frame): no whole-frame
+    sampling table (at (1, 3, 224, 224) it is 7.6 MB, several times the data, and glibc served
+    it from fresh pages on many calls) and grad_x shared out as (plane, band of ``band`` source
+    rows) tasks instead of whole planes. Bit-identical to the table path."""
+    N, C, H, W = x.shape
+    nf = flow.shape[0]
+    xs = x.reshape((N * C, H * W))
+    gs = g.reshape((N * C, H * W))
+    # grad_flow: one flow row per iteration (its table built there), summed over (n, c) in
+    # increasing order; also the source rows each flow row reads, for the grad_x bands
+    grad_flow = np.zeros((nf, H, W, 2))
+    row_lo = np.empty((nf, H), np.int64)
+    row_hi = np.empty((nf, H), np.int64)
+    for r in prange(nf * H):
+        fn = r // H
+        y = r - fn * H
+        n_lo, n_hi = (fn, fn + 1) if nf > 1 else (0, N)
+        row_ints = np.empty((W, _N_INTS), np.int64)
+        row_reals = np.empty((W, _N_REALS))
+        _fill_row_taps(flow, fn, y, mode, boundary, row_ints, row_reals, 0)
+        acc = np.zeros((W, 2))
+        if mode == _BILINEAR:  # nearest: grad_flow = 0
+            for plane in range(n_lo * C, n_hi * C):
+                _slopes_row(xs[plane], gs[plane], acc, row_ints, row_reals, y * W, W)
+        lo = H
+        hi = -1
+        for xx in range(W):
+            if row_ints[xx, 0] == _NAN_TAP:
+                acc[xx, 0] = np.nan
+                acc[xx, 1] = np.nan
+            grad_flow[fn, y, xx, 0] = acc[xx, 0]
+            grad_flow[fn, y, xx, 1] = acc[xx, 1]
+            for k in range(4):
+                q = row_ints[xx, k]
+                if q >= 0:
+                    lo = min(lo, q // W)
+                    hi = max(hi, q // W)
+        row_lo[fn, y] = lo
+        row_hi[fn, y] = hi
+    # grad_x: one (plane, band of source rows) per iteration; each iteration owns its outputs
+    # and adds their terms in pixel order: race-free and independent of the thread count
+    n_bands = (H + band - 1) // band
+    grad_x = np.zeros((N * C, H * W))
+    for t in prange(N * C * n_bands):
+        plane = t // n_bands
+        r0 = (t - plane * n_bands) * band
+        fn = plane // C if nf > 1 else 0
+        _scatter_band(gs[plane], grad_x[plane], flow[fn], mode, boundary, r0, min(r0 + band, H),
+                      row_lo[fn], row_hi[fn])
+    return grad_x.reshape((N, C, H, W)), grad_flow
+
+
+@pjit
+def _warp_backward_tables(g, x, flow, mode, boundary):
+    """Backward with every flow pixel's sampling table built once, grad_x one plane a task
+    (many planes: the table is shared by all of an image's channels)."""
     N, C, H, W = x.shape
     nf = flow.shape[0]
     xs = x.reshape((N * C, H * W))
@@ -424,7 +548,11 @@ def warp_backward(grad_out, x, flow, mode="bilinear", boundary="zeros"):
     g = as_float64(grad_out, "grad_out")
     check_shape(g, "grad_out", shape, "the shape of warp's output, i.e. of x")
     _check_taps_alloc(x4, f4)
-    gx, gf = _warp_backward_kernel(g.reshape(x4.shape), x4, f4, m, b)
+    if x4.shape[0] * x4.shape[1] < _BAND_MAX_PLANES:
+        band = -(-x4.shape[2] // _BANDS_PER_PLANE)
+        gx, gf = _warp_backward_bands(g.reshape(x4.shape), x4, f4, m, b, band)
+    else:
+        gx, gf = _warp_backward_tables(g.reshape(x4.shape), x4, f4, m, b)
     return gx.reshape(shape), gf.reshape(np.shape(flow))
 
 

@@ -292,6 +292,63 @@ def test_backward_independent_of_thread_count(rng):
         np.testing.assert_array_equal(a, b)
 
 
+def _awkward_flow(rng, nf, H, W, scale):
+    """Random flow with integer positions (kinks), far samples, a NaN and an inf pixel."""
+    flow = rng.uniform(-scale, scale, size=(nf, H, W, 2))
+    flow[:, :2] = np.round(flow[:, :2])
+    flow[0, 0, 0, 0] = np.nan
+    flow[-1, H - 1, W - 1, 1] = np.inf
+    return flow
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("shape,nf", [((1, 3, 11, 9), 1), ((2, 3, 7, 6), 2), ((2, 1, 5, 1), 1),
+                                      ((1, 2, 1, 4), 1)])
+def test_banded_backward_equals_table_backward_bitwise(rng, mode, boundary, shape, nf):
+    """The few-planes path (no sampling table, grad_x by bands of source rows) gives the bits
+    of the table path for any band height, and matches the reference."""
+    x = rng.standard_normal(shape)
+    g = rng.standard_normal(shape)
+    m, b = MODES.index(mode), BOUNDARIES.index(boundary)
+    for scale in (0.6, 3.0, 40.0):
+        flow = _awkward_flow(rng, nf, shape[2], shape[3], scale)
+        tx, tf = M._warp_backward_tables(g, x, flow, m, b)
+        for band in (1, 2, 3, shape[2], shape[2] + 5):
+            bx, bf = M._warp_backward_bands(g, x, flow, m, b, band)
+            np.testing.assert_array_equal(bx, tx)
+            np.testing.assert_array_equal(bf, tf)
+            assert (np.signbit(bx) == np.signbit(tx)).all()
+        rx, rf = M._warp_backward_reference(g, x, flow, mode, boundary)
+        assert_close(bx, rx)
+        assert_close(bf, rf)
+        assert np.isnan(bf[0, 0, 0]).all() and np.isnan(bf[-1, -1, -1]).all()
+
+
+@pytest.mark.parametrize("boundary", ["zeros", "border"])
+def test_few_planes_backward_independent_of_thread_count(rng, boundary):
+    """One RGB frame (N * C < _BAND_MAX_PLANES: the banded path) is bit-identical on 1 thread
+    and on many, NaN flow pixels included."""
+    x = rng.standard_normal((1, 3, 37, 29))
+    assert x.shape[0] * x.shape[1] < M._BAND_MAX_PLANES
+    flow = _awkward_flow(rng, 1, 37, 29, 3.0)[0]
+    g = rng.standard_normal(x.shape)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = M.warp_backward(g, x, flow, boundary=boundary)
+        numba.set_num_threads(before)
+        many = M.warp_backward(g, x, flow, boundary=boundary)
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(one, many):
+        np.testing.assert_array_equal(a, b)
+    rx, rf = M._warp_backward_reference(g, x, flow, boundary=boundary)
+    assert_close(one[0], rx)
+    assert_close(one[1], rf)
+    assert np.isnan(one[1][0, 0]).all()
+
+
 def test_grad_out_shape_is_checked(rng):
     x = rng.standard_normal((2, 4, 5))
     flow = np.zeros((4, 5, 2))
