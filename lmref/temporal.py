@@ -358,18 +358,26 @@ def _log_divide_reference(a, b, eps=1.0, *, absolute=False):
 # local multiplication (correlation)
 # ----------------------------------------------------------------------------------------------
 
+@jit
+def _channel_norm_row(x, i, row, eps):
+    """``sqrt(sum_c x[i, c, row]^2 + eps)`` per column, channels summed in order 0..C-1."""
+    c, w = x.shape[1], x.shape[3]
+    norm = np.zeros(w)
+    for ch in range(c):
+        xr = x[i, ch, row]
+        for col in range(w):
+            norm[col] += xr[col] * xr[col]
+    for col in range(w):
+        norm[col] = math.sqrt(norm[col] + eps)
+    return norm
+
+
 @pjit
 def _l2_normalize_kernel(x, eps, out):
     n, c, h, w = x.shape
     for k in prange(n * h):  # independent (image, row) pairs; channel sum in order c = 0..C-1
         i, row = k // h, k % h
-        norm = np.zeros(w)
-        for ch in range(c):
-            xr = x[i, ch, row]
-            for col in range(w):
-                norm[col] += xr[col] * xr[col]
-        for col in range(w):
-            norm[col] = math.sqrt(norm[col] + eps)
+        norm = _channel_norm_row(x, i, row, eps)
         for ch in range(c):
             xr = x[i, ch, row]
             orow = out[i, ch, row]
@@ -383,14 +391,8 @@ def _l2_normalize_backward_kernel(g, x, eps, gx):
     n, c, h, w = x.shape
     for k in prange(n * h):
         i, row = k // h, k % h
-        norm = np.zeros(w)
+        norm = _channel_norm_row(x, i, row, eps)
         dot = np.zeros(w)
-        for ch in range(c):
-            xr = x[i, ch, row]
-            for col in range(w):
-                norm[col] += xr[col] * xr[col]
-        for col in range(w):
-            norm[col] = math.sqrt(norm[col] + eps)
         for ch in range(c):
             xr = x[i, ch, row]
             gr = g[i, ch, row]
