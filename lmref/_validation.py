@@ -18,6 +18,13 @@ __all__: list[str] = []  # private module
 #: Largest single array lmref will allocate (bytes); override with ``LMREF_MAX_BYTES``.
 _DEFAULT_MAX_BYTES = 8 * 2**30
 
+#: Default upper bound of :func:`as_int`: numba and NumPy index with int64. An option that is
+#: meaningful beyond it (a stride or dilation that only saturates) passes ``maximum=None`` and
+#: clamps to an equivalent int64 value itself.
+INT64_MAX = 2**63 - 1
+
+_UNSET = object()
+
 
 def max_bytes() -> int:
     return int(os.environ.get("LMREF_MAX_BYTES", _DEFAULT_MAX_BYTES))
@@ -63,8 +70,14 @@ def as_float64(x, name: str, *, ndim: int | Sequence[int] | None = None,
     return out if out.flags.writeable else out.copy()
 
 
-def as_int(value, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
-    """Check that ``value`` is an integer (not bool, not a float) within bounds."""
+def as_int(value, name: str, *, minimum: int | None = None, maximum=_UNSET) -> int:
+    """Check that ``value`` is an integer (not bool, not a float) within bounds.
+
+    ``maximum`` defaults to :data:`INT64_MAX` (a named ``ValueError`` instead of an
+    ``OverflowError`` from numba or NumPy); ``maximum=None`` returns any Python int.
+    """
+    if maximum is _UNSET:
+        maximum = INT64_MAX
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) \
                 and math.isfinite(value) and float(value).is_integer():
@@ -86,21 +99,37 @@ def as_real(value, name: str, *, finite: bool = True) -> float:
             value = value.item()
         else:
             raise TypeError(f"{name} must be a real number, got {_describe(value)}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # a Python int beyond the float range, e.g. 10**400
+        raise ValueError(f"{name} must be a finite real number within the float64 range, "
+                         f"got an integer of {len(str(abs(int(value))))} digits") from None
     if finite and not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     return value
 
 
-def as_tuple(value, name: str, n: int, *, minimum: int | None = None) -> tuple[int, ...]:
-    """Expand an int or a length-``n`` sequence of ints into an ``n``-tuple of ints."""
-    if isinstance(value, (list, tuple, np.ndarray)):
-        seq = list(np.asarray(value, dtype=object).ravel()) if isinstance(value, np.ndarray) \
-            else list(value)
-        if len(seq) != n:
+def as_tuple(value, name: str, n: int, *, minimum: int | None = None,
+             maximum=_UNSET) -> tuple[int, ...]:
+    """Expand an int or a length-``n`` sequence of ints into an ``n``-tuple of ints.
+
+    A NumPy array must be 0-d (a scalar) or 1-d: ``np.array([[1, 1]])`` is refused rather than
+    flattened. ``minimum``/``maximum`` as in :func:`as_int`.
+    """
+    if isinstance(value, np.ndarray):
+        if value.ndim == 0:
+            value = value.item()
+        elif value.ndim != 1:
+            raise ValueError(f"{name} must be an int or a 1-d sequence of {n} ints, got "
+                             f"{_describe(value)}")
+        else:
+            value = list(value)
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
             raise ValueError(f"{name} must be an int or a sequence of {n} ints, got {value!r}")
-        return tuple(as_int(v, f"{name}[{i}]", minimum=minimum) for i, v in enumerate(seq))
-    v = as_int(value, name, minimum=minimum)
+        return tuple(as_int(v, f"{name}[{i}]", minimum=minimum, maximum=maximum)
+                     for i, v in enumerate(value))
+    v = as_int(value, name, minimum=minimum, maximum=maximum)
     return (v,) * n
 
 
