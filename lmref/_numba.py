@@ -4,16 +4,84 @@ Every kernel is compiled lazily (no eager signatures), once, at module level, wi
 ``cache=True`` (so CI and the ``reproduce`` sub-processes pay the compile once) and never with
 ``fastmath`` (it changes results and removes NaN guards). Kernels are only ever called with
 float64 C-contiguous arrays and int64 scalars, so each has a single specialisation.
+
+Thread safety of parallel kernels: numba's ``workqueue`` threading layer (its fallback where
+neither OpenMP nor TBB is available, e.g. macOS without libomp, or chosen with
+``NUMBA_THREADING_LAYER=workqueue``) aborts the whole process when two Python threads launch
+parallel regions at the same time. :data:`pjit` kernels are therefore called through
+:class:`ParallelKernel`, which serialises launches with one lock while the layer is (or may
+still become) ``workqueue``, and calls the dispatcher directly once numba has settled on a
+thread-safe layer (``omp``, ``tbb``). A ``pjit`` kernel is thus a Python-level object: call it
+from Python, not from another numba kernel.
 """
 from __future__ import annotations
 
+import functools
+import threading
+
 import numba
+
+__all__ = ["jit", "pjit", "prange", "ParallelKernel", "serialising"]
 
 #: serial kernel
 jit = numba.njit(cache=True, nogil=True)
-#: kernel with ``numba.prange`` over independent outputs (never over a reduction)
-pjit = numba.njit(cache=True, nogil=True, parallel=True)
 
 prange = numba.prange
 
-__all__ = ["jit", "pjit", "prange"]
+#: the layer that may not be entered from two threads at once
+_UNSAFE_LAYER = "workqueue"
+#: held around every parallel launch while ``_serialise`` is True
+_LAUNCH_LOCK = threading.Lock()
+#: None: no parallel region has run yet (the layer is chosen at the first launch, so serialise
+#: until then); then whether the chosen layer is the unsafe one (numba never changes it later)
+_serialise: bool | None = None
+
+
+def _layer_chosen() -> bool | None:
+    """Whether the layer numba has loaded is ``workqueue`` (None before the first launch)."""
+    try:
+        return numba.threading_layer() == _UNSAFE_LAYER
+    except ValueError:  # no parallel region has been launched yet
+        return None
+
+
+def serialising() -> bool:
+    """True when parallel launches are (still) serialised: the layer is ``workqueue`` or not
+    chosen yet."""
+    return _serialise is not False
+
+
+class ParallelKernel:
+    """A ``parallel=True`` dispatcher whose launches are serialised on the ``workqueue`` layer.
+
+    Attribute access (``signatures``, ``py_func``, ...) goes to the dispatcher. On a thread-safe
+    layer a call costs one global lookup more than the dispatcher's own.
+    """
+
+    def __init__(self, dispatcher):
+        self.dispatcher = dispatcher
+        functools.update_wrapper(self, dispatcher.py_func)
+
+    def __call__(self, *args):
+        global _serialise
+        if _serialise is False:  # the hot path: omp or tbb
+            return self.dispatcher(*args)
+        with _LAUNCH_LOCK:
+            try:
+                return self.dispatcher(*args)
+            finally:
+                _serialise = _layer_chosen()
+
+    def __getattr__(self, name):
+        return getattr(self.dispatcher, name)
+
+    def __repr__(self):
+        return f"ParallelKernel({self.dispatcher!r})"
+
+
+_pjit_dispatcher = numba.njit(cache=True, nogil=True, parallel=True)
+
+
+def pjit(func) -> ParallelKernel:
+    """Kernel with ``numba.prange`` over independent outputs (never over a reduction)."""
+    return ParallelKernel(_pjit_dispatcher(func))

@@ -34,6 +34,9 @@ __all__: list[str] = []  # private
 
 #: a size that no guard should let through: every allocation it drives is astronomically big
 HUGE = 10**12 + 1
+#: numba's threading layer that is not thread-safe itself (tests/test_threads.py runs the
+#: ``threads`` sweep under it in a subprocess as well as under the default layer)
+UNSAFE_THREADING_LAYER = "workqueue"
 
 # --- public functions and how to call them -----------------------------------------------------
 
@@ -715,7 +718,8 @@ def threaded_hashes(workers: int = 4, repeats: int = 4) -> dict:
     threaded: dict[str, list[str]] = {}
     for q, d in zip(jobs, digests):
         threaded.setdefault(q, []).append(d)
-    return {"serial": serial, "threaded": threaded}
+    import numba
+    return {"serial": serial, "threaded": threaded, "layer": numba.threading_layer()}
 
 
 # --- recipes for public functions the registry does not cover ----------------------------------
