@@ -727,7 +727,8 @@ def motion_matrix(flow, mode="bilinear", boundary="zeros", channels=1):
     C = as_int(channels, "channels", minimum=1)
     H, W = f.shape[:2]
     P = H * W
-    check_alloc((4 * P * C, 3), "the motion matrix")
+    check_alloc((4 * P * C, 3), f"channels={C} (the motion matrix of {C} blocks of a {H}x{W} "
+                                f"flow, up to 4 entries a row)")
     gx = np.arange(W, dtype=np.float64)[None, :] + f[..., 0]
     gy = np.arange(H, dtype=np.float64)[:, None] + f[..., 1]
     finite = (np.isfinite(gx) & np.isfinite(gy)).ravel()
@@ -759,8 +760,9 @@ def valid_mask(flow, shape=None, *, mode="bilinear"):
     flow : array_like, shape (H, W, 2) or (N, H, W, 2)
     shape : tuple, optional
         Shape of the frame the flow is applied to (``(H, W)``, ``(C, H, W)`` or
-        ``(N, C, H, W)``); its last two entries must equal the flow's ``(H, W)``. Default: the
-        flow's own.
+        ``(N, C, H, W)``); checked as :func:`warp` checks ``x``: its last two entries must
+        equal the flow's ``(H, W)``, and a batched flow ``(N', H, W, 2)`` needs
+        ``(N, C, H, W)`` with ``N' in (1, N)``. Default: the flow's own.
     mode : {"bilinear", "nearest"}
         Bilinear: ``0 <= x + dx <= W - 1`` and ``0 <= y + dy <= H - 1`` (every corner with a
         non-zero weight is in the frame). Nearest: the rounded index ``floor(p + 0.5)`` is in
@@ -783,6 +785,12 @@ def valid_mask(flow, shape=None, *, mode="bilinear"):
         if shp[-2:] != (H, W):
             raise ValueError(f"shape {shp} does not end in the flow's spatial size (H, W) = "
                              f"({H}, {W}) (flow of shape {f.shape})")
+        if f.ndim == 4 and len(shp) != 4:  # the rules of warp(x, flow) with x.shape == shape
+            raise ValueError(f"a batched flow {f.shape} needs shape (N, C, H, W), got shape "
+                             f"{shp}")
+        if f.ndim == 4 and f.shape[0] not in (1, shp[0]):
+            raise ValueError(f"flow batch size {f.shape[0]} does not match the batch size "
+                             f"{shp[0]} of shape {shp} (flow {f.shape})")
     px = np.arange(W, dtype=np.float64)[None, :] + f[..., 0]
     py = np.arange(H, dtype=np.float64)[:, None] + f[..., 1]
     with np.errstate(invalid="ignore"):
@@ -811,6 +819,20 @@ def _affine_matrix(rotation: float, scale, shear) -> np.ndarray:
     shy = math.tan(math.radians(shear[1]))
     return rot @ np.array([[1.0, shx], [0.0, 1.0]]) @ np.array([[1.0, 0.0], [shy, 1.0]]) \
         @ np.diag([float(scale[0]), float(scale[1])])
+
+
+def _affine_inverse(rotation: float, scale, shear) -> np.ndarray:
+    """``A^-1 = S^-1 Shy^-1 Shx^-1 R^-1`` of :func:`_affine_matrix`, each factor inverted in
+    closed form (rotation and shears have determinant 1). Never divides by the computed
+    determinant ``det A = sx sy``, which underflows (``scale=1e-200``) or cancels to garbage
+    (``1 + shx shy - shx shy`` for shears near +-90 degrees) where the inverse is finite."""
+    c, s = _cos_sin_degrees(rotation)
+    shx = math.tan(math.radians(shear[0]))
+    shy = math.tan(math.radians(shear[1]))
+    shears_inv = np.array([[1.0, -shx], [-shy, 1.0 + shx * shy]])  # Shy^-1 @ Shx^-1
+    inv = shears_inv @ np.array([[c, -s], [s, c]])  # R^-1 = R^T
+    with np.errstate(over="ignore"):  # 1 / a subnormal scale: refused by affine_flow
+        return inv / np.array([[float(scale[0])], [float(scale[1])]])
 
 
 def _real_pair(value, name: str) -> tuple[float, float]:
@@ -867,7 +889,10 @@ def affine_flow(shape, *, translation=(0.0, 0.0), rotation=0.0, scale=(1.0, 1.0)
     ValueError
         If ``shape`` is not two sizes >= 1 or the ``(H, W, 2)`` flow would exceed the memory
         limit (naming ``shape``); if ``scale`` is 0, a shear angle is not in (-90, 90) or a
-        value is not finite.
+        value is not finite; if the flow itself exceeds the float64 range (e.g.
+        ``scale=1e-310``: ``A^-1`` holds ``1 / scale``). ``A^-1`` is composed from the
+        inverted factors, never divided by ``det A``: ``scale=1e-200`` or shears of
+        ``+-89.9999999`` degrees give a finite flow.
     """
     H, W = _frame_hw(shape)
     check_alloc((H, W, 2), "shape")
@@ -881,15 +906,19 @@ def affine_flow(shape, *, translation=(0.0, 0.0), rotation=0.0, scale=(1.0, 1.0)
         raise ValueError(f"shear angles must lie in (-90, 90) degrees, got {shear!r}")
     c = np.array(((W - 1) / 2.0, (H - 1) / 2.0) if center is None
                  else _real_pair(center, "center"))
-    a = _affine_matrix(rot, sc, sh)
-    det = a[0, 0] * a[1, 1] - a[0, 1] * a[1, 0]
-    a_inv = np.array([[a[1, 1], -a[0, 1]], [-a[1, 0], a[0, 0]]]) / det
+    a_inv = _affine_inverse(rot, sc, sh)
     ys, xs = np.mgrid[0:H, 0:W].astype(np.float64)
-    rel_x = xs - c[0] - t[0]
-    rel_y = ys - c[1] - t[1]
-    src_x = a_inv[0, 0] * rel_x + a_inv[0, 1] * rel_y + c[0]
-    src_y = a_inv[1, 0] * rel_x + a_inv[1, 1] * rel_y + c[1]
-    return np.stack([src_x - xs, src_y - ys], axis=-1)
+    with np.errstate(all="ignore"):  # beyond the float range: refused below
+        rel_x = xs - c[0] - t[0]
+        rel_y = ys - c[1] - t[1]
+        src_x = a_inv[0, 0] * rel_x + a_inv[0, 1] * rel_y + c[0]
+        src_y = a_inv[1, 0] * rel_x + a_inv[1, 1] * rel_y + c[1]
+        flow = np.stack([src_x - xs, src_y - ys], axis=-1)
+    if not np.isfinite(flow).all():
+        raise ValueError(f"the backward flow of this motion exceeds the float64 range "
+                         f"(|flow| > 1.8e308: scale={scale!r} too small for translation="
+                         f"{translation!r}, shear={shear!r} and shape={(H, W)})")
+    return flow
 
 
 def block_vectors_to_flow(vectors, block_size, shape):
@@ -913,14 +942,15 @@ def block_vectors_to_flow(vectors, block_size, shape):
         ``flow[..., y, x, :] = vectors[..., y // bh, x // bw, :]``.
     """
     v = _check_flow(vectors, "vectors")
-    bh, bw = as_tuple(block_size, "block_size", 2, minimum=1)
+    bh, bw = as_tuple(block_size, "block_size", 2, minimum=1, maximum=None)
     H, W = _frame_hw(shape)
     need = (-(-H // bh), -(-W // bw))
     if v.shape[-3:-1] != need:
         raise ValueError(f"vectors must hold ceil(H/bh) x ceil(W/bw) = {need[0]} x {need[1]} "
                          f"blocks for shape {(H, W)} and block_size {(bh, bw)}, got {v.shape}")
-    check_alloc(v.shape[:-3] + (H, W, 2), "the flow")
-    dense = np.repeat(np.repeat(v, bh, axis=-3), bw, axis=-2)
+    check_alloc(v.shape[:-3] + (H, W, 2), "shape (the flow)")
+    # a block taller (wider) than the frame is one partial block: repeat it H (W) times only
+    dense = np.repeat(np.repeat(v, min(bh, H), axis=-3), min(bw, W), axis=-2)
     return np.ascontiguousarray(dense[..., :H, :W, :])
 
 
@@ -949,11 +979,16 @@ def scale_flow(flow, stride, *, sample="corner"):
         ``dx / sw`` and ``dy / sh`` at the sampled positions (NaN passes through).
     """
     f = _check_flow(flow)
-    sh, sw = as_tuple(stride, "stride", 2, minimum=1)
+    sh, sw = as_tuple(stride, "stride", 2, minimum=1, maximum=None)
     one_of(sample, "sample", ("corner", "center"))
     H, W = f.shape[-3:-1]
-    if sample == "corner":
-        sub = f[..., ::sh, ::sw, :]
+    try:
+        divisor = np.array([float(sw), float(sh)])
+    except OverflowError:
+        raise ValueError(f"stride must be below the float64 range (the flow is divided by it), "
+                         f"got {stride!r}") from None
+    if sample == "corner":  # a step beyond the frame keeps row (column) 0 only, as H (W) does
+        sub = f[..., ::min(sh, H), ::min(sw, W), :]
     else:
         if H < sh or W < sw:
             raise ValueError(f"flow of spatial size {(H, W)} is smaller than one pooling "
@@ -962,7 +997,7 @@ def scale_flow(flow, stride, *, sample="corner"):
         cols = [np.arange(W // sw) * sw + (sw - 1) // 2, np.arange(W // sw) * sw + sw // 2]
         by_rows = 0.5 * (f[..., rows[0], :, :] + f[..., rows[1], :, :])
         sub = 0.5 * (by_rows[..., cols[0], :] + by_rows[..., cols[1], :])
-    return sub / np.array([sw, sh], dtype=np.float64)  # eq. 12: v' = v / n^k
+    return sub / divisor  # eq. 12: v' = v / n^k
 
 
 # ----------------------------------------------------------------------------- Theorem 2
@@ -1032,7 +1067,7 @@ def feature_transfer(conv_matrix, motion_matrix, *, max_size=FEATURE_TRANSFER_MA
     FeatureTransfer
         ``(T, residual)`` with ``residual = ||C M - T C||_F / ||C M||_F`` (0 when ``C M = 0``).
     """
-    max_size = as_int(max_size, "max_size", minimum=1)
+    max_size = as_int(max_size, "max_size", minimum=1, maximum=None)  # only compared
     layers = _layers(conv_matrix)
     C = None
     for k, layer in enumerate(layers):
@@ -1149,9 +1184,9 @@ def propagate_noise(weight, sigma, shape, trials, rng, *, stride=1, padding=0, d
         raise ValueError(f"shape must be the input shape (C_in, H, W), got {shape!r}")
     shp = tuple(as_int(v, f"shape[{i}]", minimum=1) for i, v in enumerate(shape))
     n_trials = as_int(trials, "trials", minimum=2)
-    per_batch = as_int(batch, "batch", minimum=1)
+    per_batch = min(as_int(batch, "batch", minimum=1, maximum=None), n_trials)
     gen = _generator(rng)
-    check_alloc((min(per_batch, n_trials),) + shp, "a batch of noise")
+    check_alloc((per_batch,) + shp, f"batch={per_batch} (one batch of noise of shape {shp})")
     _check_noise_work(n_trials, shp)
     total = total_sq = None
     count = 0

@@ -486,9 +486,12 @@ def _local_multiply_args(a, b, patch_size, dilation, normalize):
         raise ValueError(f"a and b must have the same shape (N, C, H, W), got {a.shape} and "
                          f"{b.shape}")
     patch = _check_patch(patch_size)
-    dilation = as_int(dilation, "dilation", minimum=1)
+    # any dilation >= max(H, W) moves every displacement but the centre out of the frame:
+    # clamping there gives the same result and keeps the kernels' int64 offsets small
+    dilation = min(as_int(dilation, "dilation", minimum=1, maximum=None), max(a.shape[2:]))
     normalize = one_of(normalize, "normalize", NORMALIZATIONS)
-    check_alloc((a.shape[0], patch * patch, a.shape[2], a.shape[3]), "local_multiply output")
+    check_alloc((a.shape[0], patch * patch, a.shape[2], a.shape[3]),
+                f"patch_size={patch} (the local_multiply output of P*P channels)")
     return a, b, patch, dilation, normalize
 
 

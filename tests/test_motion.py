@@ -559,6 +559,64 @@ def test_affine_flow_bad_input():
         M.affine_flow((4, 4), translation=("a", 1))
 
 
+def _exact_affine_flow(shape, rotation, scale, shear):
+    """The backward flow in exact rational arithmetic from the same float factors (cos, sin,
+    tan), centre at the image centre, no translation."""
+    from fractions import Fraction as Q
+    H, W = shape
+    c, s = M._cos_sin_degrees(rotation)
+    a, b = (math.tan(math.radians(v)) for v in shear)
+    mul = lambda p, q: [[p[i][0] * q[0][j] + p[i][1] * q[1][j] for j in (0, 1)] for i in (0, 1)]
+    A = mul(mul(mul([[Q(c), Q(s)], [Q(-s), Q(c)]], [[Q(1), Q(a)], [Q(0), Q(1)]]),
+                [[Q(1), Q(0)], [Q(b), Q(1)]]), [[Q(scale[0]), Q(0)], [Q(0), Q(scale[1])]])
+    det = A[0][0] * A[1][1] - A[0][1] * A[1][0]
+    inv = [[A[1][1] / det, -A[0][1] / det], [-A[1][0] / det, A[0][0] / det]]
+    cx, cy = Q(W - 1, 2), Q(H - 1, 2)
+    out = np.empty((H, W, 2))
+    for y in range(H):
+        for x in range(W):
+            u, v = x - cx, y - cy
+            out[y, x] = (float(inv[0][0] * u + inv[0][1] * v + cx - x),
+                         float(inv[1][0] * u + inv[1][1] * v + cy - y))
+    return out
+
+
+@pytest.mark.parametrize("rotation, scale, shear", [
+    (0.0, (1e-200, 1e-200), (0.0, 0.0)),  # det = 1e-400 underflowed to 0: NaN flow before
+    (30.0, (1e-200, 3e-190), (10.0, -20.0)),
+    (0.0, (1.0, 1.0), (89.9999999, -89.9999999)),  # det cancelled: NaN/inf flow before
+    (-40.0, (0.7, 1.3), (89.99999, 89.99999)),
+    (12.0, (1.1, 0.9), (5.0, -3.0)),  # an ordinary motion
+])
+def test_affine_flow_finite_where_the_inverse_is(rotation, scale, shear):
+    """Issue 18 item 4c: the flow is A^-1 (p' - c) + c - p', finite whenever A^-1 is; the
+    determinant sx*sy is never formed."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning leaks either
+        flow = M.affine_flow((3, 4), rotation=rotation, scale=scale, shear=shear)
+    exact = _exact_affine_flow((3, 4), rotation, scale, shear)
+    assert np.isfinite(flow).all()
+    # a few roundings of the largest entry of A^-1 times |p' - c| <= 2: relative to max |flow|
+    assert np.abs(flow - exact).max() <= 1e-15 * np.abs(exact).max()
+
+
+@pytest.mark.parametrize("kw", [{"scale": 1e-310}, {"scale": (1e-300, 1.0),
+                                                      "translation": (1e10, 0.0)}])
+def test_affine_flow_beyond_the_float_range_is_refused(kw):
+    with pytest.raises(ValueError, match="exceeds the float64 range.*scale="):
+        M.affine_flow((3, 4), **kw)
+
+
+def test_affine_inverse_inverts_the_forward_matrix():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        rot, sc, sh = rng.uniform(-180, 180), tuple(rng.uniform(0.5, 2, 2)), tuple(
+            rng.uniform(-60, 60, 2))
+        prod = M._affine_matrix(rot, sc, sh) @ M._affine_inverse(rot, sc, sh)
+        assert np.abs(prod - np.eye(2)).max() < 1e-14
+
+
 @pytest.mark.parametrize("shape", [(10**12 + 1, 4), (4, 10**12 + 1)])
 def test_affine_flow_memory_guard_names_shape(shape):
     with pytest.raises(ValueError, match=r"^shape would need .*LMREF_MAX_BYTES"):
@@ -603,6 +661,49 @@ def test_block_vectors_bad_input():
         M.block_vectors_to_flow(np.zeros((2, 2, 2)), 0, (8, 8))
     with pytest.raises(ValueError, match="last axis of size 2"):
         M.block_vectors_to_flow(np.zeros((2, 2, 3)), 4, (8, 8))
+
+
+@pytest.mark.parametrize("block", [10**9, 2**63, 10**30, (10**30, 2)])
+def test_block_size_beyond_the_frame_is_one_block(rng, block):
+    """Issue 18 item 7: a block taller/wider than the frame is one partial block (10**30 raised
+    OverflowError; 10**9 repeated the vectors 10**9 times past any memory guard)."""
+    bw = 2 if isinstance(block, tuple) else 7
+    vec = rng.standard_normal((2, 1, -(-7 // bw), 2))
+    flow = M.block_vectors_to_flow(vec, block, (3, 7))
+    np.testing.assert_array_equal(flow, M.block_vectors_to_flow(vec, (3, bw), (3, 7)))
+    assert flow.shape == (2, 3, 7, 2)
+
+
+@pytest.mark.parametrize("stride", [10**9, 2**63, 10**30])
+def test_scale_flow_stride_beyond_the_frame(rng, stride):
+    flow = rng.standard_normal((3, 4, 2))
+    out = M.scale_flow(flow, stride)
+    np.testing.assert_array_equal(out, flow[:1, :1] / float(stride))
+    with pytest.raises(ValueError, match="smaller than one pooling window"):
+        M.scale_flow(flow, stride, sample="center")
+    with pytest.raises(ValueError, match="stride must be below the float64 range"):
+        M.scale_flow(flow, 10**400)
+
+
+def test_motion_matrix_guard_names_channels():
+    """Issue 18 item 9: the guard named the internal buffer ("the motion matrix")."""
+    with pytest.raises(ValueError, match=r"^channels=1000000000000 .*would need .* GiB"):
+        M.motion_matrix(np.zeros((3, 3, 2)), channels=10**12)
+
+
+def test_valid_mask_checks_the_batch_like_warp():
+    """Issue 18 item 10: a flow batch of 2 with shape (3, 1, 5, 5) was accepted."""
+    flow = np.zeros((2, 5, 5, 2))
+    with pytest.raises(ValueError, match=r"flow batch size 2 does not match the batch size 3"):
+        M.valid_mask(flow, shape=(3, 1, 5, 5))
+    with pytest.raises(ValueError, match=r"a batched flow .* needs shape \(N, C, H, W\)"):
+        M.valid_mask(flow, shape=(1, 5, 5))
+    for shape in [(2, 1, 5, 5), None]:  # what warp accepts
+        assert M.valid_mask(flow, shape=shape).shape == (2, 5, 5)
+    assert M.valid_mask(flow[:1], shape=(3, 1, 5, 5)).shape == (1, 5, 5)
+    for shape in [(3, 1, 5, 5), (1, 5, 5)]:  # the same verdicts as warp on x of that shape
+        with pytest.raises(ValueError):
+            M.warp(np.zeros(shape), flow)
 
 
 # --------------------------------------------------------------------------- scale flow

@@ -465,3 +465,37 @@ def test_even_z_with_atm_layout_is_refused_before_the_guard():
         T.context_offsets(HUGE_Z + 1, layout="atm")
     with pytest.raises(ValueError, match="z must be 1 or odd"):
         T.arithmetic_features(CLIP, 4, layout="atm")
+
+
+# ---------------------------------------------------------------------------------------------
+# huge-but-valid options and guard messages (issue 18 items 7 and 9)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dilation", [5, 7, 2**63, 10**30])
+def test_dilation_beyond_the_frame_leaves_the_centre_only(rng, dilation):
+    """Any dilation >= max(H, W) moves every displacement but the centre outside: a valid
+    option (2**63 raised OverflowError, then a ValueError), the same result as dilation
+    max(H, W), forward and backward."""
+    a, b = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((2, 3, 4, 5))
+    g = rng.standard_normal((2, 9, 4, 5))
+    out = T.local_multiply(a, b, 3, dilation=dilation)
+    np.testing.assert_array_equal(out, T.local_multiply(a, b, 3, dilation=5))
+    centre = np.zeros_like(out)
+    centre[:, 4] = (a * b).sum(axis=1)
+    assert_close(out, centre)
+    np.testing.assert_array_equal(out, T._local_multiply_reference(a, b, 3, dilation=dilation))
+    for got, want in zip(T.local_multiply_backward(g, a, b, 3, dilation=dilation),
+                         T.local_multiply_backward(g, a, b, 3, dilation=5)):
+        np.testing.assert_array_equal(got, want)
+    feats = T.arithmetic_features(rng.uniform(0, 1, (1, 2, 3, 4, 5)), 1, ops=("mul",),
+                                  patch_size=3, dilation=dilation)
+    assert np.count_nonzero(feats[:, :, :, [0, 1, 2, 3, 5, 6, 7, 8]]) == 0
+
+
+@pytest.mark.parametrize("call", [
+    lambda: T.local_multiply(A4, A4, 10**6 + 1),
+    lambda: T.local_multiply_backward(np.zeros((1, 1, 3, 3)), A4, A4, 10**6 + 1),
+], ids=["forward", "backward"])
+def test_huge_patch_size_guard_names_patch_size(call):
+    with pytest.raises(ValueError, match=r"^patch_size=1000001 .*would need .* GiB"):
+        call()
