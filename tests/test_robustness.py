@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 import lmref
-from lmref._validation import as_float64, check_shape, one_of
+from lmref._validation import as_float64, check_alloc, check_shape, one_of
 from lmref.testing import _sweep as S
 
 ROOT = Path(lmref.__file__).resolve().parent.parent
@@ -371,3 +371,39 @@ def test_summary_counts():
                             ("g", "y", "a", "known failure"), ("g", "y", "b", "skipped")])
     assert lines[0].startswith("robustness sweep: 2 public functions x 2 bad-input kinds = 4 calls; "
                                "1 correct, 1 failed, 1 known failures")
+
+
+def _overflows(x, y, *, mode="a", k=2):
+    np.zeros(1, np.int64)[0] = k  # OverflowError: Python int too large to convert to C long
+    return _good(x, y, mode=mode, k=min(k, 100))
+
+
+def _refuses_saturating(x, y, *, mode="a", k=2):
+    if k > 100:
+        raise ValueError(f"k must be <= 100, got {k}")
+    return _good(x, y, mode=mode, k=k)
+
+
+def test_the_sweep_flags_overflow_and_refused_saturating_options():
+    """Issue 18 item 7: a valid int beyond int64 must never raise OverflowError, and one that
+    only saturates (a dilation beyond the frame) must work."""
+    ok, detail = S.check(_recipe(_overflows), "k", "beyond int64")
+    assert not ok and "OverflowError" in detail, detail
+    rec = _recipe(_refuses_saturating)
+    assert S.check(rec, "k", "beyond int64")[0]  # a named refusal is fine...
+    rec.saturates = {"k": "k only saturates"}
+    ok, detail = S.check(rec, "k", "beyond int64")  # ...unless the value is valid
+    assert not ok and "a valid value (k only saturates)" in detail, detail
+
+
+def test_the_sweep_wants_guards_named_in_named_guard_modules(monkeypatch):
+    """Issue 18 item 9: in NAMED_GUARDS modules a memory guard naming only an internal
+    buffer fails the huge kind."""
+    def _names_buffer(x, y, *, mode="a", k=2):
+        check_alloc((k, k, k), "the scratch buffer")
+        return _good(x, y, mode=mode, k=min(k, 100))
+    rec = _recipe(_names_buffer)
+    assert S.check(rec, "k", "huge")[0]  # outside NAMED_GUARDS: the limit's name suffices
+    monkeypatch.setattr(S, "NAMED_GUARDS", ("fake.",))
+    ok, detail = S.check(rec, "k", "huge")
+    assert not ok and "does not name k" in detail, detail

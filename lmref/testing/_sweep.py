@@ -34,6 +34,13 @@ __all__: list[str] = []  # private
 
 #: a size that no guard should let through: every allocation it drives is astronomically big
 HUGE = 10**12 + 1
+#: a valid integer option no int64 holds (a stride or dilation that only saturates): it must
+#: work or be refused by name, never raise OverflowError from NumPy or numba
+BEYOND_INT64 = 2**63
+#: modules whose memory guards are known to name the argument that makes an allocation huge
+#: (issue 18 item 9): there a "huge" refusal that names only the limit or an internal buffer
+#: fails. Extend it as families fix their messages; "lmref." once every family does.
+NAMED_GUARDS = ("lmref.motion.", "lmref.temporal.")
 #: numba's threading layer that is not thread-safe itself (tests/test_threads.py runs the
 #: ``threads`` sweep under it in a subprocess as well as under the default layer)
 UNSAFE_THREADING_LAYER = "workqueue"
@@ -70,6 +77,9 @@ class Recipe:
     ``nan_ok``: why a NaN-filled input may legitimately give a NaN-free result: a reason for
     every argument (str), or ``{argument: reason}``.
     ``skip``: kinds that do not apply, with the reason.
+    ``saturates``: integer options whose every value beyond some size gives the same result
+    (a dilation or block larger than the frame), ``{argument: why}``: there a value beyond
+    int64 must work, not be refused.
     """
 
     qualname: str
@@ -77,6 +87,7 @@ class Recipe:
     make: Callable
     nan_ok: str | dict = ""
     skip: dict = field(default_factory=dict)
+    saturates: dict = field(default_factory=dict)
     source: str = "manual"
 
 
@@ -143,6 +154,8 @@ def missing_recipes() -> list[str]:
 #   empty: refuses, or returns an empty result
 #   nan: refuses, or NaN shows in a float result (unless the recipe's nan_ok excuses it)
 #   huge: refuses (ValueError, memory guard), or returns less than 1 GiB
+#   huge-valid: like huge, but a refusal must name the argument itself (not only the limit)
+#   (huge, in the modules of NAMED_GUARDS: a refusal must name the argument too)
 #   no-crash: refuses cleanly or works (no other exception, numba error, hang or crash)
 # Every call, whatever the kind: inputs unmodified, outputs not aliasing inputs.
 ARRAY_KINDS = {
@@ -160,12 +173,12 @@ MASK_KINDS = {
     "non-contiguous": "identical", "negative strides": "identical", "read-only": "identical",
     "nested list": "identical-or-refuse",
 }
-INT_OPTION_KINDS = {"huge": "huge", "non-integer": "refuse", "a string": "refuse",
-                    "negative": "no-crash"}
+INT_OPTION_KINDS = {"huge": "huge", "beyond int64": "huge-valid", "non-integer": "refuse",
+                    "a string": "refuse", "negative": "no-crash"}
 FLOAT_OPTION_KINDS = {"NaN": "no-crash", "Inf": "no-crash", "a string": "refuse"}
 STR_OPTION_KINDS = {"unknown choice": "refuse", "a float": "refuse"}
-TUPLE_OPTION_KINDS = {"huge": "huge", "negative": "no-crash", "one more entry": "no-crash",
-                      "non-integer": "refuse"}
+TUPLE_OPTION_KINDS = {"huge": "huge", "beyond int64": "huge-valid", "negative": "no-crash",
+                      "one more entry": "no-crash", "non-integer": "refuse"}
 
 
 def _arg_names(fn, args) -> list[str]:
@@ -303,6 +316,8 @@ def _mutate(value, kind: str):
         return _same_values_view(x, kind), x
     if kind == "huge":
         return ((HUGE,) * len(value) if isinstance(value, tuple) else HUGE), None
+    if kind == "beyond int64":
+        return ((BEYOND_INT64,) * len(value) if isinstance(value, tuple) else BEYOND_INT64), None
     if kind == "non-integer":
         return ((2.5,) * len(value) if isinstance(value, tuple) else 2.5), None
     if kind == "negative":
@@ -497,11 +512,16 @@ def check(recipe: Recipe, name: str, kind: str) -> tuple[bool, str]:
         EXTRA_SPECIALISATIONS.setdefault(kernel, f"{recipe.qualname}({name}=<{kind}>)")
     if out.exc is None and _aliases(out.result, inputs):
         return False, "output shares memory with an input"
+    if category == "huge" and recipe.qualname.startswith(NAMED_GUARDS):
+        category = "huge-valid"
     loose = params if category in ("shape", "empty", "huge", "no-crash", "same-values",
                                    "same-values-or-refuse", "nan") else []
     if out.exc is not None:
         if category in ("identical",):
             return False, f"refused a valid array layout: {_exc_text(out.exc)}"
+        if kind == "beyond int64" and name in recipe.saturates:
+            return False, (f"refused {name}={bad!r}, a valid value ({recipe.saturates[name]}): "
+                           f"{_exc_text(out.exc)}")
         return _clean_exc_ok(out.exc, [name], loose)
     # it worked: is the result right?
     if category == "refuse":
@@ -528,9 +548,9 @@ def check(recipe: Recipe, name: str, kind: str) -> tuple[bool, str]:
         if not floats or any(np.isnan(f).any() for f in floats) or excused:
             return True, "works, NaN propagates" if floats else "works (no float output)"
         return False, f"NaN-filled {name} gave a NaN-free result (silently absorbed)"
-    if category == "huge":
+    if category in ("huge", "huge-valid"):
         total = sum(o.nbytes for o in leaves(out.result) if isinstance(o, np.ndarray))
-        return total < 2**30, f"works with {HUGE}: {total} bytes of output"
+        return total < 2**30, f"works with {bad!r}: {total} bytes of output"
     return True, "works"
 
 
@@ -761,6 +781,8 @@ def _halve(image):
 
 _BIAS_GRADIENT = {"bias": "the gradients do not depend on the bias' values"}
 
+_DILATION_SATURATES = {"dilation": "a dilation >= max(H, W) leaves the centre displacement only"}
+
 _GRADIENT_IGNORES_VALUES = {"nan_ok": "the gradient of a sum or difference does not depend on "
                                       "the operands' values"}
 
@@ -786,6 +808,8 @@ MANUAL: dict = {
     "lmref.temporal.context_offsets": lambda rng: ((2,), {"layout": "seed"}),
     "lmref.temporal.arithmetic_features": lambda rng: (  # log-division needs frames + 1 > 0
         (rng.uniform(0.0, 2.0, size=(1, 3, 2, 4, 4)), 2), {"patch_size": 3}),
+    "lmref.temporal.local_multiply": (None, {"saturates": _DILATION_SATURATES}),
+    "lmref.temporal.local_multiply_backward": (None, {"saturates": _DILATION_SATURATES}),
     "lmref.temporal.add_backward": (None, _GRADIENT_IGNORES_VALUES),
     "lmref.temporal.subtract_backward": (None, _GRADIENT_IGNORES_VALUES),
     # lmref.arma
