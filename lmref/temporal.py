@@ -188,31 +188,96 @@ def context_span(frames, z, *, layout="seed"):
 # element-wise operations: add, subtract, log_divide
 # ----------------------------------------------------------------------------------------------
 
-@jit
-def _elementwise_kernel(a, b, mode, eps, out):
-    for k in range(a.size):
-        x = a[k]
-        y = b[k]
-        if mode == 0:
-            out[k] = x + y
-        elif mode == 1:
-            out[k] = x - y
-        elif mode == 2:
-            out[k] = math.log(x + eps) - math.log(y + eps)
-        else:
-            out[k] = math.log1p(abs(x)) - math.log1p(abs(y))
+#: elements per task of the parallel element-wise kernels; arrays of one chunk run serially
+#: (a parallel launch costs more than the work there)
+_CHUNK = 2**14
 
 
 @jit
-def _log_divide_grad_kernel(g, a, b, mode, eps, ga, gb):
-    for k in range(g.size):
-        if mode == 2:
-            ga[k] = g[k] / (a[k] + eps)
-            gb[k] = -g[k] / (b[k] + eps)
-        else:
+def _in_log_domain(x, eps):
+    """``x`` finite and ``x + eps > 0``: what :func:`_check_log_domain` demands (NaN fails)."""
+    return abs(x) < math.inf and x + eps > 0.0
+
+
+@jit
+def _elementwise_range(a, b, mode, eps, out, lo, hi):
+    """``out[lo:hi]`` of the element-wise op ``mode`` (flat arrays); returns how many of
+    those elements of ``a`` or ``b`` lie outside the log domain (mode ``_LOG_EPS``; 0 else), so
+    the domain check costs no pass of its own."""
+    bad = 0
+    if mode == _ADD:
+        for k in range(lo, hi):
+            out[k] = a[k] + b[k]
+    elif mode == _SUB:
+        for k in range(lo, hi):
+            out[k] = a[k] - b[k]
+    elif mode == _LOG_EPS:
+        for k in range(lo, hi):
+            x = a[k]
+            y = b[k]
+            if _in_log_domain(x, eps) and _in_log_domain(y, eps):
+                out[k] = math.log(x + eps) - math.log(y + eps)
+            else:  # refused by the caller; never computed (see _log_divide_grad_range)
+                bad += 1
+    else:
+        for k in range(lo, hi):
+            out[k] = math.log1p(abs(a[k])) - math.log1p(abs(b[k]))
+    return bad
+
+
+@jit
+def _log_divide_grad_range(g, a, b, mode, eps, ga, gb, lo, hi):
+    """Elements ``lo:hi`` of the log-division gradients; returns the out-of-domain count as
+    :func:`_elementwise_range` does."""
+    bad = 0
+    if mode == _LOG_EPS:
+        for k in range(lo, hi):
+            x = a[k]
+            y = b[k]
+            if _in_log_domain(x, eps) and _in_log_domain(y, eps):
+                ga[k] = g[k] / (x + eps)
+                gb[k] = -g[k] / (y + eps)
+            else:  # never divided: numba raises ZeroDivisionError on / 0.0, and an exception
+                # inside a prange region is lost (the chunk stops, the count reads 0)
+                bad += 1
+    else:
+        for k in range(lo, hi):
             # d log1p(|x|) / dx = sign(x) / (1 + |x|), with sign(0) = 0 as torch.abs's backward
             ga[k] = g[k] * np.sign(a[k]) / (1.0 + abs(a[k]))
             gb[k] = -g[k] * np.sign(b[k]) / (1.0 + abs(b[k]))
+    return bad
+
+
+@pjit
+def _elementwise_parallel(a, b, mode, eps, out):
+    n = a.size
+    bad = 0
+    for c in prange((n + _CHUNK - 1) // _CHUNK):  # independent elements: any split, same bits
+        bad += _elementwise_range(a, b, mode, eps, out, c * _CHUNK, min(n, (c + 1) * _CHUNK))
+    return bad
+
+
+@pjit
+def _log_divide_grad_parallel(g, a, b, mode, eps, ga, gb):
+    n = a.size
+    bad = 0
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        bad += _log_divide_grad_range(g, a, b, mode, eps, ga, gb, c * _CHUNK,
+                                      min(n, (c + 1) * _CHUNK))
+    return bad
+
+
+def _elementwise(a, b, mode, eps, out) -> int:
+    """Run the element-wise op on flat arrays: serially for one chunk, else in parallel."""
+    if a.size <= _CHUNK:
+        return _elementwise_range(a, b, mode, eps, out, 0, a.size)
+    return _elementwise_parallel(a, b, mode, eps, out)
+
+
+def _log_divide_grad(g, a, b, mode, eps, ga, gb) -> int:
+    if a.size <= _CHUNK:
+        return _log_divide_grad_range(g, a, b, mode, eps, ga, gb, 0, a.size)
+    return _log_divide_grad_parallel(g, a, b, mode, eps, ga, gb)
 
 
 def _pair(a, b):
@@ -233,7 +298,8 @@ def _grad_like(grad_out, a):
 
 def _run_elementwise(a, b, mode, eps=0.0):
     out = np.empty_like(a)
-    _elementwise_kernel(a.reshape(-1), b.reshape(-1), np.int64(mode), float(eps), out.reshape(-1))
+    if _elementwise(a.reshape(-1), b.reshape(-1), mode, float(eps), out.reshape(-1)):
+        _raise_log_domain(a, b, eps)
     return out
 
 
@@ -284,7 +350,17 @@ def _check_log_domain(x, eps, name):
             f"absolute=True (the official log1p(|a|) - log1p(|b|), defined everywhere)")
 
 
-def _log_divide_args(a, b, eps, absolute):
+def _raise_log_domain(a, b, eps):
+    """A kernel counted elements outside the log domain: raise the checks' named error."""
+    _check_log_domain(a, eps, "a")
+    _check_log_domain(b, eps, "b")
+    raise AssertionError("a kernel reported elements outside the log domain that the checks "
+                         "did not find")
+
+
+def _log_divide_args(a, b, eps, absolute, *, check_domain=True):
+    """Validated ``(a, b, eps, mode)``; ``check_domain=False``: the caller's kernel counts the
+    elements outside the log domain instead (one pass fewer over both arrays)."""
     a, b = _pair(a, b)
     eps = as_real(eps, "eps")
     if not isinstance(absolute, (bool, np.bool_)):
@@ -294,8 +370,9 @@ def _log_divide_args(a, b, eps, absolute):
             raise ValueError(f"absolute=True is the official log1p(|a|) - log1p(|b|), whose "
                              f"eps is fixed at 1; got eps={eps!r}")
         return a, b, eps, _LOG1P_ABS
-    _check_log_domain(a, eps, "a")
-    _check_log_domain(b, eps, "b")
+    if check_domain:
+        _check_log_domain(a, eps, "a")
+        _check_log_domain(b, eps, "b")
     return a, b, eps, _LOG_EPS
 
 
@@ -319,7 +396,7 @@ def log_divide(a, b, eps=1.0, *, absolute=False):
     -------
     ndarray, float64, the shape of ``a``.
     """
-    a, b, eps, mode = _log_divide_args(a, b, eps, absolute)
+    a, b, eps, mode = _log_divide_args(a, b, eps, absolute, check_domain=False)
     return _run_elementwise(a, b, mode, eps)
 
 
@@ -329,11 +406,12 @@ def log_divide_backward(grad_out, a, b, eps=1.0, *, absolute=False):
     With ``absolute=True``: ``(g sign(a) / (1 + |a|), -g sign(b) / (1 + |b|))`` with
     ``sign(0) = 0`` (the subgradient autograd takes for ``abs`` at 0).
     """
-    a, b, eps, mode = _log_divide_args(a, b, eps, absolute)
+    a, b, eps, mode = _log_divide_args(a, b, eps, absolute, check_domain=False)
     g = _grad_like(grad_out, a)
     ga, gb = np.empty_like(a), np.empty_like(b)
-    _log_divide_grad_kernel(g.reshape(-1), a.reshape(-1), b.reshape(-1), np.int64(mode), eps,
-                            ga.reshape(-1), gb.reshape(-1))
+    if _log_divide_grad(g.reshape(-1), a.reshape(-1), b.reshape(-1), mode, eps, ga.reshape(-1),
+                        gb.reshape(-1)):
+        _raise_log_domain(a, b, eps)
     return ga, gb
 
 

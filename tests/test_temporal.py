@@ -499,3 +499,57 @@ def test_dilation_beyond_the_frame_leaves_the_centre_only(rng, dilation):
 def test_huge_patch_size_guard_names_patch_size(call):
     with pytest.raises(ValueError, match=r"^patch_size=1000001 .*would need .* GiB"):
         call()
+
+
+# ---------------------------------------------------------------------------------------------
+# the parallel element-wise path (arrays of more than one chunk)
+# ---------------------------------------------------------------------------------------------
+
+BIG = (3, 5, T._CHUNK // 4 + 7)  # a little over 3.75 chunks
+
+
+@pytest.mark.parametrize("absolute", [False, True])
+def test_parallel_elementwise_equals_serial_bitwise(rng, absolute):
+    """Chunks run in parallel; each element is computed alone, so the bits are those of one
+    serial pass (and of one thread)."""
+    a, b = rng.uniform(-0.9, 3.0, BIG), rng.uniform(-0.9, 3.0, BIG)
+    g = rng.standard_normal(BIG)
+    mode = T._LOG1P_ABS if absolute else T._LOG_EPS
+    fwd = T.log_divide(a, b, absolute=absolute)
+    serial = np.empty(a.size)
+    assert T._elementwise_range(a.ravel(), b.ravel(), mode, 1.0, serial, 0, a.size) == 0
+    np.testing.assert_array_equal(fwd.ravel(), serial)
+    assert_close(fwd, T._log_divide_reference(a, b, absolute=absolute))
+    ga, gb = T.log_divide_backward(g, a, b, absolute=absolute)
+    sa, sb = np.empty(a.size), np.empty(a.size)
+    assert T._log_divide_grad_range(g.ravel(), a.ravel(), b.ravel(), mode, 1.0, sa, sb, 0,
+                                    a.size) == 0
+    np.testing.assert_array_equal(ga.ravel(), sa)
+    np.testing.assert_array_equal(gb.ravel(), sb)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        np.testing.assert_array_equal(T.log_divide(a, b, absolute=absolute), fwd)
+        np.testing.assert_array_equal(T.add(a, b), a + b)
+        np.testing.assert_array_equal(T.subtract(a, b), a - b)
+    finally:
+        numba.set_num_threads(before)
+
+
+@pytest.mark.parametrize("where, value, match", [
+    ((2, 4, -1), -1.5, r"log_divide needs b \+ eps > 0.*b\[2, 4, \d+\] = -1.5"),
+    ((0, 0, 0), np.nan, r"b contains 1 non-finite"),
+    ((1, 3, 5), -np.inf, r"b contains 1 non-finite"),
+    ((2, 4, -1), -1.0, r"b\[2, 4, \d+\] = -1.0"),  # b + eps = 0: log gives -inf
+])
+def test_fused_domain_check_names_the_element(rng, where, value, match):
+    """The domain is checked inside the kernels (no pass of its own): a single bad element in
+    any chunk still raises the named error, forward and backward."""
+    a, b = rng.uniform(0.0, 2.0, BIG), rng.uniform(0.0, 2.0, BIG)
+    b[where] = value
+    with pytest.raises(ValueError, match=match):
+        T.log_divide(a, b)
+    with pytest.raises(ValueError, match=match):
+        T.log_divide_backward(np.ones(BIG), a, b)
+    with pytest.raises(ValueError, match=match.replace("b", "a")):
+        T.log_divide_backward(np.ones(BIG), b, a)
