@@ -342,14 +342,16 @@ def _scatter_plane(gs, dst, ints, reals, base, HW, W):
 
 
 @jit
-def _scatter_band(gs, dst, fl, mode, boundary, r0, r1, row_lo, row_hi):
-    """Rows ``r0 .. r1 - 1`` of one plane's grad_x (``dst += M^T gs``), straight from the flow
-    plane ``fl`` (H, W, 2), no sampling table: every pixel whose taps can reach the band (flow
-    row ``y`` reads source rows ``row_lo[y] .. row_hi[y]``) is visited in increasing order and
-    only its taps inside the band are added. Each element thus receives its terms in pixel order
-    whatever the bands, with the operations of :func:`_fill_row_taps` + :func:`_scatter_plane`
-    (interior cells by :func:`_interior_cell`, other pixels by the per-axis weights
-    ``wy * wx``, zero weights skipped): bit-identical to the table path."""
+def _scatter_band(gs, dst, p0, p1, fl, mode, boundary, r0, r1, row_lo, row_hi):
+    """Rows ``r0 .. r1 - 1`` of the grad_x planes ``p0 .. p1 - 1`` (``dst[p] += M^T gs[p]``;
+    ``gs``, ``dst``: (planes, H*W)), which all share the flow plane ``fl`` (H, W, 2), straight
+    from the flow, no sampling table: every pixel whose taps can reach the band (flow row ``y``
+    reads source rows ``row_lo[y] .. row_hi[y]``) is visited in increasing order, its weights
+    computed once and its taps inside the band added to every plane. Each element thus
+    receives its terms in pixel order whatever the bands and planes, with the operations of
+    :func:`_fill_row_taps` + :func:`_scatter_plane` (interior cells by :func:`_interior_cell`,
+    other pixels by the per-axis weights ``wy * wx``, zero weights skipped): bit-identical to
+    the table path."""
     H, W = fl.shape[0], fl.shape[1]
     lo = r0 * W
     hi = r1 * W
@@ -361,44 +363,59 @@ def _scatter_band(gs, dst, fl, mode, boundary, r0, r1, row_lo, row_hi):
             py = y + fl[y, xx, 1]
             if not (math.isfinite(px) and math.isfinite(py)):
                 continue  # non-finite flow: sends nothing
-            gv = gs[y * W + xx]
+            o = y * W + xx
             if mode == _NEAREST:
                 j, okx = _nearest_axis(px, W, boundary)
                 i, oky = _nearest_axis(py, H, boundary)
                 q = i * W + j
                 if okx and oky and q >= lo and q < hi:
-                    dst[q] += gv
+                    for pl in range(p0, p1):
+                        dst[pl, q] += gs[pl, o]
                 continue
             b, a, c = _interior_cell(px, py, H, W)
             if b >= 0:
                 if a == 0.0:
                     if b >= lo and b < hi:
-                        dst[b] += gv
+                        for pl in range(p0, p1):
+                            dst[pl, b] += gs[pl, o]
                 else:
-                    if b >= lo and b < hi:
-                        dst[b] += ((1.0 - c) * (1.0 - a)) * gv
-                        dst[b + 1] += ((1.0 - c) * a) * gv
-                    q = b + W
-                    if q >= lo and q < hi:
-                        dst[q] += (c * (1.0 - a)) * gv
-                        dst[q + 1] += (c * a) * gv
+                    top = b >= lo and b < hi
+                    bottom = b + W >= lo and b + W < hi
+                    w00 = (1.0 - c) * (1.0 - a)
+                    w01 = (1.0 - c) * a
+                    w10 = c * (1.0 - a)
+                    w11 = c * a
+                    for pl in range(p0, p1):
+                        gv = gs[pl, o]
+                        if top:
+                            dst[pl, b] += w00 * gv
+                            dst[pl, b + 1] += w01 * gv
+                        if bottom:
+                            dst[pl, b + W] += w10 * gv
+                            dst[pl, b + W + 1] += w11 * gv
                 continue
             j0, j1, wx0, wx1, inx0, inx1, _dqx = _bilinear_axis(px, W, boundary)
             i0, i1, wy0, wy1, iny0, iny1, _dqy = _bilinear_axis(py, H, boundary)
             in0 = iny0 and i0 >= r0 and i0 < r1
             in1 = iny1 and i1 >= r0 and i1 < r1
-            w = wy0 * wx0
-            if in0 and inx0 and w != 0.0:
-                dst[i0 * W + j0] += w * gv
-            w = wy0 * wx1
-            if in0 and inx1 and w != 0.0:
-                dst[i0 * W + j1] += w * gv
-            w = wy1 * wx0
-            if in1 and inx0 and w != 0.0:
-                dst[i1 * W + j0] += w * gv
-            w = wy1 * wx1
-            if in1 and inx1 and w != 0.0:
-                dst[i1 * W + j1] += w * gv
+            w00 = wy0 * wx0
+            w01 = wy0 * wx1
+            w10 = wy1 * wx0
+            w11 = wy1 * wx1
+            t00 = in0 and inx0 and w00 != 0.0
+            t01 = in0 and inx1 and w01 != 0.0
+            t10 = in1 and inx0 and w10 != 0.0
+            t11 = in1 and inx1 and w11 != 0.0
+            for pl in range(p0, p1):
+                gv = gs[pl, o]
+                if t00:
+                    dst[pl, i0 * W + j0] += w00 * gv
+                if t01:
+                    dst[pl, i0 * W + j1] += w01 * gv
+                if t10:
+                    dst[pl, i1 * W + j0] += w10 * gv
+                if t11:
+                    dst[pl, i1 * W + j1] += w11 * gv
 
 
 #: grad_x tasks per plane of the banded backward (bands of source rows; any split gives the
@@ -450,16 +467,17 @@ def _warp_backward_bands(g, x, flow, mode, boundary, band):
                     hi = max(hi, q // W)
         row_lo[fn, y] = lo
         row_hi[fn, y] = hi
-    # grad_x: one (plane, band of source rows) per iteration; each iteration owns its outputs
-    # and adds their terms in pixel order: race-free and independent of the thread count
+    # grad_x: one (flow plane with the image planes it moves, band of source rows) per
+    # iteration; each iteration owns its outputs and adds their terms in pixel order:
+    # race-free and independent of the thread count
     n_bands = (H + band - 1) // band
+    per_flow = C if nf > 1 else N * C  # planes moved by one flow plane
     grad_x = np.zeros((N * C, H * W))
-    for t in prange(N * C * n_bands):
-        plane = t // n_bands
-        r0 = (t - plane * n_bands) * band
-        fn = plane // C if nf > 1 else 0
-        _scatter_band(gs[plane], grad_x[plane], flow[fn], mode, boundary, r0, min(r0 + band, H),
-                      row_lo[fn], row_hi[fn])
+    for t in prange(nf * n_bands):
+        fn = t // n_bands
+        r0 = (t - fn * n_bands) * band
+        _scatter_band(gs, grad_x, fn * per_flow, (fn + 1) * per_flow, flow[fn], mode, boundary,
+                      r0, min(r0 + band, H), row_lo[fn], row_hi[fn])
     return grad_x.reshape((N, C, H, W)), grad_flow
 
 
