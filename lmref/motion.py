@@ -274,6 +274,38 @@ def _warp_row(src, dst, ints, reals, base, out0, W):
         dst[out0 + xx] = v
 
 
+@jit
+def _nearest_row(flow, n, y, boundary, idx):
+    """Source index of each pixel of flow row (n, y) under nearest sampling, as the table of
+    :func:`_fill_row_taps` has it: ``>= 0`` read there, ``_OUT_TAP`` outside (0),
+    ``_NAN_TAP`` non-finite flow (NaN)."""
+    H, W = flow.shape[1], flow.shape[2]
+    for x in range(W):
+        px = x + flow[n, y, x, 0]
+        py = y + flow[n, y, x, 1]
+        if not (math.isfinite(px) and math.isfinite(py)):
+            idx[x] = _NAN_TAP
+            continue
+        j, okx = _nearest_axis(px, W, boundary)
+        i, oky = _nearest_axis(py, H, boundary)
+        idx[x] = i * W + j if (okx and oky) else _OUT_TAP
+
+
+@jit
+def _gather_row(src, dst, idx, out0, W):
+    """Nearest warp of one plane's row: the operations of :func:`_warp_row` on a nearest
+    table (``0.0 + src[b]``, NaN, or 0.0), without reading the table's weights."""
+    for xx in range(W):
+        b = idx[xx]
+        if b >= 0:
+            v = 0.0 + src[b]
+        elif b == _NAN_TAP:
+            v = np.nan
+        else:
+            v = 0.0
+        dst[out0 + xx] = v
+
+
 @pjit
 def _warp_kernel(x, flow, mode, boundary):
     N, C, H, W = x.shape
@@ -283,11 +315,17 @@ def _warp_kernel(x, flow, mode, boundary):
     for r in prange(N * H):  # one (image, row): its taps once, then every channel's row
         n = r // H
         y = r - n * H
-        ints = np.empty((W, _N_INTS), np.int64)
-        reals = np.empty((W, _N_REALS))
-        _fill_row_taps(flow, n if nf > 1 else 0, y, mode, boundary, ints, reals, 0)
-        for c in range(C):
-            _warp_row(xs[n * C + c], out[n * C + c], ints, reals, 0, y * W, W)
+        if mode == _NEAREST:  # one index a pixel instead of the 19-entry bilinear table
+            idx = np.empty(W, np.int64)
+            _nearest_row(flow, n if nf > 1 else 0, y, boundary, idx)
+            for c in range(C):
+                _gather_row(xs[n * C + c], out[n * C + c], idx, y * W, W)
+        else:
+            ints = np.empty((W, _N_INTS), np.int64)
+            reals = np.empty((W, _N_REALS))
+            _fill_row_taps(flow, n if nf > 1 else 0, y, mode, boundary, ints, reals, 0)
+            for c in range(C):
+                _warp_row(xs[n * C + c], out[n * C + c], ints, reals, 0, y * W, W)
     return out.reshape((N, C, H, W))
 
 

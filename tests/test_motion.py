@@ -301,6 +301,23 @@ def _awkward_flow(rng, nf, H, W, scale):
     return flow
 
 
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_nearest_gather_path_bitwise(rng, boundary):
+    """The nearest forward gathers through one index a pixel (not the bilinear table): the
+    bits of the reference (signed zeros as the table path: 0.0 + value), NaN at non-finite
+    flow, and on an integer flow the bits of the bilinear path."""
+    x = rng.standard_normal((2, 3, 9, 8))
+    x[0, 0, :2] = -0.0
+    flow = _awkward_flow(rng, 2, 9, 8, 6.0)
+    out = M.warp(x, flow, "nearest", boundary)
+    np.testing.assert_array_equal(out, M._warp_reference(x, flow, "nearest", boundary))
+    assert np.isnan(out[0, :, 0, 0]).all() and np.isnan(out[1, :, -1, -1]).all()
+    whole = np.round(rng.uniform(-3, 3, (2, 9, 8, 2)))
+    near, bil = M.warp(x, whole, "nearest", boundary), M.warp(x, whole, "bilinear", boundary)
+    np.testing.assert_array_equal(near, bil)
+    assert (np.signbit(near) == np.signbit(bil)).all()
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("boundary", BOUNDARIES)
 @pytest.mark.parametrize("shape,nf", [((1, 3, 11, 9), 1), ((2, 3, 7, 6), 2), ((2, 1, 5, 1), 1),
