@@ -418,15 +418,15 @@ def _forward_parallel(xr, w, bias, phase, shift, sh, dh, groups, out):
 
 
 @jit
-def _input_grad_rows4(gpad, w, phase, shift, lead, n, ci0, c, o_lo, o_hi, r, p, sh, dh, acc):
+def _input_grad_rows4(g, w, phase, shift, n, ci0, c, o_lo, o_hi, r, p, sh, dh, acc):
     """``acc[k, m] = sum_{o, a, b} w[o, c + k, a, b] * g[n, o, i, m - shift[b]]``, ``k < 4``,
     over the taps ``(a, b)`` that send output ``(i, .)`` to padded row ``r`` and column
-    phase ``p`` (``i * sh + a * dh == r``, ``phase[b] == p``); ``gpad`` is ``g`` with ``lead``
-    zero columns in front and zeros behind, so every update runs over the whole aligned row.
+    phase ``p`` (``i * sh + a * dh == r``, ``phase[b] == p``) and the columns ``m`` where
+    ``g[n, o, i, m - shift[b]]`` exists: only terms of the exact sum are added (an Inf or NaN
+    weight never meets a zero that is not in ``g``: no ``0 * inf``).
     """
     kh, kw = w.shape[2], w.shape[3]
-    ho, wq = gpad.shape[2], acc.shape[1]
-    a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
+    ho, wo, wq = g.shape[2], g.shape[3], acc.shape[1]
     for o in range(o_lo, o_hi, 2):
         pair = o + 1 < o_hi
         for a in range(kh):
@@ -437,15 +437,20 @@ def _input_grad_rows4(gpad, w, phase, shift, lead, n, ci0, c, o_lo, o_hi, r, p, 
             for b in range(kw):
                 if phase[b] != p:
                     continue
-                s = lead - shift[b]
-                u_row = gpad[n, o, i, s:s + wq]
+                s = shift[b]
+                cnt = min(wo, wq - s)
+                if cnt <= 0:
+                    continue
+                u_row = g[n, o, i, :cnt]
+                a0, a1 = acc[0, s:s + cnt], acc[1, s:s + cnt]
+                a2, a3 = acc[2, s:s + cnt], acc[3, s:s + cnt]
                 w00, w10, w20, w30 = w[o, c, a, b], w[o, c + 1, a, b], w[o, c + 2, a, b], \
                     w[o, c + 3, a, b]
                 if pair:
-                    v_row = gpad[n, o + 1, i, s:s + wq]
+                    v_row = g[n, o + 1, i, :cnt]
                     w01, w11, w21, w31 = w[o + 1, c, a, b], w[o + 1, c + 1, a, b], \
                         w[o + 1, c + 2, a, b], w[o + 1, c + 3, a, b]
-                    for m in range(wq):
+                    for m in range(cnt):
                         u = u_row[m]
                         v = v_row[m]
                         a0[m] += w00 * u + w01 * v
@@ -453,7 +458,7 @@ def _input_grad_rows4(gpad, w, phase, shift, lead, n, ci0, c, o_lo, o_hi, r, p, 
                         a2[m] += w20 * u + w21 * v
                         a3[m] += w30 * u + w31 * v
                 else:
-                    for m in range(wq):
+                    for m in range(cnt):
                         u = u_row[m]
                         a0[m] += w00 * u
                         a1[m] += w10 * u
@@ -462,10 +467,10 @@ def _input_grad_rows4(gpad, w, phase, shift, lead, n, ci0, c, o_lo, o_hi, r, p, 
 
 
 @jit
-def _input_grad_rows1(gpad, w, phase, shift, lead, n, c, o_lo, o_hi, r, p, sh, dh, acc):
+def _input_grad_rows1(g, w, phase, shift, n, c, o_lo, o_hi, r, p, sh, dh, acc):
     """One input channel of :func:`_input_grad_rows4` (same summation order)."""
     kh, kw = w.shape[2], w.shape[3]
-    ho, wq = gpad.shape[2], acc.shape[0]
+    ho, wo, wq = g.shape[2], g.shape[3], acc.shape[0]
     for o in range(o_lo, o_hi, 2):
         pair = o + 1 < o_hi
         for a in range(kh):
@@ -476,17 +481,21 @@ def _input_grad_rows1(gpad, w, phase, shift, lead, n, c, o_lo, o_hi, r, p, sh, d
             for b in range(kw):
                 if phase[b] != p:
                     continue
-                s = lead - shift[b]
-                u_row = gpad[n, o, i, s:s + wq]
+                s = shift[b]
+                cnt = min(wo, wq - s)
+                if cnt <= 0:
+                    continue
+                u_row = g[n, o, i, :cnt]
+                dst = acc[s:s + cnt]
                 w0 = w[o, c, a, b]
                 if pair:
-                    v_row = gpad[n, o + 1, i, s:s + wq]
+                    v_row = g[n, o + 1, i, :cnt]
                     w1 = w[o + 1, c, a, b]
-                    for m in range(wq):
-                        acc[m] += w0 * u_row[m] + w1 * v_row[m]
+                    for m in range(cnt):
+                        dst[m] += w0 * u_row[m] + w1 * v_row[m]
                 else:
-                    for m in range(wq):
-                        acc[m] += w0 * u_row[m]
+                    for m in range(cnt):
+                        dst[m] += w0 * u_row[m]
 
 
 @jit
@@ -495,7 +504,7 @@ def _input_grad_jobs(n_batch, c_in, groups):
 
 
 @jit
-def _input_grad_job(gpad, w, phase, shift, lead, sh, dh, groups, gr, job):
+def _input_grad_job(g, w, phase, shift, sh, dh, groups, gr, job):
     """Input-gradient planes ``gr[n, ci0:ci0 + 4]`` (fewer at the end of a group), row by row."""
     c_out, c_in_g = w.shape[0], w.shape[1]
     hp, sw, wq = gr.shape[2], gr.shape[3], gr.shape[4]
@@ -513,27 +522,27 @@ def _input_grad_job(gpad, w, phase, shift, lead, sh, dh, groups, gr, job):
         for p in range(sw):
             acc[:] = 0.0
             if nb == _BLOCK:
-                _input_grad_rows4(gpad, w, phase, shift, lead, n, ci0, c, o_lo, o_hi, r, p,
-                                  sh, dh, acc)
+                _input_grad_rows4(g, w, phase, shift, n, ci0, c, o_lo, o_hi, r, p, sh, dh,
+                                  acc)
             else:
                 for k in range(nb):
-                    _input_grad_rows1(gpad, w, phase, shift, lead, n, c + k, o_lo, o_hi, r, p,
-                                      sh, dh, acc[k])
+                    _input_grad_rows1(g, w, phase, shift, n, c + k, o_lo, o_hi, r, p, sh, dh,
+                                      acc[k])
             for k in range(nb):
                 for m in range(wq):
                     gr[n, ci0 + k, r, p, m] = acc[k, m]
 
 
 @jit
-def _input_grad_serial(gpad, w, phase, shift, lead, sh, dh, groups, gr):
+def _input_grad_serial(g, w, phase, shift, sh, dh, groups, gr):
     for job in range(_input_grad_jobs(gr.shape[0], gr.shape[1], groups)):
-        _input_grad_job(gpad, w, phase, shift, lead, sh, dh, groups, gr, job)
+        _input_grad_job(g, w, phase, shift, sh, dh, groups, gr, job)
 
 
 @pjit
-def _input_grad_parallel(gpad, w, phase, shift, lead, sh, dh, groups, gr):
+def _input_grad_parallel(g, w, phase, shift, sh, dh, groups, gr):
     for job in prange(_input_grad_jobs(gr.shape[0], gr.shape[1], groups)):
-        _input_grad_job(gpad, w, phase, shift, lead, sh, dh, groups, gr, job)
+        _input_grad_job(g, w, phase, shift, sh, dh, groups, gr, job)
 
 
 @jit
@@ -1095,13 +1104,10 @@ def _input_grad(g, w, geom, n_batch, c_in):
     wq = -(-wp // sw)
     check_alloc((n_batch, c_in, hp, min(sw, wp), wq), "the input gradient")
     phase, shift = _column_phases(geom)
-    lead = int(shift[-1])
-    gpad = np.zeros(g.shape[:3] + (lead + wq,))
-    gpad[..., lead:lead + g.shape[3]] = g
     gr = np.empty((n_batch, c_in, hp, min(sw, wp), wq))
     run = _input_grad_parallel if _macs(g.size, w[0].size) >= _PARALLEL_MIN_WORK \
         else _input_grad_serial
-    run(gpad, w, phase, shift, lead, geom.stride[0], geom.dilation[0], geom.groups, gr)
+    run(g, w, phase, shift, geom.stride[0], geom.dilation[0], geom.groups, gr)
     return _unpad_adjoint(np.ascontiguousarray(_merge_columns(gr, sw, wp)), geom)
 
 
@@ -1295,9 +1301,9 @@ def _conv_transpose(nd, x, weight, bias, stride, padding, output_padding, groups
     c_out = weight.shape[1] * geom.groups
     bias = _check_transpose_bias(bias, c_out)
     # output_padding >= stride (allowed when < dilation) makes the forward conv one row
-    # longer than x: that row of its output is simply absent (zero) here
-    g = _fit(_to2d(x, nd), geom.out_hw)
-    out = _input_grad(g, _to2d(weight, nd), geom, x.shape[0], c_out)
+    # longer than x: that row of its output is simply absent here; the input-gradient kernels
+    # read only the rows and columns x has (no zero row times an Inf weight)
+    out = _input_grad(_to2d(x, nd), _to2d(weight, nd), geom, x.shape[0], c_out)
     if bias is not None:
         out = out + bias[:, None, None]
     return _from2d(out, nd)
@@ -1611,7 +1617,8 @@ def _conv_backward_reference_nd(nd, grad_out, x, weight, bias, stride, padding, 
     index = index[0, 0]
     keep = index >= 0
     gx = np.zeros((x2.shape[0], x2.shape[1], h * wd))
-    np.add.at(gx, (slice(None), slice(None), index[keep]), gxp[:, :, keep])
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN, as it should be: no warning
+        np.add.at(gx, (slice(None), slice(None), index[keep]), gxp[:, :, keep])
     gb = None if bias is None else g.sum(axis=(0, 2, 3))
     return (_from2d(gx.reshape(x2.shape), nd), _from2d(gw, nd), gb)
 
