@@ -9,11 +9,13 @@
    windows by direct sums in shared memory. Each pixel keeps its best cost, the smallest cost
    of any other displacement ("second") and the best displacement's rank in tie order (strict
    ``<`` while scanning in tie order: the earlier displacement keeps a tie).
-2. ``merge``: chunks merged in tie order (the CPU's ``_merge``); pixels whose two best box
-   costs are within the rounding bound are appended to a list for
-3. ``exact``: one block per listed pixel re-decides over every displacement on correctly
-   rounded costs (Shewchuk's algorithm, as ``math.fsum`` and the CPU's ``_fsum_into``), so the
-   flow is the plain reference's whatever the summation order.
+2. ``merge``: chunks merged in tie order (the CPU's ``_merge``) into the cost and the flow;
+   pixels whose two best box costs are within the rounding bound are appended to a list for
+3. ``exact``: a fixed grid of blocks, each re-deciding every ``gridDim``-th listed pixel
+   (the list's length is read on the device) over every displacement on correctly rounded
+   costs (Shewchuk's algorithm, as ``math.fsum`` and the CPU's ``_fsum_into``), the argmin
+   being the lexicographic minimum of (cost, rank in tie order) in a fixed tree, so the flow
+   is the plain reference's whatever the summation order and the list's order.
 """
 import math
 
@@ -49,14 +51,18 @@ def sq_diff(cur, ref, c0, c1, y, x, dy, dx, boundary):
 
 
 @cuda.jit
-def scan(cur, ref, order, gsize, nchunks, rows, tile_w, boundary, b, best, second, arg):
+def scan(cur, ref, order, gsize, nchunks, rows, tile_w, boundary, b, best, second, arg,
+         n_near):
     """Box-filter pass. Grid (tiles_x, tiles_y, fields * nchunks), 1-D blocks. Dynamic shared
     memory: V (rows x (tile_w + b - 1) column-window sums), then running best, second and
     rank (rows x tile_w each). Writes each chunk's (best, second, rank) to
-    ``best/second/arg[field * nchunks + chunk]`` (each (H, W))."""
+    ``best/second/arg[field * nchunks + chunk]`` (each (H, W)), and resets ``merge``'s
+    counter of near-tied pixels (``merge`` runs after the whole grid, on the same stream)."""
     smem = cuda.shared.array(0, float64)
     H, W = cur.shape[1], cur.shape[2]
     tid = int64(cuda.threadIdx.x)
+    if tid == 0 and cuda.blockIdx.x == 0 and cuda.blockIdx.y == 0 and cuda.blockIdx.z == 0:
+        n_near[0] = 0
     nt = int64(cuda.blockDim.x)
     task = int64(cuda.blockIdx.z)
     c0 = (task // nchunks) * gsize
@@ -130,9 +136,10 @@ def scan(cur, ref, order, gsize, nchunks, rows, tile_w, boundary, b, best, secon
 
 
 @cuda.jit
-def merge(best, second, arg, nchunks, tol, need_exact, cost, rank, near, n_near):
-    """Merge the chunks of each field in tie order; list near-tied pixels (flat indices)
-    in ``near`` (count in ``n_near[0]``). Grid (W, H, fields)."""
+def merge(best, second, arg, order, nchunks, tol, need_exact, cost, flow, near, n_near):
+    """Merge the chunks of each field in tie order into ``cost`` and ``flow`` (dx, dy); list
+    near-tied pixels (flat indices) in ``near`` (count in ``n_near[0]``: their order varies,
+    the result does not). Grid (W, H, fields)."""
     x, y = cuda.grid(2)
     f = int64(cuda.blockIdx.z)
     H, W = cost.shape[1], cost.shape[2]
@@ -151,7 +158,9 @@ def merge(best, second, arg, nchunks, tol, need_exact, cost, rank, near, n_near)
         else:
             sec = min(sec, bc)
     cost[f, y, x] = m
-    rank[f, y, x] = k
+    kk = int64(k)
+    flow[f, y, x, 0] = order[kk, 1]
+    flow[f, y, x, 1] = order[kk, 0]
     if need_exact and m > 0.0 and sec <= m * (1.0 + tol):
         near[cuda.atomic.add(n_near, 0, 1)] = (f * H + y) * W + x
 
@@ -217,72 +226,69 @@ def exact_cost(cur, ref, c0, c1, y, x, dy, dx, boundary, b, partials):
 
 
 @cuda.jit
-def exact(cur, ref, order, gsize, boundary, b, near, cost, rank):
-    """Re-decide pixel ``near[blockIdx.x]`` on exact costs over all displacements. 1-D
-    blocks of a power-of-two size; dynamic shared memory: 2 doubles per thread."""
+def exact(cur, ref, order, gsize, boundary, b, near, n_near, cost, flow):
+    """Re-decide the listed pixels ``near[:n_near[0]]`` on exact costs over all
+    displacements, block ``blockIdx.x`` taking every ``gridDim.x``-th of them (the count is
+    read on the device: no host round trip). 1-D blocks of a power-of-two size; dynamic
+    shared memory: 2 doubles per thread."""
     smem = cuda.shared.array(0, float64)
     tid = int64(cuda.threadIdx.x)
     nt = int64(cuda.blockDim.x)
     H, W = cost.shape[1], cost.shape[2]
-    p = near[cuda.blockIdx.x]
-    x = p % W
-    y = (p // W) % H
-    f = p // (H * W)
-    c0 = f * gsize
     nd = order.shape[0]
-    partials = cuda.local.array(PARTIALS, float64)
-    bc = math.inf
-    bk = float64(nd)
-    for k in range(tid, nd, nt):  # increasing k: strict < keeps the first in tie order
-        e = exact_cost(cur, ref, c0, c0 + gsize, y, x, order[k, 0], order[k, 1], boundary, b,
-                       partials)
-        if e < bc:
-            bc = e
-            bk = k
     scost = smem[:nt]
     srank = smem[nt:2 * nt]
-    scost[tid] = bc
-    srank[tid] = bk
-    cuda.syncthreads()
-    step = nt // 2
-    while step > 0:
-        if tid < step:
-            oc = scost[tid + step]
-            ok = srank[tid + step]
-            if oc < scost[tid] or (oc == scost[tid] and ok < srank[tid]):
-                scost[tid] = oc
-                srank[tid] = ok
+    partials = cuda.local.array(PARTIALS, float64)
+    for item in range(int64(cuda.blockIdx.x), n_near[0], int64(cuda.gridDim.x)):
+        p = near[item]
+        x = p % W
+        y = (p // W) % H
+        f = p // (H * W)
+        c0 = f * gsize
+        bc = math.inf
+        bk = float64(nd)
+        for k in range(tid, nd, nt):  # increasing k: strict < keeps the first in tie order
+            e = exact_cost(cur, ref, c0, c0 + gsize, y, x, order[k, 0], order[k, 1],
+                           boundary, b, partials)
+            if e < bc:
+                bc = e
+                bk = k
+        scost[tid] = bc
+        srank[tid] = bk
         cuda.syncthreads()
-        step //= 2
-    if tid == 0:
-        cost[f, y, x] = scost[0]
-        rank[f, y, x] = srank[0]
+        step = nt // 2
+        while step > 0:  # lexicographic minimum of (cost, rank): a fixed tree
+            if tid < step:
+                oc = scost[tid + step]
+                ok = srank[tid + step]
+                if oc < scost[tid] or (oc == scost[tid] and ok < srank[tid]):
+                    scost[tid] = oc
+                    srank[tid] = ok
+            cuda.syncthreads()
+            step //= 2
+        if tid == 0:
+            cost[f, y, x] = scost[0]
+            kk = int64(srank[0])
+            flow[f, y, x, 0] = order[kk, 1]
+            flow[f, y, x, 1] = order[kk, 0]
+        cuda.syncthreads()  # shared memory is reused by the next pixel
 
 
 @cuda.jit
-def package(rank, order, flow):
-    """flow[f, y, x] = (dx, dy) of the chosen displacement. Grid (W, H, fields)."""
-    x, y = cuda.grid(2)
-    f = int64(cuda.blockIdx.z)
-    if x >= flow.shape[2] or y >= flow.shape[1]:
-        return
-    k = int64(rank[f, y, x])
-    flow[f, y, x, 0] = order[k, 1]
-    flow[f, y, x, 1] = order[k, 0]
-
-
-@cuda.jit
-def stats(img, out):
+def stats(ref, cur, out):
     """Per block: [number of non-finite values, max |finite value|, 1 if a finite value is
-    not an integer] of flat ``img`` into out[blockIdx.x]. Power-of-two 1-D blocks; dynamic
-    shared memory: one double per thread."""
+    not an integer] of flat ``ref`` (blockIdx.y 0) or ``cur`` (1) into out[blockIdx.y,
+    blockIdx.x]: both frames in one launch. Power-of-two 1-D blocks; dynamic shared memory:
+    one double per thread."""
     smem = cuda.shared.array(0, float64)
     tid = int64(cuda.threadIdx.x)
     nt = int64(cuda.blockDim.x)
+    img = ref if cuda.blockIdx.y == 0 else cur
     bad = 0.0
     big = 0.0
     frac = 0.0
-    for i in range(cuda.grid(1), img.shape[0], cuda.gridsize(1)):
+    start = int64(cuda.blockIdx.x) * nt + tid
+    for i in range(start, img.shape[0], nt * int64(cuda.gridDim.x)):
         v = img[i]
         if not math.isfinite(v):
             bad += 1.0
@@ -290,6 +296,7 @@ def stats(img, out):
             big = max(big, abs(v))
             if v != v // 1.0:  # v // 1.0 is floor(v) as a float: no int overflow
                 frac = 1.0
-    out[cuda.blockIdx.x, 0] = block_sum(bad, smem, tid, nt)
-    out[cuda.blockIdx.x, 1] = block_max(big, smem, tid, nt)
-    out[cuda.blockIdx.x, 2] = block_max(frac, smem, tid, nt)
+    fr = cuda.blockIdx.y
+    out[fr, cuda.blockIdx.x, 0] = block_sum(bad, smem, tid, nt)
+    out[fr, cuda.blockIdx.x, 1] = block_max(big, smem, tid, nt)
+    out[fr, cuda.blockIdx.x, 2] = block_max(frac, smem, tid, nt)

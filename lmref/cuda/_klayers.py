@@ -3,9 +3,9 @@
 ``max_window`` mirrors ``lmref.layers._max_window`` (PyTorch's rule: first maximum in
 row-major window order, last NaN, padding never wins, index of the first in-frame element
 for an all ``-inf`` window, -1 for a window without in-frame elements). The backward is a
-gather: every input pixel sums the gradients of the windows that selected it, in the CPU
-scatter's (row-major output) order, so it is deterministic and equal to the CPU bit for bit
-up to fused multiply-adds (there are none: only additions).
+gather: every input pixel re-decides the maximum of each window covering it and sums the
+gradients of the windows that selected it, in the CPU scatter's (row-major output) order,
+so it is deterministic and equal to the CPU bit for bit (only additions: nothing to fuse).
 """
 import math
 
@@ -50,19 +50,10 @@ def max_pool(planes, out, kh, kw, sh, sw, ph, pw, dh, dw):
 
 
 @cuda.jit
-def max_pool_argmax(planes, idx, kh, kw, sh, sw, ph, pw, dh, dw):
-    """idx[p, oh, ow] = flat index of the selected element (-1: none). Grid (OW, OH, planes)."""
-    ow, oh = cuda.grid(2)
-    p = int64(cuda.blockIdx.z)
-    if ow >= idx.shape[2] or oh >= idx.shape[1]:
-        return
-    idx[p, oh, ow] = max_window(planes, p, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw)[1]
-
-
-@cuda.jit
-def max_pool_backward(grad, idx, gin, kh, kw, sh, sw, ph, pw, dh, dw):
+def max_pool_backward(grad, planes, gin, kh, kw, sh, sw, ph, pw, dh, dw):
     """gin[p, y, x] = sum of grad[p, oh, ow] over the windows (row-major order) whose selected
-    element is (y, x). Grid (W, H, planes)."""
+    element is (y, x), each window's maximum re-decided here (one launch, no index table).
+    Grid (W, H, planes)."""
     x, y = cuda.grid(2)
     p = int64(cuda.blockIdx.z)
     H, W = gin.shape[1], gin.shape[2]
@@ -80,6 +71,7 @@ def max_pool_backward(grad, idx, gin, kh, kw, sh, sw, ph, pw, dh, dw):
             u = x + pw - j * dw
             if u < 0 or u % sw != 0 or u // sw >= OW:
                 continue
-            if idx[p, oh, u // sw] == me:
-                s += grad[p, oh, u // sw]
+            ow = u // sw
+            if max_window(planes, p, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw)[1] == me:
+                s += grad[p, oh, ow]
     gin[p, y, x] = s

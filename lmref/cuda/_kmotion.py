@@ -110,11 +110,14 @@ def pixel_taps(px, py, H, W, mode, boundary, idx, w, ax, ay):
 
 
 @cuda.jit
-def warp_forward(x, flow, out, C, mode, boundary):
-    """x, out: (N*C, H*W); flow: (Nf, H, W, 2). Grid (W, H, N): one thread per output pixel,
-    all channels (the taps are computed once per pixel)."""
+def warp_forward(x, flow, out, C, per, mode, boundary):
+    """x, out: (N*C, H*W); flow: (Nf, H, W, 2). Grid (W, H, N * chunks): one thread per
+    output pixel and chunk of ``per`` channels (the taps are computed once per pixel and
+    chunk; enough chunks to fill the GPU)."""
     xx, y = cuda.grid(2)
-    n = int64(cuda.blockIdx.z)
+    chunks = (C + per - 1) // per
+    n = int64(cuda.blockIdx.z) // chunks
+    c0 = (int64(cuda.blockIdx.z) % chunks) * per
     H, W = flow.shape[1], flow.shape[2]
     if xx >= W or y >= H:
         return
@@ -126,7 +129,7 @@ def warp_forward(x, flow, out, C, mode, boundary):
     pixel_taps(xx + flow[fn, y, xx, 0], y + flow[fn, y, xx, 1], H, W, mode, boundary,
                idx, w, ax, ay)
     q = y * W + xx
-    for c in range(C):
+    for c in range(c0, min(c0 + per, C)):
         plane = n * C + c
         if idx[0] == NAN_TAP:
             out[plane, q] = math.nan

@@ -67,30 +67,34 @@ def _chunks(n_disp: int, n_blocks: int) -> int:
     return max(1, min(n_disp, -(-target // n_blocks)))
 
 
-def _device_stats(s, arr):
-    """(non-finite count, max |value|, any non-integer) of a device array."""
-    flat = arr.reshape(arr.size)
-    tpb = threads(256, 8)
-    nb = min(blocks(arr.size, tpb), 1024)
-    out = s.empty((nb, 3))
-    s.launch(s.k.stats, nb, tpb, flat, out, shared=8 * tpb)
-    h = np.zeros((1, 3)) if _rt.COMPILE_ONLY else s.fetch(out)
-    return int(h[:, 0].sum()), float(h[:, 1].max()), bool(h[:, 2].max() > 0)
-
-
 def _check_device_values(s, dref, dcur, b, group):
     """The value checks of lmref.blockmatch._check_block_match, for device frames; returns
-    whether every box sum is exact (integer data), as lmref.blockmatch._integral_and_exact."""
+    whether every box sum is exact (integer data), as lmref.blockmatch._integral_and_exact.
+
+    One launch over both frames and one small copy to the host: the call's only host
+    synchronisation, needed to raise the CPU's ValueError before anything is computed."""
+    tpb = threads(256, 8)
+    nb = min(blocks(dref.size, tpb), 1024)
+    out = s.scratch((2, nb, 3))
+    s.launch(s.k.stats, (nb, 2), tpb, dref.reshape(dref.size), dcur.reshape(dcur.size), out,
+             shared=8 * tpb)
+    h = np.zeros((2, 1, 3)) if _rt.COMPILE_ONLY else s.fetch(out)
     big, integral = 0.0, True
-    for arr, name in ((dref, "reference"), (dcur, "current")):
-        bad, m, frac = _device_stats(s, arr)
+    for frame, name in ((h[0], "reference"), (h[1], "current")):
+        bad = int(frame[:, 0].sum())
         if bad:
             raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or Inf)")
-        big, integral = max(big, m), integral and not frac
+        big, integral = max(big, float(frame[:, 1].max())), integral and not frame[:, 2].max()
     if 4.0 * big * big * b * b * group > 1e300:
         raise ValueError(f"reference/current values up to {big:.3g} are too large: their squared "
                          f"differences summed over a {b}x{b} block overflow float64; rescale them")
     return integral and 4.0 * big * big * b * b * group <= 2.0 ** 53
+
+
+def _exact_blocks(n_pixels: int) -> int:
+    """Blocks of the exact pass: a fixed grid (the number of listed pixels is only known on
+    the device), each block taking every gridDim-th listed pixel."""
+    return max(1, min(n_pixels, threads(4 * 132, 2)))
 
 
 def block_match(reference, current, block_size, search_range, *, channels="sum",
@@ -112,33 +116,30 @@ def block_match(reference, current, block_size, search_range, *, channels="sum",
         exact_sums = _check_device_values(s, dref, dcur, b, group)
     else:
         exact_sums = _cpu._integral_and_exact(ref3, cur3, b, group)
-    order = _cpu.displacement_order(srange)
-    dorder = s.to_device(order.astype(np.int64))
+    order = s.constant(("displacement order", srange),
+                       lambda: _cpu.displacement_order(srange).astype(np.int64))
     code = _cpu.BM_BOUNDARIES.index(boundary)
 
     rows, width, nt = _tiles(b, H, W)
     tiles = blocks(W, width) * blocks(H, rows)
-    nchunks = _chunks(len(order), tiles * fields)
+    nchunks = _chunks(order.shape[0], tiles * fields)
     check_alloc((3 * fields * nchunks, H, W), "block_match's per-chunk cost tables")
-    best, second, arg = (s.empty((fields * nchunks, H, W)) for _ in range(3))
+    best, second, arg = (s.scratch((fields * nchunks, H, W)) for _ in range(3))
+    near, n_near = s.scratch((fields * H * W,), np.int64), s.scratch((1,), np.int64)
     smem = 8 * (rows * (width + b - 1) + 3 * rows * width)
     s.launch(s.k.scan, (blocks(W, width), blocks(H, rows), fields * nchunks), nt,
-             dcur, dref, dorder, group, nchunks, rows, width, code, b, best, second, arg,
-             shared=smem)
+             dcur, dref, order, group, nchunks, rows, width, code, b, best, second, arg,
+             n_near, shared=smem)
 
-    cost, rank, flow = s.empty((fields, H, W)), s.empty((fields, H, W)), \
-        s.empty((fields, H, W, 2))
-    near, n_near = s.empty((fields * H * W,), np.int64), s.to_device(np.zeros(1, np.int64))
+    cost, flow = s.empty((fields, H, W)), s.empty((fields, H, W, 2))
     bx, by = threads(32, 4), threads(8, 4)
     grid = (blocks(W, bx), blocks(H, by), fields)
-    s.launch(s.k.merge, grid, (bx, by), best, second, arg, nchunks, _tie_tolerance(b, group),
-             not exact_sums, cost, rank, near, n_near)
-    count = int(s.fetch(n_near)[0])
-    if count or _rt.COMPILE_ONLY:
+    s.launch(s.k.merge, grid, (bx, by), best, second, arg, order, nchunks,
+             _tie_tolerance(b, group), not exact_sums, cost, flow, near, n_near)
+    if not exact_sums:  # near ties are possible: re-decide them, the count stays on the device
         tpb = threads(128, 4)
-        s.launch(s.k.exact, max(count, 1), tpb, dcur, dref, dorder, group, code, b, near,
-                 cost, rank, shared=16 * tpb)
-    s.launch(s.k.package, grid, (bx, by), rank, dorder, flow)
+        s.launch(s.k.exact, _exact_blocks(fields * H * W), tpb, dcur, dref, order, group, code,
+                 b, near, n_near, cost, flow, shared=16 * tpb)
     if flat or channels == "sum":
         return s.give(flow.reshape((H, W, 2)), cost.reshape((H, W)))
     return s.give(flow, cost)

@@ -27,8 +27,34 @@ def _prepare(s, x, weight, bias, stride, padding, dilation, groups, padding_mode
     geom = _cpu._geometry(2, hx.shape[2:], hx.shape[1], hw.shape, stride, padding, dilation,
                           groups, padding_mode)
     dx, dw = s.upload(x, hx), s.upload(weight, hw)
-    db = s.to_device(np.zeros(hw.shape[0])) if bias is None else s.upload(bias, hb)
+    cout = hw.shape[0]
+    db = s.constant(("zeros", cout), lambda: np.zeros(cout)) if bias is None else \
+        s.upload(bias, hb)
     return geom, dx, dw, db, hx.shape, hw.shape
+
+
+def _geometry_key(geom):
+    """What the padding index maps depend on."""
+    return geom.in_hw, geom.pads, geom.mode
+
+
+def _pad_maps(s, geom):
+    """Device copies of lmref.conv's padding index maps (row, column), cached per geometry."""
+    key = _geometry_key(geom)
+    return tuple(s.constant(("pad map", axis, key), lambda axis=axis: _cpu._pad_maps(geom)[axis])
+                 for axis in range(2))
+
+
+def _inverse_maps(s, geom):
+    """Device CSR lists (ptr, positions) of both axes' inverse maps, cached per geometry."""
+    key = _geometry_key(geom)
+
+    def build(axis, part):
+        index, n = _cpu._pad_maps(geom)[axis], geom.in_hw[axis]
+        return _inverse_map(index, n)[part]
+    return tuple(tuple(s.constant(("inverse map", axis, part, key),
+                                  lambda axis=axis, part=part: build(axis, part))
+                       for part in range(2)) for axis in range(2))
 
 
 def _tiled_config(s, w_shape, geom):
@@ -53,7 +79,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     s = Session("conv")
     geom, dx, dw, db, (n, _, _, _), w_shape = _prepare(s, x, weight, bias, stride, padding,
                                                        dilation, groups, padding_mode)
-    rmap, cmap = (s.to_device(m) for m in _cpu._pad_maps(geom))
+    rmap, cmap = _pad_maps(s, geom)
     ho, wo = geom.out_hw
     cout = w_shape[0]
     out = s.empty((n, cout, ho, wo))
@@ -90,10 +116,8 @@ def conv2d_backward(grad_out, x, weight, bias=None, stride=1, padding=0, dilatio
                                                  groups, padding_mode)
     g = _cpu._check_grad_out(s.stand_in(grad_out), 2, x_shape[0], w_shape[0], geom)
     dg = s.upload(grad_out, g)
-    maps = _cpu._pad_maps(geom)
-    rmap, cmap = (s.to_device(m) for m in maps)
-    (rptr, ridx), (cptr, cidx) = (tuple(s.to_device(a) for a in _inverse_map(m, n))
-                                  for m, n in zip(maps, geom.in_hw))
+    rmap, cmap = _pad_maps(s, geom)
+    (rptr, ridx), (cptr, cidx) = _inverse_maps(s, geom)
     (sh, sw), (dh, dwl) = geom.stride, geom.dilation
     n, cin, h, w = x_shape
     cout, cin_g = w_shape[0], w_shape[1]

@@ -3,11 +3,10 @@
 Same arguments, validation (``lmref.layers``'s own) and PyTorch rules (output sizes with
 ``ceil_mode``, padding at most half the kernel and never winning, dilation, first maximum in
 row-major window order, last NaN); the forward is exact (a max) and the backward sums each
-input pixel's gradients in the CPU's order (bit-identical).
+input pixel's gradients in the CPU's order (bit-identical), one launch each: the backward is a
+gather that re-decides the maximum of every window covering the pixel (no index scratch).
 """
 from __future__ import annotations
-
-import numpy as np
 
 from lmref import layers as _cpu
 from lmref.cuda._runtime import Session, blocks, threads
@@ -51,11 +50,7 @@ def max_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0, dilati
     g = _cpu._grad_planes(s.stand_in(grad_out), out_shape)
     dg = s.upload(grad_out, g)
     n, h, w = planes.shape
-    oh, ow = out_shape[-2:]
-    idx = s.empty((n, oh, ow), np.int64)
-    grid, block = _grid(ow, oh, n)
-    s.launch(s.k.max_pool_argmax, grid, block, planes, idx, *params)
     gin = s.empty((n, h, w))
     grid, block = _grid(w, h, n)
-    s.launch(s.k.max_pool_backward, grid, block, dg, idx, gin, *params)
+    s.launch(s.k.max_pool_backward, grid, block, dg, planes, gin, *params)
     return (s.give(gin.reshape(shape)),)

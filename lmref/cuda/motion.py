@@ -17,9 +17,23 @@ from lmref.cuda._runtime import Session, blocks, threads
 __all__ = ["warp", "warp_backward"]
 
 
+_FILL_BLOCKS = 4 * 132  # ~4 blocks per SM of an H100/H200: enough to fill the GPU
+
+
 def _grid(W, H, depth):
     bx, by = threads(32, 4), threads(8, 4)
     return (blocks(W, bx), blocks(H, by), depth), (bx, by)
+
+
+def _channel_chunks(W, H, N, C):
+    """Channels per thread of warp_forward: the planes of one image are split into chunks
+    (one more grid layer each) until the grid has enough blocks to fill the GPU; each chunk
+    recomputes the pixel's taps (cheap), every output is computed exactly as before."""
+    (gx, gy, _), _ = _grid(W, H, N)
+    target = threads(_FILL_BLOCKS, 16)  # simulator: a few chunks, so that tests cover them
+    chunks = max(1, min(C, -(-target // (gx * gy * N)), 65535 // max(N, 1)))
+    per = -(-C // chunks)
+    return per, -(-C // per)
 
 
 def _prepare(s, x, flow, mode, boundary):
@@ -41,8 +55,9 @@ def warp(x, flow, mode="bilinear", boundary="zeros"):
     s = Session("motion")
     shape, (N, C, H, W), _, dx, df, m, b = _prepare(s, x, flow, mode, boundary)
     out = s.empty((N * C, H * W))
-    grid, block = _grid(W, H, N)
-    s.launch(s.k.warp_forward, grid, block, dx, df, out, C, m, b)
+    per, chunks = _channel_chunks(W, H, N, C)
+    grid, block = _grid(W, H, N * chunks)
+    s.launch(s.k.warp_forward, grid, block, dx, df, out, C, per, m, b)
     return s.give(out.reshape(shape))
 
 

@@ -32,7 +32,7 @@ def _prepare(s, a, b, patch_size, dilation, normalize):
 
 def _l2_normalize(s, x):
     n, _, h, w = x.shape
-    out = s.empty(x.shape)
+    out = s.scratch(x.shape)
     grid, block = _grid(h, w, n)
     s.launch(s.k.l2_normalize, grid, block, x, _cpu.L2_EPS, out)
     return out
@@ -60,7 +60,8 @@ def local_multiply_backward(grad_out, a, b, patch_size, *, dilation=1, normalize
     g = as_float64(s.stand_in(grad_out), "grad_out", ndim=4)
     check_shape(g, "grad_out", (n, patch * patch, h, w), "the output of local_multiply")
     dg = s.upload(grad_out, g)
-    ga, gb = s.empty((n, c, h, w)), s.empty((n, c, h, w))
+    new = s.scratch if normalize == "l2" else s.empty  # l2: the normalisation's backward follows
+    ga, gb = new((n, c, h, w)), new((n, c, h, w))
     grid, block = _grid(h, w, n * c)
     s.launch(s.k.local_multiply_backward, grid, block, dg, an, bn, patch, dilation, divisor,
              ga, gb)

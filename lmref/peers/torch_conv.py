@@ -84,7 +84,8 @@ def composed_weight(*weights, strides, dilations=None):
     dilations = dilations or [1] * len(weights)
     fn = F.conv_transpose1d if nd == 1 else F.conv_transpose2d
     c_out = weights[-1].shape[0]
-    y = torch.eye(c_out, dtype=weights[0].dtype).reshape((c_out, c_out) + (1,) * nd)
+    y = torch.eye(c_out, dtype=weights[0].dtype, device=weights[0].device)
+    y = y.reshape((c_out, c_out) + (1,) * nd)
     for w, s, d in reversed(list(zip(weights, strides, dilations))):
         y = fn(y, w, stride=_ntuple(s, nd), dilation=_ntuple(d, nd))
     return y

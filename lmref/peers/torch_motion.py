@@ -18,8 +18,8 @@ __all__ = ["warp", "flow_to_grid"]
 
 def _pixel_grid(flow):
     H, W = flow.shape[-3], flow.shape[-2]
-    ys = torch.arange(H, dtype=flow.dtype).view(H, 1)
-    xs = torch.arange(W, dtype=flow.dtype).view(1, W)
+    ys = torch.arange(H, dtype=flow.dtype, device=flow.device).view(H, 1)
+    xs = torch.arange(W, dtype=flow.dtype, device=flow.device).view(1, W)
     return xs + flow[..., 0], ys + flow[..., 1]
 
 

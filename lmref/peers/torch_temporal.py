@@ -73,7 +73,8 @@ def _official_pre_post(x, z):
 def _seed_context(x, z):
     t = x.shape[1]
     offsets = list(range(-(z // 2), 0)) + list(range(1, z - z // 2 + 1))
-    idx = torch.tensor([[min(max(s + o, 0), t - 1) for o in offsets] for s in range(t)])
+    idx = torch.tensor([[min(max(s + o, 0), t - 1) for o in offsets] for s in range(t)],
+                       device=x.device)
     return x[:, idx]  # (N, T, Z, C, H, W)
 
 
