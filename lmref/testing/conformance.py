@@ -1,9 +1,11 @@
 """Conformance: the installed PyTorch (or JAX) against lmref, op by op, as a table.
 
-Run ``python -m lmref.testing.conformance --framework torch``. For every registered op with a
-peer (``lmref.registry``; the peers live in ``lmref.peers.torch_<family>``, a JAX twin would
-live in ``lmref.peers.jax_<family>``), a few cases (the op's example drawn with several
-seeds) are run through the framework and through lmref:
+Run ``python -m lmref.testing.conformance --framework torch`` (or ``jax``). For every
+registered op with a peer (``lmref.registry``; the peers live in ``lmref.peers.torch_<family>``
+and ``lmref.peers.jax_<family>``), a few cases (the op's example drawn with several seeds) are
+run through the framework and through lmref. ``--peer OP=MODULE:FUNC`` (or ``peers=`` of
+:func:`run_conformance`) checks your own function instead, ``--framework numpy`` plain NumPy
+functions (``--peer-backward`` adds their backward):
 
 * ``f64 fwd`` / ``f64 bwd``: the framework in float64 against lmref, forward and (autograd
   against lmref's manual backward) gradients, at the op's float64 tolerance (at least
@@ -15,7 +17,8 @@ seeds) are run through the framework and through lmref:
 
 Each cell holds the largest absolute error. Then the known convention differences are probed
 (documented deviations, not failures) and the command exits with 0 when every check passes,
-1 when one fails, 2 when the framework is not installed.
+1 when one fails or when no case was checked at all, 2 when the framework is not installed or
+an argument is wrong.
 """
 from __future__ import annotations
 
@@ -422,6 +425,88 @@ def _probe_same_even_kernel(fw):
         if same else "2x2 kernel, 'same': results differ (extra pixel on another side?)"
 
 
+def _map_coordinates(fw, x2, px, py, order, mode):
+    """``jax.scipy.ndimage.map_coordinates`` of one plane at absolute (row, column) positions."""
+    from jax.scipy.ndimage import map_coordinates
+    with fw.jax.enable_x64(True):
+        return np.asarray(map_coordinates(x2, [py, px], order=order, mode=mode), np.float64)
+
+
+def _probe_jax_nearest_ties(fw):
+    from lmref.motion import warp
+    x = np.arange(1.0, 13.0).reshape(1, 1, 2, 6)
+    flow = np.zeros((2, 6, 2))
+    flow[..., 0] = -0.5  # every sample half-way; column 0 at p = -0.5
+    ours = warp(x, flow, mode="nearest", boundary="zeros")[0, 0]
+    ys, xs = np.mgrid[0:2, 0:6].astype(np.float64)
+    theirs = _map_coordinates(fw, x[0, 0], xs - 0.5, ys, 0, "constant")
+    n = int(np.sum(ours != theirs))
+    return ("differs" if n else "agrees"), \
+        f"uniform dx = -0.5, zeros: {n} of {x.size} pixels differ (column 0: p = -0.5 rounds " \
+        f"to -1, outside, in map_coordinates; to 0 in lmref)"
+
+
+def _probe_jax_map_coordinates_modes(fw):
+    from lmref.motion import warp
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 1, 5, 6))
+    flow = rng.uniform(-3, 3, (5, 6, 2))
+    ys, xs = np.mgrid[0:5, 0:6].astype(np.float64)
+    bad = []
+    for ours_mode, theirs_mode in (("zeros", "constant"), ("border", "nearest"), ("wrap", "wrap")):
+        ours = warp(x, flow, boundary=ours_mode)[0, 0]
+        theirs = _map_coordinates(fw, x[0, 0], xs + flow[..., 0], ys + flow[..., 1], 1,
+                                  theirs_mode)
+        if not np.allclose(ours, theirs, rtol=1e-12, atol=1e-12):
+            bad.append(ours_mode)
+    return ("differs" if bad else "agrees"), \
+        "bilinear, flows in [-3, 3]: zeros = mode 'constant', border = 'nearest', wrap = " \
+        "'wrap' " + (f"except {bad}" if bad else "all agree")
+
+
+def _probe_jax_strided_same(fw):
+    from jax import lax
+
+    from lmref.conv import conv2d
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((1, 1, 7, 8)), rng.standard_normal((1, 1, 2, 3))
+    ours = conv2d(x, w, stride=2, padding="same")
+    with fw.jax.enable_x64(True):
+        theirs = np.asarray(lax.conv_general_dilated(x, w, (2, 2), "SAME",
+                                                     dimension_numbers=("NCHW", "OIHW", "NCHW")))
+    same = ours.shape == theirs.shape and np.allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+    return ("agrees" if same else "differs"), \
+        f"7x8 input, 2x3 kernel, stride 2: lmref {ours.shape[2:]}, JAX {theirs.shape[2:]}, " \
+        + ("values equal" if same else "values differ")
+
+
+def _probe_jax_conv_transpose_padding(fw):
+    from jax import lax
+
+    from lmref.conv import conv_transpose2d
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((1, 2, 4, 4)), rng.standard_normal((2, 3, 3, 3))
+    ours = conv_transpose2d(x, w, stride=2, padding=0, output_padding=1)
+    # with transpose_kernel=True the spec names the *forward* conv's kernel: lmref's
+    # (C_in, C_out, kH, kW) is then "OIHW"
+    dn = ("NCHW", "OIHW", "NCHW")
+
+    def jax_t(pads):
+        with fw.jax.enable_x64(True):
+            return np.asarray(lax.conv_transpose(x, w, (2, 2), pads, dimension_numbers=dn,
+                                                 transpose_kernel=True))
+
+    def same(a):
+        return a.shape == ours.shape and np.allclose(a, ours, rtol=1e-12, atol=1e-12)
+
+    naive = jax_t([(0, 1), (0, 1)])       # torch's padding=0, output_padding=1 read literally
+    mapped = jax_t([(2, 3), (2, 3)])      # (d (k - 1) - p, d (k - 1) - p + output_padding)
+    return ("agrees" if same(naive) else "differs"), \
+        f"stride 2, 3x3, padding 0, output_padding 1: lmref {ours.shape[2:]}; " \
+        f"lax.conv_transpose(padding=[(0, 1)] * 2) {naive.shape[2:]}; [(2, 3)] * 2 " \
+        f"{'matches' if same(mapped) else 'does NOT match'} lmref"
+
+
 DEVIATIONS = [
     Deviation("warp", "torch", "nearest rounding at exact ties",
               "floor(p + 0.5): ties round half up",
@@ -439,6 +524,27 @@ DEVIATIONS = [
               "allowed: output ceil(n / stride), TensorFlow's split (extra pixel at the end)",
               "F.conv2d refuses padding='same' for strided convolutions", "refused",
               _probe_strided_same),
+    Deviation("warp", "jax", "nearest rounding at exact ties (map_coordinates)",
+              "floor(p + 0.5): ties round half up",
+              "jax.scipy.ndimage.map_coordinates(order=0) rounds half away from zero (differs "
+              "at negative ties only); lmref's JAX peer is an explicit gather with lmref's rule",
+              "differs", _probe_jax_nearest_ties),
+    Deviation("warp", "jax", "boundary modes of map_coordinates",
+              "boundary zeros / border / wrap; flows in pixels, (dx, dy) = (columns, rows)",
+              "map_coordinates(order=1) takes absolute (row, column) positions; mode 'constant' "
+              "(cval 0), 'nearest', 'wrap' are the same samples", "agrees",
+              _probe_jax_map_coordinates_modes),
+    Deviation("conv2d", "jax", "'same' padding with stride > 1",
+              "output ceil(n / stride), total padding split with the extra pixel at the end",
+              "lax.conv_general_dilated(padding='SAME'): the same rule for every stride and "
+              "dilation (lmref's JAX peer passes 'SAME' through)", "agrees",
+              _probe_jax_strided_same),
+    Deviation("conv_transpose2d", "jax", "meaning of conv_transpose padding",
+              "padding / output_padding as torch: output (n - 1) s - 2 p + d (k - 1) + "
+              "output_padding + 1",
+              "lax.conv_transpose pads the stride-dilated input: pass pairs (d (k - 1) - p, "
+              "d (k - 1) - p + output_padding) with transpose_kernel=True", "differs",
+              _probe_jax_conv_transpose_padding),
     Deviation("conv2d", "torch", "'same' padding with an even kernel",
               "total padding d (k - 1), the extra pixel at the end (bottom/right)",
               "the same split", "agrees", _probe_same_even_kernel),
