@@ -36,6 +36,9 @@ class Op:
     cuda : the :mod:`lmref.cuda` twin, if any.
     peer : a PyTorch formulation ``f(*tensors, **kwargs) -> tensor`` (differentiable by autograd).
     peer_name : what the peer is, in words (shown in tables).
+    jax_peer : a JAX formulation ``f(*arrays, **kwargs) -> array`` (differentiable by ``jax.vjp``);
+        by default ``lmref.peers.jax_<family>`` with the torch peer's name, or the op's name
+        (see :func:`lmref.peers.jax_peer`).
     example : ``example(rng) -> (args, kwargs)`` with small inputs.
     rtol, atol : tolerance of fast vs reference and vs the peer (float64).
     nondiff : indices of ``args`` that are not differentiable (no gradient is checked).
@@ -48,6 +51,7 @@ class Op:
     cuda: str | None = None
     peer: str | None = None
     peer_name: str = ""
+    jax_peer: str | None = None
     example: str | None = None
     rtol: float = 1e-10
     atol: float = 1e-12

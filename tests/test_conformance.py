@@ -166,3 +166,58 @@ def test_float32_tolerance_scales_with_the_result():
     assert C._cell(ours, theirs, *C._F32, scaled=True).ok
     assert not C._cell(ours, theirs, *C._F32, scaled=False).ok
     assert not C._cell(ours, ours * (1 + 1e-4), *C._F32, scaled=True).ok
+
+
+# --- your own functions (issue 17 section 3) --------------------------------------------------
+
+def test_user_torch_peer_mapping(torch):
+    def my_relu(x):
+        return torch.clamp(x, min=0)
+
+    res = C.run_conformance("torch", peers={"relu": my_relu}, seeds=1)
+    assert res.ok and [r.op for r in res.rows] == ["relu"] and "my_relu" in res.rows[0].peer
+    assert not res.deviations  # the built-in peers' deviations are not about your code
+    bad = C.run_conformance("torch", peers={"relu": lambda x: torch.abs(x)}, seeds=1)
+    assert not bad.ok and not bad.rows[0].cells["f64 fwd"].ok
+
+
+def test_user_numpy_peer_with_and_without_backward():
+    from lmref.layers import relu, relu_backward
+    res = C.run_conformance("numpy", peers={"relu": (relu, relu_backward)}, seeds=1)
+    assert res.ok and res.rows[0].cells["f64 bwd"].err is not None
+    fwd_only = C.run_conformance("numpy", peers={"relu": lambda x: np.maximum(x, 0)}, seeds=1)
+    assert fwd_only.ok and fwd_only.rows[0].cells["f64 bwd"].note == "-"
+
+    def wrong_backward(g, x):
+        return (g,)  # passes the gradient everywhere
+
+    res = C.run_conformance("numpy", peers={"relu": (relu, wrong_backward)}, seeds=1)
+    assert not res.ok and res.rows[0].cells["f64 fwd"].ok and not res.rows[0].cells["f64 bwd"].ok
+
+
+def test_peer_option_on_the_command_line(torch):
+    out = []
+    rc = C.main(["--peer", "relu=lmref.peers.torch_layers:relu", "--seeds", "1"],
+                print_fn=out.append)
+    assert rc == 0, "\n".join(out)
+    assert "1 of 1 cases pass" in "\n".join(out)
+    out = []
+    rc = C.main(["--framework", "numpy", "--peer", "relu=lmref.layers:relu",
+                 "--peer-backward", "relu=lmref.layers:relu_backward", "--seeds", "1"],
+                print_fn=out.append)
+    assert rc == 0, "\n".join(out)
+    for bad, match in ((["--peer", "relu"], "OP=MODULE:FUNC"),
+                       (["--peer", "relu=no_such_module_xyz:f"], "cannot load peer"),
+                       (["--peer", "nope=lmref.layers:relu"], "unknown: ['nope']"),
+                       (["--peer-backward", "relu=lmref.layers:relu_backward"], "numpy")):
+        out = []
+        assert C.main(bad, print_fn=out.append) == 2
+        assert match in out[0], out
+
+
+def test_a_run_that_checked_nothing_fails():
+    out = []
+    assert C.main(["--framework", "numpy", "--seeds", "1"], print_fn=out.append) == 1
+    assert "no case was checked" in "\n".join(out) and "0 of 0" not in "\n".join(out)
+    res = C.run_conformance("numpy", ops=["relu"], seeds=1)
+    assert res.rows == [] and not res.ok

@@ -1,9 +1,11 @@
 """Conformance: the installed PyTorch (or JAX) against lmref, op by op, as a table.
 
-Run ``python -m lmref.testing.conformance --framework torch``. For every registered op with a
-peer (``lmref.registry``; the peers live in ``lmref.peers.torch_<family>``, a JAX twin would
-live in ``lmref.peers.jax_<family>``), a few cases (the op's example drawn with several
-seeds) are run through the framework and through lmref:
+Run ``python -m lmref.testing.conformance --framework torch`` (or ``jax``). For every
+registered op with a peer (``lmref.registry``; the peers live in ``lmref.peers.torch_<family>``
+and ``lmref.peers.jax_<family>``), a few cases (the op's example drawn with several seeds) are
+run through the framework and through lmref. ``--peer OP=MODULE:FUNC`` (or ``peers=`` of
+:func:`run_conformance`) checks your own function instead, ``--framework numpy`` plain NumPy
+functions (``--peer-backward`` adds their backward):
 
 * ``f64 fwd`` / ``f64 bwd``: the framework in float64 against lmref, forward and (autograd
   against lmref's manual backward) gradients, at the op's float64 tolerance (at least
@@ -15,7 +17,8 @@ seeds) are run through the framework and through lmref:
 
 Each cell holds the largest absolute error. Then the known convention differences are probed
 (documented deviations, not failures) and the command exits with 0 when every check passes,
-1 when one fails, 2 when the framework is not installed.
+1 when one fails or when no case was checked at all, 2 when the framework is not installed or
+an argument is wrong.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from lmref.testing import compare
 
 __all__ = ["run_conformance", "ConformanceResult", "Row", "Deviation", "DEVIATIONS", "main"]
 
-FRAMEWORKS = ("torch", "jax")
+FRAMEWORKS = ("torch", "jax", "numpy")
 CHECKS = ("f64 fwd", "f64 bwd", "f32 fwd", "f32 bwd")
 _F32 = (1.3e-6, 1e-5)
 
@@ -92,7 +95,9 @@ class ConformanceResult:
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.rows) and not any(s == "error" for _, s, _ in self.deviations)
+        """Every checked case passed and no probe broke; a run that checked nothing fails."""
+        return bool(self.rows) and all(r.ok for r in self.rows) and \
+            not any(s == "error" for _, s, _ in self.deviations)
 
 
 # --- frameworks --------------------------------------------------------------------------------
@@ -107,6 +112,9 @@ class _Torch:
 
     def peer(self, op):
         return op.get("peer") if op.peer else None
+
+    def peer_name(self, op):
+        return op.peer_name or op.peer or ""
 
     def run(self, fn, args, kwargs, dtype, grad_out=None, nondiff=()):
         torch = self.torch
@@ -134,54 +142,63 @@ class _Torch:
 
 
 class _Jax:
-    """JAX peers are looked up as ``lmref.peers.jax_<family>:<name>`` (float64 via x64)."""
+    """JAX peers: :func:`lmref.peers.jax_peer` (``lmref.peers.jax_<family>``), run by
+    :func:`lmref.peers.run_jax_peer` inside ``jax.enable_x64(True)`` (thread-local: the global
+    flag is left alone), gradients by ``jax.vjp``."""
 
     name = "jax"
 
     def __init__(self):
         import jax
-        jax.config.update("jax_enable_x64", True)
         self.jax = jax
         self.version = jax.__version__
 
     def peer(self, op):
-        if not op.peer:
-            return None
-        module, _, attr = op.peer.partition(":")
-        pkg, _, fam = module.rpartition(".")
-        try:
-            return registry.resolve(f"{pkg}.{fam.replace('torch_', 'jax_', 1)}:{attr}")
-        except (ImportError, AttributeError):
-            return None
+        from lmref.peers import jax_peer
+        found = jax_peer(op)
+        return None if found is None else found[0]
+
+    def peer_name(self, op):
+        from lmref.peers import jax_peer
+        found = jax_peer(op)
+        return "" if found is None else found[1]
 
     def run(self, fn, args, kwargs, dtype, grad_out=None, nondiff=()):
-        import jax.numpy as jnp
-        xs = [jnp.asarray(np.asarray(a, np.float64), dtype=dtype) for a in args]
+        from lmref.peers import run_jax_peer
+        res = run_jax_peer(fn, args, kwargs, grad_out, nondiff=nondiff, dtype=dtype)
+        out, grads = (res, None) if grad_out is None else res
+        return _tuple(out), grads
 
-        def f(*diff):
-            it = iter(diff)
-            full = [x if i in nondiff else next(it) for i, x in enumerate(xs)]
-            return fn(*full, **kwargs)
 
-        diff = [x for i, x in enumerate(xs) if i not in nondiff]
-        out, vjp = self.jax.vjp(f, *diff)
-        outs = out if isinstance(out, (tuple, list)) else (out,)
-        out_np = tuple(np.asarray(o, np.float64) for o in outs)
-        if grad_out is None:
-            return out_np, None
-        is_tuple = isinstance(out, (tuple, list))
-        cts = vjp(tuple(jnp.asarray(g, dtype=dtype) for g in grad_out) if is_tuple
-                  else jnp.asarray(grad_out, dtype=dtype))
-        it = iter(cts)
-        return out_np, tuple(None if i in nondiff else np.asarray(next(it), np.float64)
-                             for i in range(len(xs)))
+class _NumPy:
+    """User functions on NumPy arrays (``framework="numpy"``): no autodiff, so the backward
+    columns run only for ops given a ``(forward, backward)`` pair, ``backward(grad_out,
+    *arrays, **kwargs) -> tuple`` in lmref's signature."""
+
+    name = "numpy"
+
+    def __init__(self):
+        self.version = np.__version__
+
+    def peer(self, op):
+        return None
+
+    def run(self, fn, args, kwargs, dtype, grad_out=None, nondiff=()):
+        forward, backward = fn if isinstance(fn, tuple) else (fn, None)
+        xs = [np.asarray(a, np.float64).astype(dtype) for a in args]
+        out = tuple(np.asarray(o, np.float64) for o in _tuple(forward(*xs, **kwargs)))
+        if grad_out is None or backward is None:
+            return out, None
+        gos = tuple(np.asarray(g, np.float64).astype(dtype) for g in _tuple(grad_out))
+        grads = _tuple(backward(gos if isinstance(grad_out, tuple) else gos[0], *xs, **kwargs))
+        return out, tuple(None if g is None else np.asarray(g, np.float64) for g in grads)
 
 
 def _load_framework(name: str):
     if name not in FRAMEWORKS:
         raise ValueError(f"framework must be one of {FRAMEWORKS}, got {name!r}")
     try:
-        return _Torch() if name == "torch" else _Jax()
+        return {"torch": _Torch, "jax": _Jax, "numpy": _NumPy}[name]()
     except ImportError:
         return None
 
@@ -238,7 +255,7 @@ def _check_case(fw, op, peer, args, kw, checks) -> dict:
         if fwd_key in checks:
             cells[fwd_key] = _cell(ours, theirs, rtol, atol, scaled=scaled)
         if bwd_key in checks:
-            if not want_bwd:
+            if not want_bwd or grads is None:  # no backward, or a user peer without one
                 cells[bwd_key] = Cell(note="-")
             else:
                 mine = _tuple(bwd(g, *inputs, **kw))
@@ -248,31 +265,62 @@ def _check_case(fw, op, peer, args, kw, checks) -> dict:
     return cells
 
 
+def _user_peer(value, framework):
+    """A user peer: a callable, a ``"module:attr"`` string, or (numpy) a (forward, backward) pair."""
+    if isinstance(value, str):
+        if ":" not in value:
+            raise ValueError(f"a peer must be 'module:function', got {value!r}")
+        try:
+            return registry.resolve(value)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"cannot load peer {value!r}: {type(exc).__name__}: {exc}") from None
+    if isinstance(value, tuple) and framework == "numpy" and len(value) == 2:
+        fwd, bwd = (_user_peer(v, framework) if v is not None else None for v in value)
+        return (fwd, bwd)
+    if not callable(value):
+        raise TypeError(f"a peer must be a callable or 'module:function', got "
+                        f"{type(value).__name__}")
+    return value
+
+
 def run_conformance(framework: str = "torch", *, ops=None, seeds: int = 3,
-                    checks=CHECKS, probe_deviations: bool = True) -> ConformanceResult | None:
+                    checks=CHECKS, probe_deviations: bool = True,
+                    peers=None) -> ConformanceResult | None:
     """Check ``framework`` against lmref for every registered op with a peer.
 
     Returns ``None`` when the framework is not installed. ``ops`` restricts the op names;
     ``seeds`` is the number of cases per op (the op's example with seeds 0, 1, ...).
+
+    ``peers`` checks *your* functions instead of lmref's built-in peers: a mapping from op
+    name to a callable (or a ``"module:function"`` string) with the op's signature in the
+    framework's arrays: torch tensors for ``"torch"`` (gradients by autograd), JAX arrays for
+    ``"jax"`` (``jax.vjp``), NumPy arrays for ``"numpy"`` (forward only, or a ``(forward,
+    backward)`` pair with ``backward(grad_out, *arrays, **kwargs) -> tuple``). Without ``ops``
+    exactly the mapped ops are checked, on the registry's example inputs and options; the
+    documented convention differences are then not probed (they are about the built-in peers).
+    A result with no checked case is not ``ok``.
     """
     fw = _load_framework(framework)
     if fw is None:
         return None
     table = registry.ops()
-    names = list(table) if ops is None else list(ops)
-    unknown = [n for n in names if n not in table]
+    user = {} if peers is None else dict(peers)
+    names = list(table) if ops is None and not user else list(ops if ops is not None else user)
+    unknown = [n for n in dict.fromkeys(names + list(user)) if n not in table]
     if unknown:
         raise ValueError(f"ops must be registered op names, unknown: {unknown}; "
                          f"registered: {sorted(table)}")
+    user = {n: _user_peer(v, framework) for n, v in user.items()}
     rows, skipped = [], []
     for name in names:
         op = table[name]
-        peer = fw.peer(op)
+        peer = user[name] if name in user else fw.peer(op)
         if peer is None or op.example is None:
             skipped.append((name, f"no {framework} counterpart" if peer is None else "no example"))
             continue
+        label = _describe(user[name]) if name in user else fw.peer_name(op)
         for seed in range(seeds):
-            row = Row(name, op.peer_name or op.peer or "", f"#{seed}")
+            row = Row(name, label, f"#{seed}")
             try:
                 args, kw = op.get("example")(np.random.default_rng(seed))
                 row.cells = _check_case(fw, op, peer, args, kw, checks)
@@ -280,7 +328,7 @@ def run_conformance(framework: str = "torch", *, ops=None, seeds: int = 3,
                 row.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             rows.append(row)
     devs = []
-    if probe_deviations:
+    if probe_deviations and not user:
         for dev in DEVIATIONS:
             if dev.framework != framework or dev.op not in table or dev.op not in names:
                 continue
@@ -290,6 +338,12 @@ def run_conformance(framework: str = "torch", *, ops=None, seeds: int = 3,
                 status, detail = "error", f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             devs.append((dev, status, detail))
     return ConformanceResult(framework, fw.version, rows, devs, skipped)
+
+
+def _describe(fn) -> str:
+    fn = fn[0] if isinstance(fn, tuple) else fn
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    return f"yours: {getattr(fn, '__module__', None) or '?'}.{name}"
 
 
 # --- known convention differences --------------------------------------------------------------
@@ -371,6 +425,88 @@ def _probe_same_even_kernel(fw):
         if same else "2x2 kernel, 'same': results differ (extra pixel on another side?)"
 
 
+def _map_coordinates(fw, x2, px, py, order, mode):
+    """``jax.scipy.ndimage.map_coordinates`` of one plane at absolute (row, column) positions."""
+    from jax.scipy.ndimage import map_coordinates
+    with fw.jax.enable_x64(True):
+        return np.asarray(map_coordinates(x2, [py, px], order=order, mode=mode), np.float64)
+
+
+def _probe_jax_nearest_ties(fw):
+    from lmref.motion import warp
+    x = np.arange(1.0, 13.0).reshape(1, 1, 2, 6)
+    flow = np.zeros((2, 6, 2))
+    flow[..., 0] = -0.5  # every sample half-way; column 0 at p = -0.5
+    ours = warp(x, flow, mode="nearest", boundary="zeros")[0, 0]
+    ys, xs = np.mgrid[0:2, 0:6].astype(np.float64)
+    theirs = _map_coordinates(fw, x[0, 0], xs - 0.5, ys, 0, "constant")
+    n = int(np.sum(ours != theirs))
+    return ("differs" if n else "agrees"), \
+        f"uniform dx = -0.5, zeros: {n} of {x.size} pixels differ (column 0: p = -0.5 rounds " \
+        f"to -1, outside, in map_coordinates; to 0 in lmref)"
+
+
+def _probe_jax_map_coordinates_modes(fw):
+    from lmref.motion import warp
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 1, 5, 6))
+    flow = rng.uniform(-3, 3, (5, 6, 2))
+    ys, xs = np.mgrid[0:5, 0:6].astype(np.float64)
+    bad = []
+    for ours_mode, theirs_mode in (("zeros", "constant"), ("border", "nearest"), ("wrap", "wrap")):
+        ours = warp(x, flow, boundary=ours_mode)[0, 0]
+        theirs = _map_coordinates(fw, x[0, 0], xs + flow[..., 0], ys + flow[..., 1], 1,
+                                  theirs_mode)
+        if not np.allclose(ours, theirs, rtol=1e-12, atol=1e-12):
+            bad.append(ours_mode)
+    return ("differs" if bad else "agrees"), \
+        "bilinear, flows in [-3, 3]: zeros = mode 'constant', border = 'nearest', wrap = " \
+        "'wrap' " + (f"except {bad}" if bad else "all agree")
+
+
+def _probe_jax_strided_same(fw):
+    from jax import lax
+
+    from lmref.conv import conv2d
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((1, 1, 7, 8)), rng.standard_normal((1, 1, 2, 3))
+    ours = conv2d(x, w, stride=2, padding="same")
+    with fw.jax.enable_x64(True):
+        theirs = np.asarray(lax.conv_general_dilated(x, w, (2, 2), "SAME",
+                                                     dimension_numbers=("NCHW", "OIHW", "NCHW")))
+    same = ours.shape == theirs.shape and np.allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+    return ("agrees" if same else "differs"), \
+        f"7x8 input, 2x3 kernel, stride 2: lmref {ours.shape[2:]}, JAX {theirs.shape[2:]}, " \
+        + ("values equal" if same else "values differ")
+
+
+def _probe_jax_conv_transpose_padding(fw):
+    from jax import lax
+
+    from lmref.conv import conv_transpose2d
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((1, 2, 4, 4)), rng.standard_normal((2, 3, 3, 3))
+    ours = conv_transpose2d(x, w, stride=2, padding=0, output_padding=1)
+    # with transpose_kernel=True the spec names the *forward* conv's kernel: lmref's
+    # (C_in, C_out, kH, kW) is then "OIHW"
+    dn = ("NCHW", "OIHW", "NCHW")
+
+    def jax_t(pads):
+        with fw.jax.enable_x64(True):
+            return np.asarray(lax.conv_transpose(x, w, (2, 2), pads, dimension_numbers=dn,
+                                                 transpose_kernel=True))
+
+    def same(a):
+        return a.shape == ours.shape and np.allclose(a, ours, rtol=1e-12, atol=1e-12)
+
+    naive = jax_t([(0, 1), (0, 1)])       # torch's padding=0, output_padding=1 read literally
+    mapped = jax_t([(2, 3), (2, 3)])      # (d (k - 1) - p, d (k - 1) - p + output_padding)
+    return ("agrees" if same(naive) else "differs"), \
+        f"stride 2, 3x3, padding 0, output_padding 1: lmref {ours.shape[2:]}; " \
+        f"lax.conv_transpose(padding=[(0, 1)] * 2) {naive.shape[2:]}; [(2, 3)] * 2 " \
+        f"{'matches' if same(mapped) else 'does NOT match'} lmref"
+
+
 DEVIATIONS = [
     Deviation("warp", "torch", "nearest rounding at exact ties",
               "floor(p + 0.5): ties round half up",
@@ -388,6 +524,27 @@ DEVIATIONS = [
               "allowed: output ceil(n / stride), TensorFlow's split (extra pixel at the end)",
               "F.conv2d refuses padding='same' for strided convolutions", "refused",
               _probe_strided_same),
+    Deviation("warp", "jax", "nearest rounding at exact ties (map_coordinates)",
+              "floor(p + 0.5): ties round half up",
+              "jax.scipy.ndimage.map_coordinates(order=0) rounds half away from zero (differs "
+              "at negative ties only); lmref's JAX peer is an explicit gather with lmref's rule",
+              "differs", _probe_jax_nearest_ties),
+    Deviation("warp", "jax", "boundary modes of map_coordinates",
+              "boundary zeros / border / wrap; flows in pixels, (dx, dy) = (columns, rows)",
+              "map_coordinates(order=1) takes absolute (row, column) positions; mode 'constant' "
+              "(cval 0), 'nearest', 'wrap' are the same samples", "agrees",
+              _probe_jax_map_coordinates_modes),
+    Deviation("conv2d", "jax", "'same' padding with stride > 1",
+              "output ceil(n / stride), total padding split with the extra pixel at the end",
+              "lax.conv_general_dilated(padding='SAME'): the same rule for every stride and "
+              "dilation (lmref's JAX peer passes 'SAME' through)", "agrees",
+              _probe_jax_strided_same),
+    Deviation("conv_transpose2d", "jax", "meaning of conv_transpose padding",
+              "padding / output_padding as torch: output (n - 1) s - 2 p + d (k - 1) + "
+              "output_padding + 1",
+              "lax.conv_transpose pads the stride-dilated input: pass pairs (d (k - 1) - p, "
+              "d (k - 1) - p + output_padding) with transpose_kernel=True", "differs",
+              _probe_jax_conv_transpose_padding),
     Deviation("conv2d", "torch", "'same' padding with an even kernel",
               "total padding d (k - 1), the extra pixel at the end (bottom/right)",
               "the same split", "agrees", _probe_same_even_kernel),
@@ -427,6 +584,10 @@ def format_result(res: ConformanceResult, checks=CHECKS) -> list[str]:
             if detail:
                 lines.append(f"    probe: {detail}")
     n_ok = sum(r.ok for r in res.rows)
+    if not res.rows:
+        lines += ["", f"FAILED: no case was checked (no op here has a {res.framework} "
+                      f"counterpart and an example); nothing was compared"]
+        return lines
     lines += ["", f"{n_ok} of {len(res.rows)} cases pass"
               + ("" if res.ok else " -- FAILURES above")
               + f"; tolerances: float64 max(op tolerance, rtol 1e-9 / atol 1e-10), float32 "
@@ -441,15 +602,22 @@ def main(argv=None, print_fn=print) -> int:
     p.add_argument("--ops", default=None, help="comma-separated op names (default: all)")
     p.add_argument("--seeds", type=int, default=3, help="cases per op (default 3)")
     p.add_argument("--no-float32", action="store_true", help="float64 checks only")
+    p.add_argument("--peer", action="append", default=[], metavar="OP=MODULE:FUNC",
+                   help="check your own function for OP instead of lmref's built-in peer "
+                        "(repeatable); it takes the framework's arrays and the op's options")
+    p.add_argument("--peer-backward", action="append", default=[], metavar="OP=MODULE:FUNC",
+                   help="with --framework numpy: your backward(grad_out, *arrays, **options) "
+                        "for OP (torch and jax differentiate the forward themselves)")
     args = p.parse_args(argv)
     checks = tuple(c for c in CHECKS if not (args.no_float32 and c.startswith("f32")))
     if args.framework == "torch":
         _quiet_torch_threads()
     try:
+        peers = _parse_peers(args.peer, args.peer_backward, args.framework)
         res = run_conformance(args.framework, ops=None if args.ops is None else
                               [o.strip() for o in args.ops.split(",") if o.strip()],
-                              seeds=args.seeds, checks=checks)
-    except ValueError as exc:
+                              seeds=args.seeds, checks=checks, peers=peers or None)
+    except (ValueError, TypeError) as exc:
         print_fn(f"error: {exc}")
         return 2
     if res is None:
@@ -459,6 +627,25 @@ def main(argv=None, print_fn=print) -> int:
     for line in format_result(res, checks):
         print_fn(line)
     return 0 if res.ok else 1
+
+
+def _parse_peers(forward, backward, framework) -> dict:
+    def split(items, flag):
+        out = {}
+        for item in items:
+            op, sep, path = item.partition("=")
+            if not sep or not op.strip() or ":" not in path:
+                raise ValueError(f"{flag} must look like OP=MODULE:FUNC, got {item!r}")
+            out[op.strip()] = path.strip()
+        return out
+    fwd, bwd = split(forward, "--peer"), split(backward, "--peer-backward")
+    if bwd and framework != "numpy":
+        raise ValueError("--peer-backward is for --framework numpy (torch and jax "
+                         "differentiate the forward)")
+    missing = sorted(set(bwd) - set(fwd))
+    if missing:
+        raise ValueError(f"--peer-backward given without --peer for {missing}")
+    return {op: (path, bwd[op]) if op in bwd else path for op, path in fwd.items()}
 
 
 def _quiet_torch_threads():
