@@ -35,6 +35,7 @@ import math
 import numpy as np
 
 from lmref._numba import jit, pjit, prange
+from lmref._padding import resolve_padding
 from lmref._validation import (as_float64, as_int, as_tuple, check_alloc, check_shape,
                                max_bytes, one_of)
 from lmref.registry import Op
@@ -94,7 +95,24 @@ def _relu_reference(x):
     return np.array(flat, dtype=np.float64).reshape(a.shape)
 
 
-# ----------------------------------------------------------------------------- pooling: validation
+# ----------------------------------------------------------------------------- pooling: geometry
+
+#: Options up to this size take the compiled window-table path (every index it forms, o * s +
+#: k * d, stays far below 2^63); larger valid ones (issue 18 item 7) take exact Python ints.
+_SMALL_OPTION = 2**30
+#: float64 holds every integer below this exactly, so float(a) * float(b) == float(a * b)
+_EXACT_FLOAT_INT = 2**53
+
+
+def _out_len(size, k, s, before, after, d, ceil_mode) -> int:
+    """Output length along one axis (exact Python ints): PyTorch's ``pooling_output_shape``
+    with the padding split into ``before`` and ``after`` (ONNX's rule for explicit pads)."""
+    span = size + before + after - (d * (k - 1) + 1)
+    out = (span + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + before:
+        out -= 1  # the last window must start inside the frame or the left padding
+    return out
+
 
 def pool_output_size(size, kernel_size, stride, padding, dilation=1, ceil_mode=False) -> int:
     """PyTorch's ``pooling_output_shape`` for one axis (ints in, int out).
@@ -104,7 +122,9 @@ def pool_output_size(size, kernel_size, stride, padding, dilation=1, ceil_mode=F
     size : int >= 1
         Length of the input axis.
     kernel_size, stride, dilation : int >= 1
-    padding : int >= 0
+        Any size: exact Python integers, no overflow.
+    padding : int >= 0 or (int, int)
+        The same on both sides, or ``(before, after)`` (ONNX's explicit ``pads``).
     ceil_mode : bool
 
     Returns
@@ -120,142 +140,194 @@ def pool_output_size(size, kernel_size, stride, padding, dilation=1, ceil_mode=F
     ValueError
         If an argument is below its minimum, naming it.
     """
-    size = as_int(size, "size", minimum=1)
-    kernel_size = as_int(kernel_size, "kernel_size", minimum=1)
-    stride = as_int(stride, "stride", minimum=1)
-    padding = as_int(padding, "padding", minimum=0)
-    dilation = as_int(dilation, "dilation", minimum=1)
+    size = as_int(size, "size", minimum=1, maximum=None)
+    kernel_size = as_int(kernel_size, "kernel_size", minimum=1, maximum=None)
+    stride = as_int(stride, "stride", minimum=1, maximum=None)
+    if isinstance(padding, (tuple, list)):
+        (before, after), = resolve_padding((tuple(padding),), 1, strings=(), maximum=None)
+    else:
+        before = after = as_int(padding, "padding", minimum=0, maximum=None)
+    dilation = as_int(dilation, "dilation", minimum=1, maximum=None)
     _flag(ceil_mode, "ceil_mode")
-    eff = dilation * (kernel_size - 1) + 1
-    span = size + 2 * padding - eff
-    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1  # the last window must start inside the frame or the left padding
-    return out
+    return _out_len(size, kernel_size, stride, before, after, dilation, bool(ceil_mode))
+
+
+def _is_default_stride(stride) -> bool:
+    """``None`` or an empty sequence: the kernel size (PyTorch's rule)."""
+    return stride is None or (isinstance(stride, (tuple, list, np.ndarray)) and len(stride) == 0)
+
+
+class _Geometry:
+    """Validated pooling geometry: per axis kernel, stride, (before, after) padding, dilation
+    (exact Python ints) and the planes ``(P, H, W)`` of ``x``."""
+
+    def __init__(self, x, kernel_size, stride, padding, dilation, ceil_mode, spatial=None):
+        a = as_float64(x, "x", ndim=(3, 4))
+        self.k = as_tuple(kernel_size, "kernel_size", 2, minimum=1, maximum=None)
+        self.s = self.k if _is_default_stride(stride) else as_tuple(stride, "stride", 2,
+                                                                    minimum=1, maximum=None)
+        self.d = as_tuple(dilation, "dilation", 2, minimum=1, maximum=None)
+        self.ceil = bool(_flag(ceil_mode, "ceil_mode"))
+        H, W = a.shape[-2:] if spatial is None else spatial  # spatial: the geometry only
+        self.pads = resolve_padding(padding, 2, sizes=(H, W), kernel_sizes=self.k,
+                                    strides=self.s, dilations=self.d, maximum=None)
+        oh, ow = (_out_len(n, k, s, b, e, d, self.ceil) for n, k, s, (b, e), d
+                  in zip((H, W), self.k, self.s, self.pads, self.d))
+        if oh < 1 or ow < 1:
+            raise ValueError(f"x of spatial size {(H, W)} is too small for kernel_size "
+                             f"{self.k}, dilation {self.d} and padding {self.pads} (output "
+                             f"{(oh, ow)})")
+        self.shape = a.shape
+        self.out_shape = a.shape[:-2] + (oh, ow)
+        # with padding up to kernel_size // 2 the output is never larger than the input
+        check_alloc(self.out_shape, "padding")
+        self.planes = a.reshape((-1, H, W)) if spatial is None else None
+        self.spatial = (H, W)
+
+    def windows(self):
+        """Per-axis window tables ``(rows, cols)`` (see :func:`_axis_windows`)."""
+        H, W = self.spatial
+        return tuple(_axis_windows(n, k, s, b, e, d, o) for n, k, s, (b, e), d, o in zip(
+            (H, W), self.k, self.s, self.pads, self.d, self.out_shape[-2:]))
 
 
 def _pool_args(x, kernel_size, stride, padding, dilation, ceil_mode):
-    """Validate pooling arguments; return planes (P, H, W), out shape and the int params."""
-    a = as_float64(x, "x", ndim=(3, 4))
-    k = as_tuple(kernel_size, "kernel_size", 2, minimum=1)
-    s = k if stride is None else as_tuple(stride, "stride", 2, minimum=1)
-    p = as_tuple(padding, "padding", 2, minimum=0)
-    d = as_tuple(dilation, "dilation", 2, minimum=1)
-    _flag(ceil_mode, "ceil_mode")
-    if p[0] > k[0] // 2 or p[1] > k[1] // 2:  # PyTorch's rule, whatever the dilation
-        raise ValueError(f"padding must be at most half of kernel_size (kernel_size // 2 = "
-                         f"{(k[0] // 2, k[1] // 2)}), got padding={p}, kernel_size={k}")
-    H, W = a.shape[-2:]
-    oh = pool_output_size(H, k[0], s[0], p[0], d[0], bool(ceil_mode))
-    ow = pool_output_size(W, k[1], s[1], p[1], d[1], bool(ceil_mode))
-    if oh < 1 or ow < 1:
-        raise ValueError(f"x of spatial size {(H, W)} is too small for kernel_size {k}, "
-                         f"dilation {d} and padding {p} (output {(oh, ow)})")
-    out_shape = a.shape[:-2] + (oh, ow)
-    check_alloc(out_shape, "the pooled output")
-    planes = a.reshape((-1, H, W))
-    return a.shape, planes, out_shape, k, s, p, d
+    """``(shape, planes, out_shape, k, s, padding before, d)`` (read by :mod:`lmref.cuda`)."""
+    g = _Geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
+    return g.shape, g.planes, g.out_shape, g.k, g.s, tuple(b for b, _ in g.pads), g.d
+
+
+def _has_window_without_taps(shape, kernel_size, stride=None, padding=0, dilation=1,
+                             ceil_mode=False) -> bool:
+    """Whether some window of this geometry has no tap inside the frame (only possible with
+    dilation or padding above ``kernel_size // 2``): torch 2.13's ``max_pool2d`` reads out of
+    range there, so lmref's torch cross-checks must never feed it such a geometry."""
+    rows, cols = _Geometry(np.zeros(tuple(shape[-3:-2]) + (1, 1)), kernel_size, stride,
+                           padding, dilation, ceil_mode, spatial=tuple(shape[-2:])).windows()
+    return bool(np.any(rows.first == rows.stop) or np.any(cols.first == cols.stop))
+
+
+class _Axis:
+    """Windows along one axis: in-frame taps ``range(first[o], stop[o], step)`` (empty when
+    ``first[o] == stop[o]``) and ``padded[o]``, the window length counted up to the padded
+    frame (PyTorch's ``count_include_pad`` divisor factor; ints, any size)."""
+
+    def __init__(self, first, stop, step, padded):
+        self.first, self.stop, self.step, self.padded = first, stop, step, padded
+
+
+@jit
+def _axis_windows_kernel(size, k, s, before, after, d, first, stop, padded):
+    for o in range(first.shape[0]):
+        start = o * s - before
+        f = start
+        if f < 0:
+            f += (-f + d - 1) // d * d  # straight to the first tap in frame (issue 18 item 0)
+        e = min(start + (k - 1) * d + 1, size)
+        first[o] = min(f, e)
+        stop[o] = e
+        padded[o] = min(start + k, size + after) - start
+
+
+def _axis_windows(size, k, s, before, after, d, n) -> _Axis:
+    """Window table of one axis; exact for any option size (huge ones in Python ints)."""
+    first, stop = np.empty(n, np.int64), np.empty(n, np.int64)
+    if max(k, s, before, after, d) <= _SMALL_OPTION:
+        padded = np.empty(n, np.int64)
+        _axis_windows_kernel(size, k, s, before, after, d, first, stop, padded)
+        padded = padded.tolist()
+    else:
+        padded = []
+        for o in range(n):
+            start = o * s - before
+            f = start + (-start + d - 1) // d * d if start < 0 else start
+            e = min(start + (k - 1) * d + 1, size)
+            first[o], stop[o] = min(f, e), e
+            padded.append(min(start + k, size + after) - start)
+    # a step >= size reaches one tap in frame, as the true step does: int64-safe and equal
+    return _Axis(first, stop, min(d, size), padded)
+
+
+def _avg_divisors(rows, cols, include_pad, divisor_override):
+    """float64 ``(H_out, W_out)`` divisors: the exact integer products, rounded once."""
+    shape = (len(rows.first), len(cols.first))
+    if divisor_override is not None:
+        return np.full(shape, float(divisor_override))
+    if include_pad:
+        a, b = rows.padded, cols.padded
+    else:  # in-frame taps (no dilation)
+        a, b = (rows.stop - rows.first).tolist(), (cols.stop - cols.first).tolist()
+    if max(a) < _EXACT_FLOAT_INT and max(b) < _EXACT_FLOAT_INT:
+        return np.multiply.outer(np.array(a, np.float64), np.array(b, np.float64))
+    return np.array([[float(i * j) for j in b] for i in a])  # no int64 overflow (item 4b)
 
 
 # ----------------------------------------------------------------------------- pooling: kernels
 
-@jit
-def _max_window(plane, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw):
-    """(value, flat index) of PyTorch's max over one window; index -1 if the window is empty.
-
-    The index starts at the first in-frame element (so an all ``-inf`` window sends its
-    gradient there, as PyTorch); ``v > best or isnan(v)`` keeps the first maximum and the
-    last NaN.
-    """
-    H, W = plane.shape
-    h0 = oh * sh - ph
-    w0 = ow * sw - pw
-    h1 = min(h0 + (kh - 1) * dh + 1, H)
-    w1 = min(w0 + (kw - 1) * dw + 1, W)
-    while h0 < 0:
-        h0 += dh
-    while w0 < 0:
-        w0 += dw
-    if h0 >= h1 or w0 >= w1:
-        return -np.inf, -1
-    best = -np.inf
-    idx = h0 * W + w0
-    for ih in range(h0, h1, dh):
-        for iw in range(w0, w1, dw):
-            v = plane[ih, iw]
-            if v > best or np.isnan(v):
-                best = v
-                idx = ih * W + iw
-    return best, idx
-
-
 @pjit
-def _max_pool_kernel(planes, out, kh, kw, sh, sw, ph, pw, dh, dw):
-    for p in prange(planes.shape[0]):
-        for oh in range(out.shape[1]):
-            for ow in range(out.shape[2]):
-                out[p, oh, ow] = _max_window(planes[p], oh, ow, kh, kw, sh, sw, ph, pw, dh, dw)[0]
-
-
-@pjit
-def _max_pool_backward_kernel(planes, grad, gin, kh, kw, sh, sw, ph, pw, dh, dw):
-    W = planes.shape[2]
-    for p in prange(planes.shape[0]):
-        for oh in range(grad.shape[1]):
-            for ow in range(grad.shape[2]):
-                idx = _max_window(planes[p], oh, ow, kh, kw, sh, sw, ph, pw, dh, dw)[1]
-                if idx >= 0:
-                    gin[p, idx // W, idx % W] += grad[p, oh, ow]
-
-
-@jit
-def _avg_window(H, W, oh, ow, kh, kw, sh, sw, ph, pw, include_pad):
-    """In-frame window ``[h0, h1) x [w0, w1)`` and PyTorch's divisor."""
-    h0 = oh * sh - ph
-    w0 = ow * sw - pw
-    h1 = min(h0 + kh, H + ph)
-    w1 = min(w0 + kw, W + pw)
-    pool = (h1 - h0) * (w1 - w0)  # counted up to the padded frame
-    h0 = max(h0, 0)
-    w0 = max(w0, 0)
-    h1 = min(h1, H)
-    w1 = min(w1, W)
-    div = pool if include_pad else (h1 - h0) * (w1 - w0)
-    return h0, h1, w0, w1, div
-
-
-@pjit
-def _avg_pool_kernel(planes, out, kh, kw, sh, sw, ph, pw, include_pad):
-    H, W = planes.shape[1], planes.shape[2]
+def _max_pool_kernel(planes, out, rf, rs, cf, cs, dh, dw):
+    """PyTorch's max: ``v > best or isnan(v)`` keeps the first maximum and the last NaN."""
     for p in prange(planes.shape[0]):
         plane = planes[p]
         for oh in range(out.shape[1]):
             for ow in range(out.shape[2]):
-                h0, h1, w0, w1, div = _avg_window(H, W, oh, ow, kh, kw, sh, sw, ph, pw,
-                                                  include_pad)
-                if h0 >= h1 or w0 >= w1:
-                    out[p, oh, ow] = 0.0
-                    continue
-                acc = 0.0
-                for ih in range(h0, h1):
-                    for iw in range(w0, w1):
-                        acc += plane[ih, iw]
-                out[p, oh, ow] = acc / div
+                best = -np.inf
+                for ih in range(rf[oh], rs[oh], dh):
+                    for iw in range(cf[ow], cs[ow], dw):
+                        v = plane[ih, iw]
+                        if v > best or np.isnan(v):
+                            best = v
+                out[p, oh, ow] = best
 
 
 @pjit
-def _avg_pool_backward_kernel(grad, gin, kh, kw, sh, sw, ph, pw, include_pad):
-    H, W = gin.shape[1], gin.shape[2]
+def _max_pool_backward_kernel(planes, grad, gin, rf, rs, cf, cs, dh, dw):
+    """Each gradient to its window's selected element; an all ``-inf`` window sends it to
+    its first in-frame element (as PyTorch), a window with none in frame nowhere."""
+    for p in prange(planes.shape[0]):
+        plane = planes[p]
+        for oh in range(grad.shape[1]):
+            for ow in range(grad.shape[2]):
+                if rf[oh] >= rs[oh] or cf[ow] >= cs[ow]:
+                    continue
+                best = -np.inf
+                bh, bw = rf[oh], cf[ow]
+                for ih in range(rf[oh], rs[oh], dh):
+                    for iw in range(cf[ow], cs[ow], dw):
+                        v = plane[ih, iw]
+                        if v > best or np.isnan(v):
+                            best = v
+                            bh, bw = ih, iw
+                gin[p, bh, bw] += grad[p, oh, ow]
+
+
+@pjit
+def _avg_pool_kernel(planes, out, rf, rs, cf, cs, div):
+    """Row-major sum of the in-frame window, one division (0 for an empty window)."""
+    for p in prange(planes.shape[0]):
+        plane = planes[p]
+        for oh in range(out.shape[1]):
+            for ow in range(out.shape[2]):
+                if rf[oh] >= rs[oh] or cf[ow] >= cs[ow]:
+                    out[p, oh, ow] = 0.0
+                    continue
+                acc = 0.0
+                for ih in range(rf[oh], rs[oh]):
+                    for iw in range(cf[ow], cs[ow]):
+                        acc += plane[ih, iw]
+                out[p, oh, ow] = acc / div[oh, ow]
+
+
+@pjit
+def _avg_pool_backward_kernel(grad, gin, rf, rs, cf, cs, div):
     for p in prange(gin.shape[0]):
         for oh in range(grad.shape[1]):
             for ow in range(grad.shape[2]):
-                h0, h1, w0, w1, div = _avg_window(H, W, oh, ow, kh, kw, sh, sw, ph, pw,
-                                                  include_pad)
-                if h0 >= h1 or w0 >= w1:
+                if rf[oh] >= rs[oh] or cf[ow] >= cs[ow]:
                     continue
-                g = grad[p, oh, ow] / div
-                for ih in range(h0, h1):
-                    for iw in range(w0, w1):
+                g = grad[p, oh, ow] / div[oh, ow]
+                for ih in range(rf[oh], rs[oh]):
+                    for iw in range(cf[ow], cs[ow]):
                         gin[p, ih, iw] += g
 
 
@@ -266,10 +338,15 @@ _POOL_DOC = """{what} over ``kernel_size`` windows, as ``torch.nn.functional.{na
     Parameters
     ----------
     x : array_like, shape (C, H, W) or (N, C, H, W)
-    kernel_size, stride : int or (int, int)
-        ``stride=None`` (default) means ``kernel_size``.
-    padding : int or (int, int)
-        At most half the {half}.{extra}
+        Unbatched ``(C, H, W)`` gives an unbatched result, as PyTorch.
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        ``None`` (default) or an empty ``()`` means ``kernel_size``.
+    padding : int, (int, int), ((top, bottom), (left, right)), "valid", "same" or "same_lower"
+        Symmetric per axis (PyTorch), explicit per side (ONNX ``pads``, JAX pairs), none, or
+        ONNX ``SAME_UPPER`` (``"same"``, TensorFlow's ``SAME``) / ``SAME_LOWER``: output
+        ``ceil(size / stride)``; see :mod:`lmref._padding`. Padding above ``kernel_size //
+        2`` is accepted (ONNX allows it; PyTorch refuses it).{extra}
     ceil_mode : bool
         Round the output size up (a last window starting in the right padding is dropped).{extra2}
 
@@ -277,58 +354,78 @@ _POOL_DOC = """{what} over ``kernel_size`` windows, as ``torch.nn.functional.{na
     -------
     ndarray, float64, shape (C, H_out, W_out) or (N, C, H_out, W_out)
         See the module docstring for windows, ties, NaN and padding.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument; every option may be any size (no overflow: windows are found
+        with exact integers), the output is memory-guarded.
     """
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-    shape, planes, out_shape, k, s, p, d = _pool_args(x, kernel_size, stride, padding, dilation,
-                                                      ceil_mode)
-    out = np.empty((planes.shape[0],) + out_shape[-2:])
-    _max_pool_kernel(planes, out, k[0], k[1], s[0], s[1], p[0], p[1], d[0], d[1])
-    return out.reshape(out_shape)
+    g = _Geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
+    rows, cols = g.windows()
+    out = np.empty((g.planes.shape[0],) + g.out_shape[-2:])
+    _max_pool_kernel(g.planes, out, rows.first, rows.stop, cols.first, cols.stop, rows.step,
+                     cols.step)
+    return out.reshape(g.out_shape)
 
 
 def max_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0, dilation=1,
                         ceil_mode=False):
     """Backward of :func:`max_pool2d`: ``(grad_x,)``; each output's gradient goes to its
     window's selected element (first maximum, last NaN), summed where windows overlap."""
-    shape, planes, out_shape, k, s, p, d = _pool_args(x, kernel_size, stride, padding, dilation,
-                                                      ceil_mode)
-    g = _grad_planes(grad_out, out_shape)
-    gin = np.zeros(planes.shape)
-    _max_pool_backward_kernel(planes, g, gin, k[0], k[1], s[0], s[1], p[0], p[1], d[0], d[1])
-    return (gin.reshape(shape),)
+    g = _Geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
+    grad = _grad_planes(grad_out, g.out_shape)
+    rows, cols = g.windows()
+    gin = np.zeros(g.planes.shape)
+    _max_pool_backward_kernel(g.planes, grad, gin, rows.first, rows.stop, cols.first,
+                              cols.stop, rows.step, cols.step)
+    return (gin.reshape(g.shape),)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
-    shape, planes, out_shape, k, s, p, _ = _pool_args(x, kernel_size, stride, padding, 1,
-                                                      ceil_mode)
-    out = np.empty((planes.shape[0],) + out_shape[-2:])
-    _avg_pool_kernel(planes, out, k[0], k[1], s[0], s[1], p[0], p[1],
-                     _flag(count_include_pad, "count_include_pad"))
-    return out.reshape(out_shape)
+def _avg_setup(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    g = _Geometry(x, kernel_size, stride, padding, 1, ceil_mode)
+    include = _flag(count_include_pad, "count_include_pad")
+    if divisor_override is not None:  # an int64 in PyTorch, which refuses 0
+        divisor_override = as_int(divisor_override, "divisor_override")
+        if divisor_override == 0:
+            raise ValueError("divisor_override must not be 0 (PyTorch's rule), got 0")
+    rows, cols = g.windows()
+    return g, rows, cols, _avg_divisors(rows, cols, include, divisor_override)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    g, rows, cols, div = _avg_setup(x, kernel_size, stride, padding, ceil_mode,
+                                    count_include_pad, divisor_override)
+    out = np.empty((g.planes.shape[0],) + g.out_shape[-2:])
+    _avg_pool_kernel(g.planes, out, rows.first, rows.stop, cols.first, cols.stop, div)
+    return out.reshape(g.out_shape)
 
 
 def avg_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0, ceil_mode=False,
-                        count_include_pad=True):
+                        count_include_pad=True, divisor_override=None):
     """Backward of :func:`avg_pool2d`: ``(grad_x,)``; each output's gradient divided by its
     divisor goes to every in-frame element of its window."""
-    shape, planes, out_shape, k, s, p, _ = _pool_args(x, kernel_size, stride, padding, 1,
-                                                      ceil_mode)
-    g = _grad_planes(grad_out, out_shape)
-    gin = np.zeros(planes.shape)
-    _avg_pool_backward_kernel(g, gin, k[0], k[1], s[0], s[1], p[0], p[1],
-                              _flag(count_include_pad, "count_include_pad"))
-    return (gin.reshape(shape),)
+    g, rows, cols, div = _avg_setup(x, kernel_size, stride, padding, ceil_mode,
+                                    count_include_pad, divisor_override)
+    grad = _grad_planes(grad_out, g.out_shape)
+    gin = np.zeros(g.planes.shape)
+    _avg_pool_backward_kernel(grad, gin, rows.first, rows.stop, cols.first, cols.stop, div)
+    return (gin.reshape(g.shape),)
 
 
 max_pool2d.__doc__ = _POOL_DOC.format(
-    what="Max pooling", name="max_pool2d", half="kernel size",
+    what="Max pooling", name="max_pool2d",
     extra="\n    dilation : int or (int, int)\n        Spacing of the window's taps.", extra2="")
 avg_pool2d.__doc__ = _POOL_DOC.format(
-    what="Average pooling", name="avg_pool2d", half="kernel size", extra="",
+    what="Average pooling", name="avg_pool2d", extra="",
     extra2="\n    count_include_pad : bool\n        Divide by the window size counted up to the "
-           "padded frame (True) or by the\n        number of in-frame elements (False).")
+           "padded frame (True) or by the\n        number of in-frame elements (False).\n"
+           "    divisor_override : int, optional\n        Nonzero; divide every window's sum "
+           "by it instead (PyTorch's).")
 
 
 def _flag(value, name: str) -> int:
@@ -345,9 +442,13 @@ def _grad_planes(grad_out, out_shape):
 
 # ----------------------------------------------------------------------------- pooling: references
 
-def _taps(o, k, s, p, d, size):
-    """In-frame input positions of window ``o`` along one axis, in order."""
-    return [o * s - p + i * d for i in range(k) if 0 <= o * s - p + i * d < size]
+def _taps(o, k, s, before, d, size):
+    """In-frame input positions of window ``o`` along one axis, in order (exact ints: the
+    first tap index in frame is found by division, so a huge kernel costs nothing)."""
+    start = o * s - before
+    first = max(0, -(start // d))  # smallest i with start + i * d >= 0
+    last = min(k - 1, (size - 1 - start) // d) if size - 1 - start >= 0 else -1
+    return [start + i * d for i in range(first, last + 1)]
 
 
 def _max_select(plane, rows, cols):
@@ -363,85 +464,86 @@ def _max_select(plane, rows, cols):
     return best, at
 
 
+def _max_windows(g):
+    H, W = g.planes.shape[1:]
+    (pt, _), (pl, _) = g.pads
+    for oh in range(g.out_shape[-2]):
+        rows = _taps(oh, g.k[0], g.s[0], pt, g.d[0], H)
+        for ow in range(g.out_shape[-1]):
+            yield oh, ow, rows, _taps(ow, g.k[1], g.s[1], pl, g.d[1], W)
+
+
 def _max_pool2d_reference(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-    shape, planes, out_shape, k, s, p, d = _pool_args(x, kernel_size, stride, padding, dilation,
-                                                      ceil_mode)
-    H, W = planes.shape[1:]
-    out = np.empty((planes.shape[0],) + out_shape[-2:])
-    for n, plane in enumerate(planes):
-        for oh in range(out.shape[1]):
-            for ow in range(out.shape[2]):
-                out[n, oh, ow] = _max_select(plane, _taps(oh, k[0], s[0], p[0], d[0], H),
-                                             _taps(ow, k[1], s[1], p[1], d[1], W))[0]
-    return out.reshape(out_shape)
+    g = _Geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
+    out = np.empty((g.planes.shape[0],) + g.out_shape[-2:])
+    for n, plane in enumerate(g.planes):
+        for oh, ow, rows, cols in _max_windows(g):
+            out[n, oh, ow] = _max_select(plane, rows, cols)[0]
+    return out.reshape(g.out_shape)
 
 
 def _max_pool2d_backward_reference(grad_out, x, kernel_size, stride=None, padding=0, dilation=1,
                                    ceil_mode=False):
-    shape, planes, out_shape, k, s, p, d = _pool_args(x, kernel_size, stride, padding, dilation,
-                                                      ceil_mode)
-    g = _grad_planes(grad_out, out_shape)
-    H, W = planes.shape[1:]
-    gin = np.zeros(planes.shape)
-    for n, plane in enumerate(planes):
-        for oh in range(g.shape[1]):
-            for ow in range(g.shape[2]):
-                _, at = _max_select(plane, _taps(oh, k[0], s[0], p[0], d[0], H),
-                                    _taps(ow, k[1], s[1], p[1], d[1], W))
-                if at is not None:
-                    gin[n][at] += g[n, oh, ow]
-    return (gin.reshape(shape),)
+    g = _Geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
+    grad = _grad_planes(grad_out, g.out_shape)
+    gin = np.zeros(g.planes.shape)
+    for n, plane in enumerate(g.planes):
+        for oh, ow, rows, cols in _max_windows(g):
+            _, at = _max_select(plane, rows, cols)
+            if at is not None:
+                gin[n][at] += grad[n, oh, ow]
+    return (gin.reshape(g.shape),)
 
 
-def _avg_divisor(o, k, s, p, size, taps, count_include_pad):
+def _avg_divisor(o, k, s, before, after, size, taps, count_include_pad):
     """Window size counted up to the padded frame, or the number of in-frame taps."""
-    start = o * s - p
-    padded = min(start + k, size + p) - start
+    start = o * s - before
+    padded = min(start + k, size + after) - start
     return padded if count_include_pad else len(taps)
 
 
-def _avg_windows(planes, out_shape, k, s, p, count_include_pad):
-    H, W = planes.shape[1:]
-    for oh in range(out_shape[-2]):
-        rows = _taps(oh, k[0], s[0], p[0], 1, H)
-        for ow in range(out_shape[-1]):
-            cols = _taps(ow, k[1], s[1], p[1], 1, W)
-            div = (_avg_divisor(oh, k[0], s[0], p[0], H, rows, count_include_pad)
-                   * _avg_divisor(ow, k[1], s[1], p[1], W, cols, count_include_pad))
-            yield oh, ow, rows, cols, div
+def _avg_windows(g, count_include_pad, divisor_override):
+    H, W = g.planes.shape[1:]
+    (pt, pb), (pl, pr) = g.pads
+    for oh in range(g.out_shape[-2]):
+        rows = _taps(oh, g.k[0], g.s[0], pt, 1, H)
+        for ow in range(g.out_shape[-1]):
+            cols = _taps(ow, g.k[1], g.s[1], pl, 1, W)
+            div = divisor_override if divisor_override is not None else (
+                _avg_divisor(oh, g.k[0], g.s[0], pt, pb, H, rows, count_include_pad)
+                * _avg_divisor(ow, g.k[1], g.s[1], pl, pr, W, cols, count_include_pad))
+            yield oh, ow, rows, cols, float(div)  # exact int product, rounded once
 
 
 def _avg_pool2d_reference(x, kernel_size, stride=None, padding=0, ceil_mode=False,
-                          count_include_pad=True):
-    shape, planes, out_shape, k, s, p, _ = _pool_args(x, kernel_size, stride, padding, 1,
-                                                      ceil_mode)
-    _flag(count_include_pad, "count_include_pad")
-    out = np.zeros((planes.shape[0],) + out_shape[-2:])
-    for n, plane in enumerate(planes):
-        for oh, ow, rows, cols, div in _avg_windows(planes, out_shape, k, s, p,
-                                                    count_include_pad):
+                          count_include_pad=True, divisor_override=None):
+    g, *_ = _avg_setup(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                       divisor_override)
+    out = np.zeros((g.planes.shape[0],) + g.out_shape[-2:])
+    for n, plane in enumerate(g.planes):
+        for oh, ow, rows, cols, div in _avg_windows(g, count_include_pad, divisor_override):
             if rows and cols:
                 total = 0.0
                 for r in rows:
                     for c in cols:
                         total += float(plane[r, c])  # row-major, like PyTorch's loop
                 out[n, oh, ow] = total / div
-    return out.reshape(out_shape)
+    return out.reshape(g.out_shape)
 
 
 def _avg_pool2d_backward_reference(grad_out, x, kernel_size, stride=None, padding=0,
-                                   ceil_mode=False, count_include_pad=True):
-    shape, planes, out_shape, k, s, p, _ = _pool_args(x, kernel_size, stride, padding, 1,
-                                                      ceil_mode)
-    g = _grad_planes(grad_out, out_shape)
-    gin = np.zeros(planes.shape)
-    for n in range(planes.shape[0]):
-        for oh, ow, rows, cols, div in _avg_windows(planes, out_shape, k, s, p,
-                                                    count_include_pad):
+                                   ceil_mode=False, count_include_pad=True,
+                                   divisor_override=None):
+    g, *_ = _avg_setup(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                       divisor_override)
+    grad = _grad_planes(grad_out, g.out_shape)
+    gin = np.zeros(g.planes.shape)
+    for n in range(g.planes.shape[0]):
+        for oh, ow, rows, cols, div in _avg_windows(g, count_include_pad, divisor_override):
             for r in rows:
                 for c in cols:
-                    gin[n, r, c] += g[n, oh, ow] / div
-    return (gin.reshape(shape),)
+                    gin[n, r, c] += grad[n, oh, ow] / div
+    return (gin.reshape(g.shape),)
 
 
 # ----------------------------------------------------------------------------- feature extractor

@@ -138,6 +138,12 @@ def test_avg_pool2d_forward_backward_match_torch(torch, rng, case):
 def test_pool_output_size_matches_torch(torch, size, k, s, p, d, ceil):
     import torch.nn.functional as F
 
+    try:
+        unsafe = L._has_window_without_taps((1, 1, size, size), k, s, p, d, ceil)
+    except ValueError:  # output < 1: torch must refuse too
+        unsafe = False
+    if unsafe:  # never feed torch 2.13 this geometry (issue 18 item 8c: it reads out of range)
+        pytest.skip("a dilated window without in-frame taps: torch 2.13's max_pool2d is broken")
     want = L.pool_output_size(size, k, s, p, d, ceil)
     if want < 1:
         with pytest.raises(RuntimeError):
@@ -212,10 +218,18 @@ def test_fast_pool_equals_reference_on_4d_and_3d(rng):
 
 
 @pytest.mark.parametrize("call,exc,match", [
-    (lambda: L.max_pool2d(np.zeros((1, 1, 5, 5)), 3, padding=2), ValueError,
-     "padding must be at most half of kernel_size"),
-    (lambda: L.avg_pool2d(np.zeros((1, 1, 5, 5)), 2, padding=(0, 2)), ValueError,
-     "padding must be at most half"),
+    (lambda: L.max_pool2d(np.zeros((1, 1, 5, 5)), 3, padding=-1), ValueError,
+     "padding must be >= 0"),
+    (lambda: L.avg_pool2d(np.zeros((1, 1, 5, 5)), 2, padding=((0, 1), (2, -1))), ValueError,
+     r"padding\[1\]\[1\] must be >= 0"),
+    (lambda: L.avg_pool2d(np.zeros((1, 1, 5, 5)), 2, padding="full"), ValueError,
+     "padding must be an int"),
+    (lambda: L.avg_pool2d(np.zeros((1, 1, 5, 5)), 2, divisor_override=0), ValueError,
+     "divisor_override must not be 0"),
+    (lambda: L.avg_pool2d(np.zeros((1, 1, 5, 5)), 2, divisor_override=1.5), TypeError,
+     "divisor_override must be an integer"),
+    (lambda: L.avg_pool2d(np.zeros((1, 1, 5, 5)), 2, divisor_override=2**63), ValueError,
+     "divisor_override must be <="),
     (lambda: L.max_pool2d(np.zeros((1, 1, 2, 2)), 3), ValueError, "too small"),
     (lambda: L.max_pool2d(np.zeros((5, 5)), 2), ValueError, "x must be 3 or 4-dimensional"),
     (lambda: L.max_pool2d(np.zeros((1, 5, 5)), 0), ValueError, "kernel_size must be >= 1"),
@@ -341,3 +355,176 @@ def test_feature_extractor_weight_guard(monkeypatch):
         L.feature_extractor(5, 5, seed=0)
     with pytest.raises(ValueError, match=r"^kernel_size would need .*\(33, 33\)"):
         L.feature_extractor(1, 1, seed=0, kernel_size=33)
+
+
+# --------------------------------------------------------------------------- issue 18: huge options
+
+def test_huge_kernel_with_huge_padding_returns_at_once():
+    """Issue 18 item 0: the first in-frame tap is found by division, not by stepping."""
+    x = np.arange(25.0).reshape(1, 1, 5, 5)
+    assert L.max_pool2d(x, 10**12, padding=5 * 10**11).tolist() == [[[[24.0]]]]
+    grad = L.max_pool2d_backward(np.full((1, 1, 1, 1), 3.0), x, 10**12, padding=5 * 10**11)[0]
+    assert grad[0, 0, 4, 4] == 3.0 and grad.sum() == 3.0
+    # a huge dilation: only the first tap of each window can be in frame
+    big = 10**12
+    out = L.max_pool2d(x, 2, stride=big, padding=big, dilation=big)
+    assert out.shape == (1, 1, 2, 2) and np.all(out == 0.0)  # every window's one tap: x[0, 0]
+    np.testing.assert_array_equal(out, L._max_pool2d_reference(x, 2, big, big, big))
+
+
+def test_avg_pool_divisor_beyond_int64_is_exact():
+    """Issue 18 item 4b: (4e9 + 1)^2 overflows int64; the divisor is the exact product."""
+    k, p = 4 * 10**9 + 1, 2 * 10**9
+    div = float((4 * 10**9 + 1) ** 2)
+    x = np.ones((1, 1, 5, 5))
+    assert L.avg_pool2d(x, k, padding=p).item() == 25.0 / div
+    assert L._avg_pool2d_reference(x, k, padding=p).item() == 25.0 / div
+    grad = L.avg_pool2d_backward(np.ones((1, 1, 1, 1)), x, k, padding=p)[0]
+    np.testing.assert_array_equal(grad, np.full(x.shape, 1.0 / div))
+
+
+@pytest.mark.parametrize("kw", [
+    {"kernel_size": 2, "stride": 2**63}, {"kernel_size": 2, "stride": 10**30},
+    {"kernel_size": 2**64, "padding": 2**63}, {"kernel_size": (2**70, 3), "padding": (2**69, 1)},
+    {"kernel_size": 3, "stride": (1, 2**64), "padding": ((1, 0), (0, 2**62))},
+])
+@pytest.mark.parametrize("op", ["max", "avg"])
+def test_huge_but_valid_int_options(rng, op, kw):
+    """Issue 18 item 7: no OverflowError; results equal the exact-integer reference."""
+    x = rng.standard_normal((2, 4, 5))
+    fwd, bwd, ref, bref = ((L.max_pool2d, L.max_pool2d_backward, L._max_pool2d_reference,
+                            L._max_pool2d_backward_reference) if op == "max" else
+                           (L.avg_pool2d, L.avg_pool2d_backward, L._avg_pool2d_reference,
+                            L._avg_pool2d_backward_reference))
+    out = fwd(x, **kw)
+    np.testing.assert_array_equal(out, ref(x, **kw))
+    g = rng.standard_normal(out.shape)
+    np.testing.assert_array_equal(bwd(g, x, **kw)[0], bref(g, x, **kw)[0])
+
+
+def test_pool_output_size_with_huge_options():
+    assert L.pool_output_size(5, 2, 2**63, 0) == 1
+    assert L.pool_output_size(5, 2**64, 2**64, 2**63) == 1
+    assert L.pool_output_size(5, 2**64, 1, 2**63) == 6
+    assert L.pool_output_size(5, 3, 2, (0, 2), ceil_mode=True) == 3
+
+
+# --------------------------------------------------------------------------- issue 18 item 8c
+
+def test_torch_cross_checks_never_see_windows_without_taps():
+    """torch 2.13's max_pool2d reads out of range when a dilated window has no in-frame tap;
+    every geometry this module feeds torch has one in every window."""
+    assert L._has_window_without_taps((2, 1, 5), (3, 1), None, (1, 0), 2, True)
+    assert not L._has_window_without_taps((2, 1, 5), (3, 1), None, (1, 0), 1, True)
+    for case in MAX_CASES:
+        assert not L._has_window_without_taps((2, 3, 7, 9), **_max_kw(case)), case
+
+
+@needs_torch
+def test_torch_peer_refuses_the_geometry_torch_gets_wrong(torch):
+    from lmref.peers import torch_layers as P
+
+    x = torch.ones((2, 1, 5), dtype=torch.float64)
+    with pytest.raises(ValueError, match="torch 2.13 reads out of range"):
+        P.max_pool2d(x, (3, 1), padding=(1, 0), dilation=2, ceil_mode=True)
+    ours = L.max_pool2d(np.ones((2, 1, 5)), (3, 1), padding=(1, 0), dilation=2, ceil_mode=True)
+    assert ours.shape == (2, 1, 5) and np.all(ours == -np.inf)
+    assert P.max_pool2d(torch.ones((1, 1, 5, 5), dtype=torch.float64), 3, 2, 1).shape == (
+        1, 1, 3, 3)
+
+
+# --------------------------------------------------------------------------- issue 16 section 2
+
+@needs_torch
+@pytest.mark.parametrize("op,kw", [
+    ("max_pool2d", {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True}),
+    ("max_pool2d", {"kernel_size": (2, 3), "stride": (), "dilation": (2, 1)}),
+    ("avg_pool2d", {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True,
+                    "count_include_pad": False}),
+    ("avg_pool2d", {"kernel_size": (3, 2), "stride": (), "padding": (1, 1)}),
+    ("avg_pool2d", {"kernel_size": 3, "stride": 1, "padding": 1, "divisor_override": 4}),
+    ("avg_pool2d", {"kernel_size": (2, 3), "stride": 2, "padding": 1, "ceil_mode": True,
+                    "divisor_override": -3}),
+])
+@pytest.mark.parametrize("batched", [True, False])
+def test_unbatched_empty_stride_and_divisor_override_match_torch(torch, rng, op, kw, batched):
+    """Issue 16: (C, H, W) inputs give (C, H_out, W_out) as torch; stride=() is the kernel
+    size; divisor_override divides every window (backward too)."""
+    x = rng.standard_normal((2, 3, 7, 9) if batched else (3, 7, 9))
+    out = getattr(L, op)(x, **kw)
+    g = rng.standard_normal(out.shape)
+    t_out, t_grad = _torch_pool(torch, op, x, g, kw)
+    assert out.shape == t_out.shape and out.ndim == x.ndim
+    grad = getattr(L, op + "_backward")(g, x, **kw)[0]
+    ref = getattr(L, f"_{op}_reference")(x, **kw)
+    np.testing.assert_array_equal(ref, out)
+    np.testing.assert_array_equal(getattr(L, f"_{op}_backward_reference")(g, x, **kw)[0], grad)
+    if op == "max_pool2d":
+        np.testing.assert_array_equal(out, t_out)
+        np.testing.assert_array_equal(grad, t_grad)
+    else:
+        assert_close(out, t_out, rtol=1e-15, atol=1e-15)
+        assert_close(grad, t_grad, rtol=1e-14, atol=1e-15)
+
+
+def _torch_padded(torch, x, pads, value):
+    import torch.nn.functional as F
+
+    (t, b), (l, r) = pads
+    return F.pad(torch.from_numpy(x), (l, r, t, b), value=value)
+
+
+@needs_torch
+@pytest.mark.parametrize("pads", [((0, 2), (1, 0)), ((3, 1), (2, 2)), ((0, 0), (0, 5))])
+def test_per_side_and_large_padding_equal_torch_on_a_padded_input(torch, rng, pads):
+    """Explicit per-side pairs, and padding above kernel_size // 2 (torch refuses it): equal
+    to torch pooling F.pad's -inf (max) or zero (average, counting the padding) padded input."""
+    import torch.nn.functional as F
+
+    x = rng.standard_normal((2, 3, 6, 7))
+    kw = {"kernel_size": (3, 4), "stride": (2, 1)}
+    np.testing.assert_array_equal(
+        L.max_pool2d(x, padding=pads, **kw),
+        F.max_pool2d(_torch_padded(torch, x, pads, -np.inf), **kw).numpy())
+    assert_close(L.avg_pool2d(x, padding=pads, **kw),
+                 F.avg_pool2d(_torch_padded(torch, x, pads, 0.0), **kw).numpy(),
+                 rtol=1e-15, atol=1e-15)
+    for op in ("max_pool2d", "avg_pool2d"):
+        for extra in ({}, {"ceil_mode": True}):
+            kwp = dict(kw, padding=pads, **extra)
+            if op == "avg_pool2d":
+                kwp["count_include_pad"] = False
+            out = getattr(L, op)(x, **kwp)
+            np.testing.assert_array_equal(out, getattr(L, f"_{op}_reference")(x, **kwp))
+            g = rng.standard_normal(out.shape)
+            np.testing.assert_array_equal(
+                getattr(L, op + "_backward")(g, x, **kwp)[0],
+                getattr(L, f"_{op}_backward_reference")(g, x, **kwp)[0])
+
+
+def test_window_entirely_in_large_padding():
+    x = np.arange(4.0).reshape(1, 1, 2, 2)
+    out = L.max_pool2d(x, 2, stride=2, padding=((2, 0), (0, 0)))
+    np.testing.assert_array_equal(out, [[[[-np.inf], [3.0]]]])
+    np.testing.assert_array_equal(L.max_pool2d_backward(np.ones((1, 1, 2, 1)), x, 2, 2,
+                                                        ((2, 0), (0, 0)))[0],
+                                  [[[[0.0, 0.0], [0.0, 1.0]]]])
+    avg = L.avg_pool2d(x, 2, stride=2, padding=((2, 0), (0, 0)))
+    np.testing.assert_array_equal(avg, [[[[0.0], [1.5]]]])
+    exc = L.avg_pool2d(x, 2, stride=2, padding=((2, 0), (0, 0)), count_include_pad=False)
+    np.testing.assert_array_equal(exc, [[[[0.0], [1.5]]]])
+
+
+@pytest.mark.parametrize("name,extra", [("same", "after"), ("same_upper", "after"),
+                                        ("same_lower", "before")])
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_same_padding_strings_are_onnx_auto_pad(rng, name, extra, stride):
+    from lmref._padding import same_pads
+
+    x = rng.standard_normal((1, 2, 7, 8))
+    pads = tuple(same_pads(n, 4, stride, extra=extra) for n in (7, 8))
+    for op in ("max_pool2d", "avg_pool2d"):
+        out = getattr(L, op)(x, 4, stride, padding=name)
+        assert out.shape[-2:] == (-(-7 // stride), -(-8 // stride))
+        np.testing.assert_array_equal(out, getattr(L, op)(x, 4, stride, padding=pads))
+    assert L.max_pool2d(x, 3, 2, padding="valid").shape == L.max_pool2d(x, 3, 2).shape
