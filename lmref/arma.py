@@ -64,6 +64,7 @@ Where the paper is wrong or ambiguous, and what lmref does (details in the funct
 from __future__ import annotations
 
 import math
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -171,7 +172,9 @@ def _kernel_spectrum(a3, spatial, rcond, workers, name="a"):
 
 
 def _options(workers, rcond):
-    workers = as_int(workers, "workers", minimum=1)
+    # results do not depend on it; more threads than CPUs only cost (and scipy's own int
+    # conversion would fail with an unnamed TypeError beyond a C long)
+    workers = min(as_int(workers, "workers", minimum=1), os.cpu_count() or 1)
     rcond = as_real(rcond, "rcond")
     if not 0.0 <= rcond < 1.0:
         raise ValueError(f"rcond must be in [0, 1), got {rcond}")
@@ -349,7 +352,37 @@ def _ar_matrix(kernel, spatial, boundary):
                             shape=(n, n)).tocsc()
 
 
-def ar_solve_dense(t, a, boundary="circular"):
+def _inverse_norm1_estimate(solve, n):
+    """Lower estimate of ``||M^-1||_1`` from solves with ``M`` and ``M^T`` (Hager's method
+    with Higham's safeguard, as LAPACK's ``dlacon``; deterministic, at most 11 solves).
+
+    ``solve(v, trans)`` returns ``M^-1 v`` (``trans=False``) or ``M^-T v``. A singular or
+    nearly singular ``M`` shows as a huge (or non-finite) estimate: LU factors of a singular
+    matrix have a pivot of rounding size, and the solve through it blows up.
+    """
+    x = np.full(n, 1.0 / n)
+    est = 0.0
+    for it in range(5):
+        y = solve(x, False)
+        new = float(np.abs(y).sum())
+        if not math.isfinite(new):
+            return math.inf
+        if it > 0 and new <= est:
+            break
+        est = new
+        z = solve(np.where(y >= 0.0, 1.0, -1.0), True)
+        j = int(np.argmax(np.abs(z)))
+        if it > 0 and abs(z[j]) <= z @ x:
+            break
+        x = np.zeros(n)
+        x[j] = 1.0
+    # Higham's alternating vector catches the matrices that fool the iteration
+    alt = np.where(np.arange(n) % 2 == 0, 1.0, -1.0) * (1.0 + np.arange(n) / max(n - 1, 1))
+    extra = 2.0 * float(np.abs(solve(alt, False)).sum()) / (3.0 * n)
+    return max(est, extra) if math.isfinite(extra) else math.inf
+
+
+def ar_solve_dense(t, a, boundary="circular", *, rcond=RCOND):
     """Independent oracle of :func:`ar_solve`: build the sparse AR matrix, solve by sparse LU.
 
     ``boundary="circular"``: the same circular-convolution system as :func:`ar_solve` (up to
@@ -358,6 +391,22 @@ def ar_solve_dense(t, a, boundary="circular"):
     FFT cannot solve; offered as a documented alternative. Cost: one sparse LU per channel of
     an ``(H W) x (H W)`` matrix, for small images.
 
+    Singular systems are refused, not "solved": besides an exactly singular factorisation,
+    the matrix ``M`` of each channel is refused when its estimated reciprocal 1-norm
+    condition number ``1 / (||M||_1 ||M^-1||_1) <= rcond`` (``||M^-1||_1`` from Hager's
+    estimator on the LU factors, as LAPACK's ``gecon``: a lower bound, usually within a
+    factor 3, so a system that passes is at worst a few times worse conditioned than
+    ``1 / rcond``). For the circular system the FFT path's ``min |DFT| / max |DFT|`` is the
+    2-norm reciprocal condition of the same (normal) matrix; the two agree within a factor
+    ``H W``, exactly at 0 for a singular kernel.
+
+    Parameters
+    ----------
+    t, a : as in :func:`ar_solve`.
+    boundary : {"circular", "zeros"}
+    rcond : float in ``[0, 1)``
+        Default 1e-12, as :func:`ar_solve`.
+
     Returns
     -------
     ndarray, float64, shape of ``t``
@@ -365,11 +414,12 @@ def ar_solve_dense(t, a, boundary="circular"):
     Raises
     ------
     ValueError
-        bad input as in :func:`ar_solve`, or an (exactly) singular matrix.
+        bad input as in :func:`ar_solve`, or a singular (or numerically singular) system.
     """
     from scipy.sparse.linalg import splu
 
     boundary = one_of(boundary, "boundary", BOUNDARIES)
+    _, rcond = _options(1, rcond)
     t4, nd = _as_signal(t, "t")
     a3 = _as_kernel(a, "a", nd, t4.shape[1], t4.shape[2:])
     nb, nc, h, w = t4.shape
@@ -377,11 +427,19 @@ def ar_solve_dense(t, a, boundary="circular"):
     out = np.empty_like(t4)
     for c in range(nc):
         mat = _ar_matrix(a3[c], (h, w), boundary)
+        what = f"a: the AR system of channel {c} with boundary={boundary!r} is singular"
         try:
             lu = splu(mat)
         except RuntimeError as exc:  # "Factor is exactly singular"
-            raise ValueError(f"a: the AR system of channel {c} with boundary={boundary!r} is "
-                             f"singular ({exc})") from None
+            raise ValueError(f"{what} ({exc})") from None
+        norm = float(abs(mat).sum(axis=0).max()) if mat.nnz else 0.0
+        inv_norm = _inverse_norm1_estimate(
+            lambda v, trans: lu.solve(v, trans="T" if trans else "N"), h * w)
+        recip = 1.0 / (norm * inv_norm) if norm * inv_norm > 0 else 0.0
+        if not recip > rcond:
+            raise ValueError(f"{what} (numerically): its reciprocal 1-norm condition number "
+                             f"is about {recip:.3g} <= rcond = {rcond:g}; A * Y = T has no "
+                             f"unique solution")
         rhs = t4[:, c].reshape(nb, h * w).T
         out[:, c] = lu.solve(np.ascontiguousarray(rhs)).T.reshape(nb, h, w)
     if not np.isfinite(out).all():
@@ -395,7 +453,7 @@ def _ar_solve_reference(t, a, *, workers=_WORKERS, rcond=RCOND):
     t4, nd = _as_signal(t, "t")
     a3 = _as_kernel(a, "a", nd, t4.shape[1], t4.shape[2:])
     _kernel_spectrum(a3, t4.shape[2:], rcond, workers)
-    return ar_solve_dense(t, a, "circular")
+    return ar_solve_dense(t, a, "circular", rcond=rcond)
 
 
 def _ar_solve_backward_from_inputs(grad_y, t, a, **kwargs):
@@ -428,6 +486,24 @@ def _finite_conv_inputs(x, weight, bias):
     return x, weight, bias
 
 
+def _check_arma_size(x, weight, stride, padding, dilation):
+    """Memory guard of the AR stage, naming ``padding`` (the option that grows the conv
+    output): the complex half spectrum of the conv output is the layer's largest buffer.
+    Options that are not plain ints/pairs are left to :func:`lmref.conv.conv2d` to name."""
+    if isinstance(padding, str):
+        return  # "same"/"valid": the output is no larger than x
+    try:
+        pads = as_tuple(padding, "padding", 2, minimum=0)
+        strides = as_tuple(stride, "stride", 2, minimum=1)
+        dilations = as_tuple(dilation, "dilation", 2, minimum=1)
+    except (TypeError, ValueError):
+        return
+    h, w = (max((n + 2 * p - d * (k - 1) - 1) // s + 1, 1) for n, k, s, p, d in
+            zip(x.shape[2:], weight.shape[2:], strides, pads, dilations))
+    check_alloc((x.shape[0], weight.shape[0], h, w // 2 + 1),
+                f"padding={padding!r}: the spectrum of arma2d's conv output", itemsize=16)
+
+
 def arma2d(x, weight, a, bias=None, stride=1, padding="same", dilation=1,
            padding_mode="circular", *, groups=1, workers=_WORKERS, rcond=RCOND):
     """ARMA layer (eq. 2): ``T = conv2d(x, weight, bias, ...)`` (eq. 7a) then ``A * Y = T``
@@ -446,6 +522,7 @@ def arma2d(x, weight, a, bias=None, stride=1, padding="same", dilation=1,
 
     workers, rcond = _options(workers, rcond)
     x, weight, bias = _finite_conv_inputs(x, weight, bias)
+    _check_arma_size(x, weight, stride, padding, dilation)
     t4 = conv2d(x, weight, bias, **_conv_kwargs(stride, padding, dilation, padding_mode, groups))
     a3 = _arma_kernel(a, t4)
     inv = 1.0 / _kernel_spectrum(a3, t4.shape[2:], rcond, workers)
@@ -466,6 +543,7 @@ def arma2d_backward(grad_y, x, weight, a, bias=None, stride=1, padding="same", d
     workers, rcond = _options(workers, rcond)
     kw = _conv_kwargs(stride, padding, dilation, padding_mode, groups)
     x, weight, bias = _finite_conv_inputs(x, weight, bias)
+    _check_arma_size(x, weight, stride, padding, dilation)
     t4 = conv2d(x, weight, bias, **kw)
     g4 = as_float64(grad_y, "grad_y", ndim=4)
     check_finite(g4, "grad_y")
@@ -838,11 +916,24 @@ def _parse_layer(spec, i, nd):
     steps = []
     if kind in ("conv", "arma"):
         w = as_float64(spec[1], f"layers[{i}] weight", ndim=nd + 2)
-        steps.append(("conv", w, kwargs))
+        check_finite(w, f"layers[{i}] weight")
+        steps.append(("conv", _unit_scale(w), kwargs))
     if kind in ("ar", "arma"):
-        steps.append(("ar", as_float64(spec[-1] if kind == "ar" else spec[2],
-                                       f"layers[{i}] AR kernel", ndim=nd + 1), {}))
+        a = as_float64(spec[-1] if kind == "ar" else spec[2], f"layers[{i}] AR kernel",
+                       ndim=nd + 1)
+        check_finite(a, f"layers[{i}] AR kernel")
+        steps.append(("ar", a, {"name": f"layers[{i}] AR kernel"}))
     return steps
+
+
+def _unit_scale(arr, peak=None, axis=None):
+    """``arr`` times the power of two that brings ``max |arr|`` (over ``axis``; or ``peak``)
+    into ``[0.5, 1)``; zero maxima stay. Exact (no rounding) unless an entry falls below the
+    normal range, so it leaves a linear network's normalised ERF maps bitwise unchanged while
+    keeping the back-propagated gradients of deep networks from over- or underflowing."""
+    if peak is None:
+        peak = np.abs(arr).max(axis=axis, keepdims=axis is not None)
+    return np.ldexp(arr, -np.frexp(peak)[1])
 
 
 def _erf_steps(layers, input_shape):
@@ -911,13 +1002,22 @@ def _erf_forward_shapes(steps, shape, nd):
         if kind == "conv":
             x = conv_fn(x, arr, **kw)
             circular |= kw.get("padding_mode", "zeros") == "circular"
-        else:
-            x = ar_solve(x, arr)
+        else:  # the solve keeps the shape: only the invertibility check is needed
+            _ar_spectrum_inverse(arr, x, nd, kw["name"])
             circular = True
     if x.shape[2:] != shape[1:]:
         raise ValueError(f"erf needs a size-preserving network (stride 1, 'same' padding): "
                          f"input {shape[1:]} gives output {x.shape[2:]}")
     return shapes, x.shape[1], circular
+
+
+def _ar_spectrum_inverse(a, x, nd, name):
+    """``1 / DFT(a')`` on the grid of ``x`` (``(N, C, *spatial)``), ``a'`` = ``a`` scaled by
+    :func:`_unit_scale` (exact: the DFT scales with it), refusing a singular kernel with a
+    message naming the layer and quoting ``a``'s own spectrum."""
+    a3 = _as_kernel(a, name, nd, x.shape[1], x.shape[2:])
+    spec = _kernel_spectrum(a3, (1,) * (2 - nd) + tuple(x.shape[2:]), RCOND, _WORKERS, name)
+    return 1.0 / (spec * _unit_scale(1.0, np.abs(a3).max()))
 
 
 def _erf_backward(g, steps, shapes, nd):
@@ -929,10 +1029,12 @@ def _erf_backward(g, steps, shapes, nd):
         if kind == "conv":
             g = conv_bwd(g, np.zeros((g.shape[0],) + shp), arr, **kw)[0]
         else:
-            g4, _ = _as_signal(g, "grad")
-            a3 = _as_kernel(arr, "a", nd, g4.shape[1], g4.shape[2:])
-            inv = 1.0 / _kernel_spectrum(a3, g4.shape[2:], RCOND, _WORKERS)
+            g4 = g[:, :, None, :] if nd == 1 else g
+            inv = _ar_spectrum_inverse(arr, g, nd, kw["name"])
             g = _restore(_adjoint_solve(g4, inv, _WORKERS), nd)
+        # each probe's gradient rescaled by a power of two (its map is normalised at the
+        # end): 400 layers of gain 90 or 1/100 neither overflow nor underflow
+        g = _unit_scale(g, axis=tuple(range(1, g.ndim)))
     return g
 
 

@@ -50,9 +50,12 @@ def _spatial_axes(ndim):
 
 
 def _rates(rate, nd, name="rate"):
+    """Per-axis ints >= 1, unbounded: the arithmetic here is Python's, every allocation is
+    guarded (``check_alloc``), and a huge rate or stride is valid where it multiplies a
+    kernel size of 1 (``dilate`` then clamps it)."""
     if isinstance(rate, (tuple, list, np.ndarray)):
-        return as_tuple(rate, name, nd, minimum=1)
-    return (as_int(rate, name, minimum=1),) * nd
+        return as_tuple(rate, name, nd, minimum=1, maximum=None)
+    return (as_int(rate, name, minimum=1, maximum=None),) * nd
 
 
 def dilate(kernel, rate):
@@ -75,11 +78,12 @@ def dilate(kernel, rate):
     """
     kernel = as_float64(kernel, "kernel", ndim=(1, 2, 3, 4))
     nd = _spatial_axes(kernel.ndim)
-    rates = _rates(rate, nd)
     lead = kernel.shape[:kernel.ndim - nd]
     ks = kernel.shape[kernel.ndim - nd:]
+    # a size-1 axis has no gap to fill: any rate gives the same result (and a step NumPy takes)
+    rates = tuple(1 if k == 1 else r for k, r in zip(ks, _rates(rate, nd)))
     shape = lead + tuple((k - 1) * r + 1 for k, r in zip(ks, rates))
-    check_alloc(shape, f"the kernel dilated by rate={rate!r}")
+    check_alloc(shape, f"rate={rate!r:.60}: the dilated kernel")
     out = np.zeros(shape)
     out[(Ellipsis,) + tuple(slice(None, None, r) for r in rates)] = kernel
     return out

@@ -152,6 +152,71 @@ def test_dense_zero_boundary_singular_system_raises():
         arma.ar_solve_dense(t, a, "zeros")
 
 
+# singular circular systems (issue 18 item 2): the dense oracle refuses them like the FFT path;
+# (kernel, t shape): each has a zero of its DFT on the grid, or one within 1e-14 of it
+SINGULAR = [
+    ([[0.5, 1.0, 0.5]], (1, 1, 8)),            # 1 + cos w = 0 at w = pi (the issue's case)
+    ([[1.0, -2.0, 1.0]], (1, 1, 7)),           # taps sum to 0: w = 0
+    ([[1.0, 1.0, 1.0]], (1, 1, 6)),            # 1 + 2 cos w = 0 at w = 2 pi / 3
+    ([[1.0, 0.0, -1.0]], (2, 1, 5)),           # 2i sin w = 0 at w = 0
+    ([[1.0, 0.0, 2.0, 0.0, 1.0]], (1, 1, 8)),  # 2 + 2 cos 2w = 0 at w = pi / 2
+    ([[0.5, 1.0, 0.5 - 1e-14]], (1, 1, 8)),    # numerically singular: cond ~ 4e14
+    ([[[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]], (1, 1, 5, 6)),  # Laplacian
+    (np.outer([0.5, 1.0, 0.5], [0.5, 1.0, 0.5])[None], (1, 1, 4, 6)),
+]
+
+
+@pytest.mark.parametrize("kernel,shape", SINGULAR)
+def test_dense_refuses_singular_circular_systems(kernel, shape, rng):
+    t = rng.standard_normal(shape)
+    with pytest.raises(ValueError, match=r"a: the AR kernel of channel 0 is not invertible"):
+        arma.ar_solve(t, kernel)
+    with pytest.raises(ValueError, match=r"a: the AR system of channel 0 with "
+                                         r"boundary='circular' is singular"):
+        arma.ar_solve_dense(t, kernel)
+
+
+def test_dense_singularity_message_and_rcond():
+    t = np.random.default_rng(0).standard_normal((1, 1, 8))
+    with pytest.raises(ValueError, match=r"reciprocal 1-norm condition number is about "
+                                         r"\S+ <= rcond = 1e-12"):
+        arma.ar_solve_dense(t, [[0.5, 1.0, 0.5]])
+    # cond ~ 4e10: solved (and equal to the FFT path), refused under a stricter rcond
+    a = [[0.5, 1.0, 0.5 - 1e-10]]
+    assert_close(arma.ar_solve_dense(t, a), arma.ar_solve(t, a), rtol=1e-4)
+    with pytest.raises(ValueError, match="singular"):
+        arma.ar_solve_dense(t, a, rcond=1e-8)
+    with pytest.raises(ValueError, match=r"rcond must be in \[0, 1\)"):
+        arma.ar_solve_dense(t, a, rcond=1.0)
+
+
+@pytest.mark.parametrize("kernel,size,singular", [
+    ([[1.0, 0.0, 1.0]], 7, True),   # tridiagonal, zero diagonal: eigenvalue 2 cos(4 pi / 8) = 0
+    ([[1.0, 0.0, 1.0]], 6, False),  # even size: invertible
+    ([[0.0, 0.0, 1.0]], 6, True),   # pure shift: an empty row
+    ([[1.0, 2.0, 1.0]], 5, False),  # 2 + 2 cos(k pi / 6) > 0
+])
+def test_dense_zero_boundary_singularity(kernel, size, singular, rng):
+    t = rng.standard_normal((1, 1, size))
+    if singular:
+        with pytest.raises(ValueError, match="boundary='zeros' is singular"):
+            arma.ar_solve_dense(t, kernel, "zeros")
+    else:
+        y = arma.ar_solve_dense(t, kernel, "zeros")
+        assert_close(_zero_boundary_conv(y[:, :, None], np.asarray(kernel)[:, None]), t[:, :, None])
+
+
+def test_inverse_norm1_estimate_brackets_the_exact_norm(rng):
+    """Hager's estimate is a lower bound, here within a factor 3 (LAPACK's experience)."""
+    for n in (1, 2, 5, 12, 30):
+        for _ in range(5):
+            m = rng.standard_normal((n, n)) + n * np.eye(n) * rng.uniform(0, 1)
+            inv = np.linalg.inv(m)
+            est = arma._inverse_norm1_estimate(lambda v, tr: (inv.T if tr else inv) @ v, n)
+            exact = np.abs(inv).sum(axis=0).max()
+            assert exact / 3 <= est <= exact * (1 + 1e-12)
+
+
 # ---------------------------------------------------------------------------------------------
 # ar_solve: bad input
 # ---------------------------------------------------------------------------------------------
@@ -208,6 +273,8 @@ def test_ar_solve_rcond_is_the_threshold():
     ({"workers": 0}, ValueError, "workers must be >= 1"),
     ({"workers": 1.5}, TypeError, "workers must be an integer"),
     ({"rcond": "x"}, TypeError, "rcond must be a real number"),
+    ({"workers": 10**30}, ValueError, "workers must be <= "),    # issue 18 item 8b
+    ({"rcond": 10**400}, ValueError, "rcond must be a finite real number within"),
 ])
 def test_ar_solve_bad_options(kw, err, match):
     with pytest.raises(err, match=match):
@@ -670,6 +737,67 @@ def test_erf_bad_input():
         arma.erf([("conv", w, {"padding": 1})], (8,))
     with pytest.raises(ValueError, match="outside the output"):
         arma.erf([("conv", w, {"padding": 1})], (1, 8), positions=[(9,)])
+
+
+@pytest.mark.parametrize("gain", [1e3, 1e-5])
+def test_erf_deep_network_neither_overflows_nor_underflows(gain):
+    """Issue 18 item 3: 100 layers of gain ~9e3 (or 9e-5) overflow (underflow) float64; the
+    map is normalised, so it equals the unit-weight network's (up to the rounding of the
+    non-power-of-two weights) instead of NaN or 'does not depend on the input'."""
+    layer = ("conv", np.full((1, 1, 3, 3), gain), {"padding": "same"})
+    unit = ("conv", np.full((1, 1, 3, 3), 1.0), {"padding": "same"})
+    m = arma.erf([layer] * 100, (1, 5, 5))
+    assert np.isfinite(m).all() and m.sum() == pytest.approx(1.0)
+    assert_close(m, arma.erf([unit] * 100, (1, 5, 5)), rtol=1e-12, atol=1e-15)
+
+
+def test_erf_power_of_two_scaling_is_exact(rng):
+    """Powers of two scale the propagation without rounding: the maps are bitwise equal."""
+    w, a = rng.standard_normal((2, 1, 3, 3)), _stable_kernels(rng, 2, 3)
+    w2 = rng.standard_normal((1, 2, 3, 3))
+    layers = [("arma", w, a), ("conv", w2, {"padding": "same"})] * 3
+    scaled = [("arma", w * 2.0**600, a * 2.0**-700), ("conv", w2 * 2.0**-900, {"padding": "same"})] * 3
+    np.testing.assert_array_equal(arma.erf(layers, (1, 6, 5)), arma.erf(scaled, (1, 6, 5)))
+
+
+def test_erf_refuses_non_finite_layers_and_zero_networks():
+    with pytest.raises(ValueError, match=r"layers\[1\] weight contains 1 non-finite"):
+        arma.erf([("conv", np.ones((1, 1, 3)), {"padding": 1}),
+                  ("conv", np.array([[[1.0, np.inf, 1.0]]]), {"padding": 1})], (1, 8))
+    with pytest.raises(ValueError, match=r"layers\[0\] AR kernel contains"):
+        arma.erf([("ar", np.array([[0.1, np.nan, 0.1]]))], (1, 8))
+    with pytest.raises(ValueError, match="every gradient map is zero"):  # truly zero
+        arma.erf([("conv", np.zeros((1, 1, 3)), {"padding": 1})], (1, 8))
+
+
+def test_arma2d_memory_guard_names_padding(rng):
+    """Issue 18 item 9: the guard names the option, not an internal buffer."""
+    args = (np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)), _stable_kernels(rng, 1, 3))
+    with pytest.raises(ValueError, match=r"^padding=100000: the spectrum of arma2d's conv "
+                                         r"output would need 298 GiB"):
+        arma.arma2d(*args, padding=10**5, padding_mode="zeros")
+    with pytest.raises(ValueError, match=r"^padding=\(30000, 100000\): the spectrum"):
+        arma.arma2d_backward(np.ones((1, 1, 5, 5)), *args, padding=(3 * 10**4, 10**5),
+                             padding_mode="zeros")
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda: arma.reparameterize(np.ones(2), np.ones(2), 10**400), "a0"),
+    (lambda: arma.ar_stability_1d([0.2, 1.0, 0.3], tol=10**400), "tol"),
+    (lambda: arma.erf_radius_arma(3, 2, 10**400), "a"),
+    (lambda: arma.erf_trend_table(depths=(1,), coefficients=(10**400,), size=9),
+     r"coefficients\[0\]"),
+    (lambda: arma.ar_solve_dense(np.ones((1, 1, 5)), [[0.0, 1.0, 0.0]], rcond=10**400), "rcond"),
+    (lambda: arma.arma2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)), np.ones((1, 1, 1)),
+                         rcond=10**400), "rcond"),
+    (lambda: arma.erf_trend_table(depths=(2**63,), size=9), r"depths\[0\]"),
+    (lambda: arma.erf([("conv", np.ones((1, 1, 3)), {"padding": 1})], (1, 8), batch=2**64),
+     "batch"),
+])
+def test_huge_numbers_name_the_argument(call, name):
+    """Issue 18 item 8b: reals beyond the float range and ints beyond int64 are named."""
+    with pytest.raises(ValueError, match=rf"^{name} must be"):
+        call()
 
 
 def test_fig3_trend_table():

@@ -173,7 +173,23 @@ K = np.ones(3)
     (lambda: dilate(np.ones(3, complex), 2), TypeError, "kernel"),
     (lambda: receptive_field([], []), ValueError, "non-empty"),
     (lambda: receptive_field([3, 3], [1]), ValueError, "strides"),
+    # issue 18 item 7: huge rates name the argument (no OverflowError)
+    (lambda: dilate(K, 1e300), ValueError, r"^rate=1e\+300: the dilated kernel would need"),
+    (lambda: dilate(K, 2**63), ValueError, r"^rate=9223372036854775808: the dilated kernel"),
+    (lambda: dilate(np.ones((2, 3)), (2, 10**30)), ValueError, r"^rate=\(2, 10{30}\)"),
+    (lambda: compose([K, K], [2**70, 2]), ValueError, "the composed kernel .* would need"),
 ])
 def test_bad_input_raises_clearly(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_huge_rates_and_strides_on_size_one_axes_are_valid(rng):
+    """A size-1 axis has no gap to fill: any rate (even beyond int64) leaves it alone."""
+    w = rng.standard_normal((2, 3, 1, 3))
+    np.testing.assert_array_equal(dilate(w, (10**30, 2)), dilate(w, (1, 2)))
+    np.testing.assert_array_equal(dilate(np.ones(1), 1e300), np.ones(1))
+    k, s = compose([np.ones((1, 1, 3)), np.ones((1, 1, 1))], [2**70, 2**70])
+    np.testing.assert_array_equal(k, np.ones((1, 1, 3)))
+    assert s == 2**140
+    assert receptive_field([3, 1], [2**70, 3]) == (3, 3 * 2**70)

@@ -222,6 +222,36 @@ def test_the_sweep_covers_every_family_that_exists():
     assert fams == set(S.family_modules()), "a family module exports no function"
 
 
+# --- singular systems: every solver refuses them (issue 18; in-process, each call is tiny) -----
+
+@pytest.mark.parametrize("qualname, system", [
+    pytest.param(q, k, id=f"{_short(q)}-{k}") for q, k in S.singular_cases()])
+def test_solver_refuses_singular_system(qualname, system):
+    ok, detail = S.check_singular(qualname, system)
+    assert ok, f"{qualname} on the singular system {system!r}: {detail}"
+
+
+def test_every_arma_solver_is_in_the_singular_sweep():
+    # (other families' solvers, e.g. motion.feature_transfer's least squares, are their own)
+    solvers = [q for q in S.solver_functions() if q.startswith("lmref.arma.")]
+    assert set(solvers) <= set(S.SOLVERS), (
+        f"solvers without singular-system cases: {sorted(set(solvers) - set(S.SOLVERS))}; "
+        f"add them to SOLVERS in lmref/testing/_sweep.py")
+
+
+def test_the_singular_sweep_flags_a_silent_solve():
+    """The check fails a solver that returns a 'solution' (the old ar_solve_dense)."""
+    S.SOLVERS["tests.fake_solver.fake_solver"] = ("a", lambda a, shape: ((a,), {}))
+    try:
+        import types
+        sys.modules["tests.fake_solver"] = types.SimpleNamespace(fake_solver=lambda a: a * 1e15)
+        ok, detail = S.check_singular("tests.fake_solver.fake_solver", "zero-sum")
+    finally:
+        del S.SOLVERS["tests.fake_solver.fake_solver"]
+        sys.modules.pop("tests.fake_solver", None)
+    assert not ok and "returned a 'solution'" in detail
+
+
 # --- the sweep's own judgement, on functions with known defects (runs in-process) ---------------
 
 def _good(x, y, *, mode="a", k=2):

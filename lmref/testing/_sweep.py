@@ -877,6 +877,96 @@ MANUAL: dict = {
 }
 
 
+# --- singular systems: every solver refuses them (issue 18) ------------------------------------
+# A solver handed a system without a unique solution must raise ValueError naming the system's
+# argument, never return a huge "solution". Each entry: qualname -> (argument, make(a, t_shape)
+# -> (args, kwargs)) calling the solver on the singular AR kernel ``a`` with a signal of shape
+# ``t_shape`` (2-D: (N, C, H, W)).
+
+def _ar_signal(shape):
+    return np.random.default_rng(5).standard_normal(shape)
+
+
+def _arma_args(a, shape):
+    x = _ar_signal(shape)
+    w = np.zeros((shape[1], shape[1], 1, 1))
+    w[np.arange(shape[1]), np.arange(shape[1])] = 1.0  # identity conv: T = x
+    return (x, w, a), {}
+
+
+def _solver_backward(fn_forward_args):
+    def make(a, shape):
+        args, kw = fn_forward_args(a, shape)
+        return (_ar_signal(shape), *args), kw
+    return make
+
+
+SOLVERS: dict = {
+    "lmref.arma.ar_solve": ("a", lambda a, shape: ((_ar_signal(shape), a), {})),
+    "lmref.arma.ar_solve_backward": ("a", lambda a, shape: (
+        (_ar_signal(shape), _ar_signal(shape), a), {})),
+    "lmref.arma.ar_solve_dense": ("a", lambda a, shape: ((_ar_signal(shape), a), {})),
+    "lmref.arma._ar_solve_reference": ("a", lambda a, shape: ((_ar_signal(shape), a), {})),
+    "lmref.arma.arma2d": ("a", _arma_args),
+    "lmref.arma.arma2d_backward": ("a", _solver_backward(_arma_args)),
+    "lmref.arma._arma2d_reference": ("a", _arma_args),
+    "lmref.arma.erf": ("layers", lambda a, shape: (([("ar", a)], shape[1:]), {})),
+}
+
+#: name -> (AR kernel (C, kh, kw), signal shape): zeros of the DFT on the grid, exact or within
+#: rounding, and one 1e-14 from singular
+SINGULAR_SYSTEMS: dict = {
+    "half-cosine-even-grid": (np.array([[[0.5, 1.0, 0.5]]]), (1, 1, 1, 8)),
+    "zero-sum": (np.array([[[1.0, -2.0, 1.0]]]), (1, 1, 1, 7)),
+    "box-of-3-on-6": (np.array([[[1.0, 1.0, 1.0]]]), (1, 1, 1, 6)),
+    "laplacian": (np.array([[[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]]), (1, 1, 5, 6)),
+    "separable-second-channel": (np.stack([np.pad([[1.0]], 1), np.outer([0.5, 1, 0.5],
+                                                                        [0.5, 1, 0.5])]),
+                                 (1, 2, 4, 6)),
+    "near-singular-1e-14": (np.array([[[0.5, 1.0, 0.5 - 1e-14]]]), (1, 1, 1, 8)),
+}
+
+
+def singular_cases() -> list[tuple[str, str]]:
+    return [(q, k) for q in SOLVERS for k in SINGULAR_SYSTEMS]
+
+
+def solver_functions() -> list[str]:
+    """Functions that solve an AR system: every arma function taking ``rcond`` (plus the
+    registry references), which :data:`SOLVERS` must list."""
+    out = []
+    for q, fn in public_functions().items():
+        if "rcond" in inspect.signature(fn).parameters:
+            out.append(q)
+    for op in registry.ops().values():
+        for attr in ("cpu", "reference", "backward"):
+            fn = op.get(attr) if getattr(op, attr, None) else None
+            if fn is not None and "rcond" in inspect.signature(fn).parameters:
+                out.append(f"{fn.__module__}.{fn.__name__}")
+    return sorted(set(out))
+
+
+def check_singular(qualname: str, system: str) -> tuple[bool, str]:
+    """The solver on a singular system: ``ValueError`` naming its argument, or a failure."""
+    module, name = qualname.rsplit(".", 1)
+    fn = getattr(importlib.import_module(module), name)
+    arg, make = SOLVERS[qualname]
+    a, shape = SINGULAR_SYSTEMS[system]
+    if qualname == "lmref.arma.erf" and shape[2] == 1:  # a 1-D network on (S, L)
+        a, shape = a[:, 0], (shape[0], shape[1], shape[3])
+    args, kw = make(a.copy(), shape)
+    res = _call(fn, args, kw)
+    if res.exc is None:
+        peak = max((float(np.abs(v).max()) for v in leaves(res.result)
+                    if isinstance(v, np.ndarray) and v.size), default=0.0)
+        return False, f"returned a 'solution' (max |value| {peak:.3g}) of a singular system"
+    text = str(res.exc)
+    if isinstance(res.exc, ValueError) and _names(text, [arg]) \
+            and ("singular" in text or "not invertible" in text):
+        return True, "refused"
+    return False, f"raised {_exc_text(res.exc)}"
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["worker"]:
         _limit_memory(float(os.environ.get("LMREF_SWEEP_MAX_GIB", "8")))
