@@ -7,6 +7,8 @@
     the claims table of the cached ``lmref reproduce --quick`` run (``docs/_static/reproduce``).
 ``.. lmref-figures::``
     the figures of that run, per experiment.
+``.. lmref-deviations::``
+    the conformance runner's documented convention differences with the frameworks.
 ``.. lmref-run:: examples/file.py``
     runs a documentation example in a fresh namespace at build time and shows its output: an
     example that stops working breaks the (warnings-as-errors) build.
@@ -122,6 +124,21 @@ class FiguresDirective(_RstDirective):
         return self._parse(lines)
 
 
+class DeviationsDirective(_RstDirective):
+    """The conformance runner's documented convention differences (``DEVIATIONS``)."""
+
+    def run(self):
+        from lmref.testing.conformance import DEVIATIONS
+
+        lines = [".. list-table::", "   :header-rows: 1", "   :widths: 10 10 20 30 30", "",
+                 "   * - op", "     - framework", "     - what", "     - lmref",
+                 "     - framework"]
+        for d in DEVIATIONS:
+            lines += [f"   * - ``{d.op}``", f"     - {d.framework}", f"     - {_cell(d.title)}",
+                      f"     - {_cell(d.lmref)}", f"     - {_cell(d.framework_side)}"]
+        return self._parse(lines)
+
+
 class RunDirective(SphinxDirective):
     """Run an example script (path relative to docs/) and show what it prints."""
 
@@ -191,4 +208,5 @@ def setup(app):
     app.add_directive("lmref-claims", ClaimsDirective)
     app.add_directive("lmref-figures", FiguresDirective)
     app.add_directive("lmref-run", RunDirective)
+    app.add_directive("lmref-deviations", DeviationsDirective)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
