@@ -31,9 +31,20 @@ def test_three_dimensional_input(rng, close):
     close(lc.max_pool2d(x, 2, 1), layers.max_pool2d(x, 2, 1))
 
 
+def test_padding_beyond_half_the_kernel_like_the_cpu(rng, close):
+    # ONNX semantics (the CPU accepts it): windows wholly in the padding give -inf
+    x = rng.standard_normal((1, 1, 5, 7))
+    out = lc.max_pool2d(x, 2, padding=2)
+    close(out, layers.max_pool2d(x, 2, padding=2), rtol=0, atol=0)
+    assert np.isneginf(out[0, 0, 0]).all()
+    g = rng.standard_normal(out.shape)
+    close(lc.max_pool2d_backward(g, x, 2, padding=2), layers.max_pool2d_backward(g, x, 2, padding=2),
+          rtol=0, atol=0)
+
+
 def test_bad_input_is_refused_like_the_cpu():
     x = np.zeros((1, 1, 5, 7))
-    with pytest.raises(ValueError, match="padding must be at most half"):
-        lc.max_pool2d(x, 2, padding=2)
+    with pytest.raises(ValueError, match="kernel_size"):
+        lc.max_pool2d(x, 0)
     with pytest.raises(ValueError, match="grad_out must have shape"):
         lc.max_pool2d_backward(np.zeros((1, 1, 3, 3)), x, 2)
