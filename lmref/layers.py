@@ -345,7 +345,7 @@ _POOL_DOC = """{what} over ``kernel_size`` windows, as ``torch.nn.functional.{na
     padding : int, (int, int), ((top, bottom), (left, right)), "valid", "same" or "same_lower"
         Symmetric per axis (PyTorch), explicit per side (ONNX ``pads``, JAX pairs), none, or
         ONNX ``SAME_UPPER`` (``"same"``, TensorFlow's ``SAME``) / ``SAME_LOWER``: output
-        ``ceil(size / stride)``; see :mod:`lmref._padding`. Padding above ``kernel_size //
+        ``ceil(size / stride)``; see ``lmref._padding``. Padding above ``kernel_size //
         2`` is accepted (ONNX allows it; PyTorch refuses it).{extra}
     ceil_mode : bool
         Round the output size up (a last window starting in the right padding is dropped).{extra2}

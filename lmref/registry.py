@@ -38,7 +38,7 @@ class Op:
     peer_name : what the peer is, in words (shown in tables).
     jax_peer : a JAX formulation ``f(*arrays, **kwargs) -> array`` (differentiable by ``jax.vjp``);
         by default ``lmref.peers.jax_<family>`` with the torch peer's name, or the op's name
-        (see :func:`lmref.peers.jax_peer`).
+        (see ``lmref.peers.jax_peer``).
     example : ``example(rng) -> (args, kwargs)`` with small inputs.
     rtol, atol : tolerance of fast vs reference and vs the peer (float64).
     nondiff : indices of ``args`` that are not differentiable (no gradient is checked).
