@@ -1,12 +1,13 @@
 """asv benchmarks of lmref.blockmatch.block_match (seed 001's two settings) against a PyTorch
-box-filter formulation (OpenCV is not a dependency, so no cv2 peer)."""
+box-filter formulation and an OpenCV loop over displacements (issue 14's peer; skipped when
+``cv2`` is absent: ``opencv-python-headless`` is in the ``bench`` and ``test`` extras)."""
 import numpy as np
 
 from lmref import blockmatch
 
 from ._common import torch_or_skip
 
-PEERS = ["lmref", "torch"]
+PEERS = ["lmref", "torch", "opencv"]
 #: name -> (shape, block_size, search_range): seed 001's input frames and feature maps
 CASES = {
     "frame_224x224_b31_s11": ((224, 224), 31, 11),
@@ -48,6 +49,57 @@ def torch_block_match(torch, reference, current, block_size, search_range, chunk
     return torch.stack([dydx[..., 1], dydx[..., 0]], -1), best
 
 
+def opencv_block_match(cv2, reference, current, block_size, search_range):
+    """The OpenCV loop a user would write: per displacement ``cv2.subtract`` +
+    ``cv2.sqrBoxFilter`` (``cv2.multiply``/``cv2.add`` + ``cv2.boxFilter`` over channels) and a
+    running minimum with a strict ``<`` in :func:`lmref.blockmatch.displacement_order`.
+
+    Same conventions as :func:`lmref.blockmatch.block_match` (``channels="sum"``,
+    ``boundary="zeros"``). OpenCV's float64 box filter keeps running sums (it subtracts), so on
+    integer-valued frames the costs are exact and the flow equals lmref's; on other frames
+    near ties may differ by rounding. Returns ``(flow, cost)`` as NumPy arrays.
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    cur = np.asarray(current, dtype=np.float64)
+    if ref.ndim == 2:
+        ref, cur = ref[None], cur[None]
+    C, H, W = cur.shape
+    b, s, r = block_size, search_range, block_size // 2
+    cp = np.pad(cur, ((0, 0), (r, r), (r, r)))
+    rp = np.pad(ref, ((0, 0), (r + s, r + s), (r + s, r + s)))
+    Hp, Wp = H + b - 1, W + b - 1
+    order = blockmatch.displacement_order(s)
+    best = np.full((H, W), np.inf)
+    arg = np.zeros((H, W), dtype=np.int64)
+    less = np.empty((H, W), dtype=bool)
+    for k, (dy, dx) in enumerate(order.tolist()):
+        shifted = rp[:, s + dy:s + dy + Hp, s + dx:s + dx + Wp]
+        if C == 1:
+            d = cv2.subtract(cp[0], np.ascontiguousarray(shifted[0]))
+            box = cv2.sqrBoxFilter(d, -1, (b, b), normalize=False)
+        else:
+            d2 = None
+            for c in range(C):
+                d = cv2.subtract(cp[c], np.ascontiguousarray(shifted[c]))
+                d2 = cv2.multiply(d, d) if d2 is None else cv2.add(d2, cv2.multiply(d, d))
+            box = cv2.boxFilter(d2, -1, (b, b), normalize=False)
+        cost = box[r:r + H, r:r + W]  # windows wholly inside the padded frame
+        np.less(cost, best, out=less)  # strict: the earlier displacement keeps a tie
+        np.copyto(best, cost, where=less)
+        arg[less] = k
+    dydx = order[arg].astype(np.float64)
+    return np.stack([dydx[..., 1], dydx[..., 0]], axis=-1), best
+
+
+def cv2_or_skip():
+    """Return cv2, or raise NotImplementedError (asv's skip) when OpenCV is not installed."""
+    try:
+        import cv2
+    except ImportError:
+        raise NotImplementedError("opencv-python-headless not installed") from None
+    return cv2
+
+
 class BlockMatch:
     """Exhaustive SSD block matching, float64, ``channels="sum"``, ``boundary="zeros"``."""
 
@@ -65,6 +117,9 @@ class BlockMatch:
             self.tref = self.torch.from_numpy(self.ref)
             self.tcur = self.torch.from_numpy(self.cur)
             self.run = self._torch
+        elif peer == "opencv":
+            self.cv2 = cv2_or_skip()
+            self.run = self._opencv
         else:
             self.run = self._lmref
         self.run()  # JIT compile / warm-up outside the timing
@@ -75,6 +130,9 @@ class BlockMatch:
     def _torch(self):
         with self.torch.no_grad():
             return torch_block_match(self.torch, self.tref, self.tcur, self.b, self.s)
+
+    def _opencv(self):
+        return opencv_block_match(self.cv2, self.ref, self.cur, self.b, self.s)
 
     def time_block_match(self, peer, case):
         self.run()

@@ -506,3 +506,22 @@ def test_motion_similarity_hand_values():
 def test_bad_similarity_arguments(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_opencv_benchmark_peer_computes_the_same_match_on_integer_frames(channels):
+    """The benchmark's OpenCV loop (running sums, exact on integers) is the same computation:
+    identical flow and cost on integer-valued frames with many exact ties."""
+    cv2 = pytest.importorskip("cv2", reason="OpenCV (benchmark peer) is not installed: "
+                                            "pip install -e '.[test]'")
+    from benchmarks.bench_blockmatch import opencv_block_match
+
+    rng = np.random.default_rng(3)
+    ref = rng.integers(0, 4, (channels, 12, 13)).astype(np.float64)
+    cur = np.roll(ref, (1, -2), axis=(1, 2))
+    cur[:, 3:6, 4:8] = 0.0  # a flat patch: exact ties between many displacements
+    args = (ref[0], cur[0]) if channels == 1 else (ref, cur)
+    want = B._block_match_reference(*args, 5, 3)
+    got = opencv_block_match(cv2, *args, 5, 3)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
