@@ -644,8 +644,11 @@ def block_match(reference, current, block_size, search_range, *, channels="sum",
     n_groups = len(groups)
     nchunks = _n_chunks(n_groups, len(order))
     tasks = n_groups * nchunks
-    check_alloc((C, H + b - 1 + 2 * s, W + b - 1 + 2 * s), "the padded reference")
-    check_alloc((4 * tasks, H, W), "block_match's per-task tables")
+    # name the user's arguments, not the buffers (issue 18 item 9)
+    check_alloc((C, H + b - 1 + 2 * s, W + b - 1 + 2 * s),
+                f"block_size={b} with search_range={s} (the padded reference frame)")
+    check_alloc((4 * tasks, H, W), f"reference/current of shape {(C, H, W)} (block_match's "
+                                   f"per-task tables)")
     cp, rp = _padded(ref3, cur3, b, s, boundary)
     keys = _block_keys(rp, groups, b, s, H, W, boundary)
     garr = np.array(groups, dtype=np.float64)
@@ -1107,17 +1110,35 @@ def motion_similarity(flow_a, flow_b, mask=None) -> MotionSimilarity:
     va, vb = a[sel], b[sel]
     check_finite(va, "flow_a (inside the mask)")
     check_finite(vb, "flow_b (inside the mask)")
-    err = np.hypot(va[:, 0] - vb[:, 0], va[:, 1] - vb[:, 1])
-    dot = va[:, 0] * vb[:, 0] + va[:, 1] * vb[:, 1]
-    na = np.hypot(va[:, 0], va[:, 1])
-    nb = np.hypot(vb[:, 0], vb[:, 1])
+    # Scale by powers of two (exact) so products neither overflow (1e160) nor underflow
+    # (1e-170): the cosines are invariant to a positive scale of either flow, the errors are
+    # computed at one common scale and scaled back.
+    sa_, sb_ = _pow2_scale(va), _pow2_scale(vb)
+    s = min(sa_, sb_)
+    err = np.hypot(va[:, 0] * s - vb[:, 0] * s, va[:, 1] * s - vb[:, 1] * s)
+    xa, xb = va * sa_, vb * sb_
+    dot = xa[:, 0] * xb[:, 0] + xa[:, 1] * xb[:, 1]
+    na = np.hypot(xa[:, 0], xa[:, 1])
+    nb = np.hypot(xb[:, 0], xb[:, 1])
     n = len(err)
     sa, sb = _fsum(na * na), _fsum(nb * nb)
     cosine = _fsum(dot) / math.sqrt(sa * sb) if sa > 0 and sb > 0 else math.nan
-    both = (na > 0) & (nb > 0)
-    mean_cos = (_fsum(dot[both] / (na[both] * nb[both])) / int(both.sum())
+    # per vector: unit vectors first (a vector far below its flow's largest must not underflow)
+    ha, hb = np.hypot(va[:, 0], va[:, 1]), np.hypot(vb[:, 0], vb[:, 1])
+    both = (ha > 0) & (hb > 0)
+    ua, ub = va[both] / ha[both, None], vb[both] / hb[both, None]
+    mean_cos = (_fsum(ua[:, 0] * ub[:, 0] + ua[:, 1] * ub[:, 1]) / int(both.sum())
                 if both.any() else math.nan)
-    return MotionSimilarity(_fsum(err) / n, float(err.max()), cosine, mean_cos, n)
+    with np.errstate(over="ignore"):  # a true error beyond the float range is inf
+        return MotionSimilarity(_fsum(err) / n / s, float(err.max() / s), cosine, mean_cos, n)
+
+
+def _pow2_scale(v: np.ndarray) -> float:
+    """A power of two bringing the largest |v| to [0.5, 1) (1.0 for all-zero ``v``)."""
+    m = float(np.abs(v).max()) if v.size else 0.0
+    if m == 0.0:
+        return 1.0
+    return math.ldexp(1.0, min(-math.frexp(m)[1], 1023))  # 2**1024 would overflow
 
 
 # ----------------------------------------------------------------------------- registry

@@ -525,3 +525,42 @@ def test_opencv_benchmark_peer_computes_the_same_match_on_integer_frames(channel
     got = opencv_block_match(cv2, *args, 5, 3)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+
+
+# ----------------------------------------------------------------------------- issue 18 regressions
+
+@pytest.mark.parametrize("scale", [1e-170, 1e160, 1e-300, 1e300])
+def test_motion_similarity_of_identical_flows_is_exact_at_any_scale(scale):
+    import warnings
+    flow = np.random.default_rng(5).standard_normal((4, 5, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning may leak
+        r = B.motion_similarity(flow * scale, flow * scale)
+    assert r.epe == 0.0 and r.epe_max == 0.0
+    assert abs(r.cosine - 1.0) < 1e-15 and abs(r.mean_cosine - 1.0) < 1e-15
+
+
+def test_motion_similarity_scales_like_the_unscaled_flows():
+    rng = np.random.default_rng(6)
+    a, b = rng.standard_normal((2, 4, 5, 2))
+    ref = B.motion_similarity(a, b)
+    for scale in (2.0**-600, 2.0**500):
+        r = B.motion_similarity(a * scale, b * scale)
+        assert r.epe == pytest.approx(ref.epe * scale, rel=1e-14)
+        assert r.epe_max == pytest.approx(ref.epe_max * scale, rel=1e-14)
+        assert r.cosine == pytest.approx(ref.cosine, rel=1e-14)
+        assert r.mean_cosine == pytest.approx(ref.mean_cosine, rel=1e-14)
+
+
+def test_huge_levels_are_refused_by_name():
+    with pytest.raises(ValueError, match="levels"):
+        B.psnr_to_nrmse(30.0, levels=10**400)
+    with pytest.raises(ValueError, match="levels"):
+        B.nrmse_to_psnr(0.1, levels=10**400)
+
+
+def test_block_match_memory_guard_names_block_size(monkeypatch):
+    monkeypatch.setenv("LMREF_MAX_BYTES", str(2**20))
+    x = np.zeros((4, 4))
+    with pytest.raises(ValueError, match="block_size=1001"):
+        B.block_match(x, x, block_size=1001, search_range=1)
