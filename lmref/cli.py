@@ -24,6 +24,8 @@ def _positive_int(text: str) -> int:
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lmref", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    from lmref import __version__
+    p.add_argument("--version", action="version", version=f"lmref {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("selfcheck", help="check every op against its reference, finite differences "
                                      "and PyTorch; print a table")

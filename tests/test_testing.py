@@ -384,3 +384,101 @@ def test_conv_suspects_1d_and_bad_ndim(rng):
     assert "actual matches the suspect: padding one smaller" in rep.message
     with pytest.raises(ValueError, match="x must be 3- or 4-dimensional"):
         conv_suspects(x[0], w)
+
+
+# --- issue 17 section 3: suspects found for you, warp suspects, check_vjp's None, input= -------
+
+@pytest.mark.parametrize("axes, suspect", [((-2,), "kernel flipped along its rows only"),
+                                           ((-1,), "kernel flipped along its columns only"),
+                                           ((-2, -1), "kernel flipped \\(convolution")])
+def test_assert_op_close_names_a_flipped_kernel_without_suspects_by_hand(torch, rng, axes,
+                                                                         suspect):
+    from lmref.testing import assert_op_close
+    x, w = rng.standard_normal((1, 2, 6, 7)), rng.standard_normal((3, 2, 3, 3))
+    mine = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w).flip(axes),
+                                      padding=1).numpy()
+    with pytest.raises(AssertionError, match=f"actual matches the suspect: {suspect}"):
+        assert_op_close(mine, "conv2d", x, w, padding=1)
+    correct = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1)
+    assert assert_op_close(correct, "conv2d", input=x, weight=w, padding=1).ok  # torch's names
+
+
+def _grid_sample_warp(torch, x, flow, *, normalise_for, align_corners, swap=False):
+    """A user's warp through grid_sample, the grid normalised for one align_corners value."""
+    H, W = flow.shape[:2]
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float64)
+    fl = flow[..., ::-1] if swap else flow
+    px, py = xs + fl[..., 0], ys + fl[..., 1]
+    if normalise_for:
+        gx, gy = 2 * px / (W - 1) - 1, 2 * py / (H - 1) - 1
+    else:
+        gx, gy = (2 * px + 1) / W - 1, (2 * py + 1) / H - 1
+    grid = torch.from_numpy(np.stack([gx, gy], -1)[None])
+    return torch.nn.functional.grid_sample(torch.from_numpy(x), grid, mode="bilinear",
+                                           padding_mode="zeros",
+                                           align_corners=align_corners).numpy()
+
+
+@pytest.mark.parametrize("normalise_for, align_corners, swap, suspect", [
+    (True, True, False, None),  # the correct port
+    (True, False, False, "align_corners=False with a grid normalised for True"),
+    (False, True, False, "align_corners=True with a grid normalised for False"),
+    (True, True, True, "flow components swapped"),
+])
+def test_warp_suspects_name_grid_sample_mistakes(torch, rng, normalise_for, align_corners, swap,
+                                                 suspect):
+    from lmref.testing import compare_op, warp_suspects
+    x, flow = rng.standard_normal((1, 2, 5, 7)), rng.uniform(-2, 2, (5, 7, 2))
+    mine = _grid_sample_warp(torch, x, flow, normalise_for=normalise_for,
+                             align_corners=align_corners, swap=swap)
+    rep = compare_op(mine, "warp", x, flow)
+    if suspect is None:
+        assert rep.ok, rep.message
+        return
+    assert not rep.ok and rep.diagnosis[0].startswith(f"actual matches the suspect: {suspect}")
+    assert sum(n.startswith("actual matches the suspect") for n in rep.diagnosis) == 1
+    assert len(warp_suspects(x, flow, boundary="wrap")) == 9
+    with pytest.raises(ValueError, match="flow must have shape"):
+        warp_suspects(x, flow[..., :1])
+
+
+def test_sign_flip_reports_no_ulp_distance():
+    rep = compare(np.array([-1e-3, 2.0]), np.array([1e-3, 2.0]))
+    assert rep.n_sign_differs == 1 and "max ULP distance" not in rep.message
+    assert "signs differ at 1 element(s)" in rep.message
+    assert "max ULP distance" in compare(np.array([1.1]), np.array([1.0])).message
+
+
+def test_check_vjp_bias_free_conv_and_torch_names(torch, rng):
+    from lmref.conv import conv2d_backward
+    x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
+    g = rng.standard_normal((2, 4, 6, 6))
+
+    def my_conv(x, w, padding):
+        return torch.nn.functional.conv2d(x, w, padding=padding)
+
+    reps = check_vjp(torch_backward(my_conv), conv2d_backward, g, x, w, padding=1)
+    assert len(reps) == 2  # lmref's (gx, gw, None) against the user's (gx, gw)
+
+    def my_conv_named(input, weight, padding):
+        return torch.nn.functional.conv2d(input, weight, padding=padding)
+
+    assert len(check_vjp(torch_backward(my_conv_named), conv2d_backward, g, w, input=x,
+                         padding=1)) == 2  # input= is the first array, as in torch
+    with pytest.raises(AssertionError, match="gradient 2: lmref has none"):
+        check_vjp(lambda g, x, w, padding: (*conv2d_backward(g, x, w, padding=padding)[:2],
+                                            np.ones(4)), conv2d_backward, g, x, w, padding=1)
+    with pytest.raises(AssertionError, match="gradient 1: the user backward returned None"):
+        check_vjp(lambda g, x, w, padding: (conv2d_backward(g, x, w, padding=padding)[0], None),
+                  conv2d_backward, g, x, w, padding=1)
+
+
+def test_readme_testing_example_runs(torch):
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    section = text.split("## Testing your own code against lmref", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert blocks, "the README's testing section has no python example"
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})

@@ -33,7 +33,7 @@ from lmref.testing import _diagnose as _diag
 
 __all__ = ["Report", "compare", "assert_close", "default_tolerances", "gradcheck",
            "GradcheckReport", "check_vjp", "ulp_distance", "torch_forward", "torch_backward",
-           "conv_suspects"]
+           "conv_suspects", "warp_suspects", "assert_op_close", "compare_op"]
 
 #: (rtol, atol) per dtype of the *less precise* operand (the values of ``torch.testing``).
 #: float64 is an oracle's tolerance: it admits reordered sums, not algorithmic error.
@@ -127,6 +127,8 @@ class Report:
     max_abs_err: float = 0.0
     max_rel_err: float = 0.0
     max_ulp: int = 0
+    #: elements whose signs differ (one of them nonzero): ``max_ulp`` then means nothing
+    n_sign_differs: int = 0
     diagnosis: list[str] = field(default_factory=list)
     message: str = ""
 
@@ -213,6 +215,8 @@ def compare(actual, desired, *, rtol=None, atol=None, dtype=None, equal_nan=True
             rel = np.where(np.abs(d) > 0, err / np.abs(d), np.where(err > 0, np.inf, 0.0))
         rep.max_rel_err = float(np.nanmax(rel)) if rel.size else 0.0
         rep.max_ulp = int(ulp_distance(a[finite], d[finite]).max()) if finite.any() else 0
+        rep.n_sign_differs = int(np.sum(np.signbit(a[finite]) != np.signbit(d[finite])
+                                        & ((a[finite] != 0) | (d[finite] != 0))))
     if n_bad:
         with np.errstate(invalid="ignore", over="ignore"):
             score = np.where(bad, np.nan_to_num(err - rtol * np.abs(d), nan=np.inf,
@@ -229,7 +233,9 @@ def compare(actual, desired, *, rtol=None, atol=None, dtype=None, equal_nan=True
             f"worst at index {rep.worst_index}: actual {rep.worst_actual!r}, "
             f"desired {rep.worst_desired!r} (abs err {abs(rep.worst_actual - rep.worst_desired):.3g})",
             f"max abs err {rep.max_abs_err:.3g}, max rel err {rep.max_rel_err:.3g}, "
-            f"max ULP distance {rep.max_ulp}",
+            + (f"max ULP distance {rep.max_ulp}" if not rep.n_sign_differs else
+               f"signs differ at {rep.n_sign_differs} element(s) (no ULP distance: it counts "
+               f"floats across zero)"),
         ]
         where = "only on the border" if _border_only(bad) else "spread over the array"
         lines.append(f"mismatches lie {where}")
@@ -237,7 +243,9 @@ def compare(actual, desired, *, rtol=None, atol=None, dtype=None, equal_nan=True
         rep.message = "\n".join(lines)
     else:
         rep.message = (f"all {a.size} elements match (rtol={rtol:g}, atol={atol:g}); "
-                       f"max abs err {rep.max_abs_err:.3g}, max ULP {rep.max_ulp}")
+                       f"max abs err {rep.max_abs_err:.3g}"
+                       + (f", max ULP {rep.max_ulp}" if not rep.n_sign_differs else
+                          f"; signs differ at {rep.n_sign_differs} element(s) within atol"))
     return rep
 
 
@@ -362,6 +370,14 @@ def gradcheck(fn: Callable, inputs: Sequence, grad_outputs, backward: Callable, 
     return rep
 
 
+def _torch_input_name(inputs, kwargs):
+    """Accept PyTorch's ``input=`` for the first array (lmref names it ``x``, ``t``, ...)."""
+    if "input" not in kwargs:
+        return tuple(inputs), kwargs
+    kwargs = dict(kwargs)
+    return (kwargs.pop("input"),) + tuple(inputs), kwargs
+
+
 def check_vjp(user_backward: Callable, reference_backward: Callable, grad_out, *inputs,
               rtol=None, atol=None, **kwargs) -> list[Report]:
     """Hold a user's backward against lmref's on the same ``grad_out`` and inputs.
@@ -369,15 +385,29 @@ def check_vjp(user_backward: Callable, reference_backward: Callable, grad_out, *
     Both are called as ``backward(grad_out, *inputs, **kwargs)`` and must return a tuple of
     gradients; each pair is compared with :func:`assert_close` (raising on the first
     mismatch). Returns the list of reports.
+
+    lmref's backwards return ``None`` for an absent input (``bias=None``): such an entry
+    matches a missing gradient (a user backward returning one gradient fewer, e.g. ``(gx,
+    gw)`` against lmref's ``(gx, gw, None)``), a ``None`` or an all-zero array. PyTorch's
+    ``input=`` keyword is accepted for the first array, as in ``torch.nn.functional``.
     """
+    inputs, kwargs = _torch_input_name(inputs, kwargs)
     mine = _as_tuple(user_backward(grad_out, *inputs, **kwargs))
     ref = _as_tuple(reference_backward(grad_out, *inputs, **kwargs))
+    if len(mine) < len(ref) and all(r is None for r in ref[len(mine):]):
+        mine = mine + (None,) * (len(ref) - len(mine))  # absent trailing inputs (bias=None)
     if len(mine) != len(ref):
         raise AssertionError(f"user backward returned {len(mine)} gradients, lmref {len(ref)}")
     reports = []
     for k, (m, r) in enumerate(zip(mine, ref)):
-        if m is None and r is None:
+        if r is None:
+            if m is not None and np.any(_to_numpy(m)[0] != 0):
+                raise AssertionError(f"gradient {k}: lmref has none (absent input) but the user "
+                                     f"backward returned a nonzero array")
             continue
+        if m is None:
+            raise AssertionError(f"gradient {k}: the user backward returned None, lmref an "
+                                 f"array of shape {np.shape(r)}")
         reports.append(assert_close(m, r, rtol=rtol, atol=atol, msg=f"gradient {k}"))
     return reports
 
@@ -457,11 +487,12 @@ def conv_suspects(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=
 
     Same arguments as :func:`lmref.conv.conv1d` / :func:`~lmref.conv.conv2d` (chosen by
     ``x.ndim``). Returns ``{description: result}`` for each mistake that applies (some change
-    the output shape; :func:`compare` also names those on a shape mismatch): the kernel flipped (true convolution instead of PyTorch's
-    cross-correlation), its spatial axes swapped, its in/out channel axes swapped, input
+    the output shape; :func:`compare` also names those on a shape mismatch): the kernel
+    flipped (true convolution instead of PyTorch's cross-correlation) along both axes or, in
+    2-D, along one only, its spatial axes swapped, its in/out channel axes swapped, input
     channels reversed (RGB vs BGR), bias missing or added twice, each other padding mode, the
     padding off by one, the extra pixel of ``"same"`` padding before instead of after, and the
-    dilation ignored. Usage::
+    dilation ignored. :func:`assert_op_close` passes these for you. Usage::
 
         compare(mine, conv2d(x, w, padding="same"),
                 suspects=conv_suspects(x, w, padding="same"))
@@ -486,6 +517,9 @@ def conv_suspects(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=
 
     add("kernel flipped (convolution instead of cross-correlation)",
         x, np.flip(weight, spatial), bias)
+    if nd == 2:  # a half-done flip, or an image y axis pointing up / x axis pointing left
+        add("kernel flipped along its rows only (kH axis)", x, np.flip(weight, 2), bias)
+        add("kernel flipped along its columns only (kW axis)", x, np.flip(weight, 3), bias)
     if nd == 2 and weight.shape[-1] == weight.shape[-2]:
         add("kernel spatial axes swapped (kH <-> kW)", x, np.swapaxes(weight, -1, -2), bias)
     if groups == 1 and weight.shape[0] == weight.shape[1]:
@@ -531,3 +565,93 @@ def _same_before(out, fn, x, weight, bias, kw, nd):
     out["'same' padding's extra pixel before instead of after"] = fn(
         padded, weight, bias, stride=kw["stride"], padding=0, dilation=kw["dilation"],
         groups=kw["groups"])
+
+
+def _pixels_with_align_corners(p, size, used_true_grid):
+    """Where ``grid_sample`` samples when the grid and ``align_corners`` disagree.
+
+    ``used_true_grid``: the grid was normalised for ``align_corners=True`` (``2 p / (size - 1)
+    - 1``) but sampled with ``False``, which reads pixel ``p size / (size - 1) - 1/2``;
+    otherwise the grid was normalised for ``False`` (``(2 p + 1) / size - 1``) and sampled
+    with ``True``, which reads ``(p + 1/2) (size - 1) / size``.
+    """
+    if used_true_grid:
+        return p * size / (size - 1) - 0.5
+    return (p + 0.5) * (size - 1) / size
+
+
+def warp_suspects(x, flow, mode="bilinear", boundary="zeros") -> dict:
+    """lmref's :func:`~lmref.motion.warp` under the usual porting mistakes, for ``suspects``.
+
+    Same arguments as :func:`lmref.motion.warp`. Returns ``{description: result}`` for: the
+    flow components swapped (``(dy, dx)`` instead of lmref's ``(dx, dy)``), the flow negated
+    (forward instead of backward map), the sign of ``dx`` or of ``dy`` alone flipped (an image
+    y axis pointing up), ``grid_sample``'s ``align_corners`` not matching how the grid was
+    normalised (either way), each other boundary rule and the other interpolation mode.
+    :func:`assert_op_close` passes these for you.
+    """
+    from lmref.motion import warp
+    x = np.asarray(x, np.float64)
+    flow = np.asarray(flow, np.float64)
+    if flow.ndim not in (3, 4) or flow.shape[-1] != 2:
+        raise ValueError(f"flow must have shape (H, W, 2) or (N, H, W, 2), got {flow.shape}")
+    out = {}
+
+    def add(name, fl, **over):
+        try:
+            out[name] = warp(x, fl, **{"mode": mode, "boundary": boundary, **over})
+        except (ValueError, TypeError):
+            pass
+
+    add("flow components swapped ((dy, dx) instead of (dx, dy))", flow[..., ::-1])
+    add("flow negated (forward map instead of lmref's backward map)", -flow)
+    add("dx has the opposite sign (x axis pointing left)", flow * np.array([-1.0, 1.0]))
+    add("dy has the opposite sign (y axis pointing up)", flow * np.array([1.0, -1.0]))
+    H, W = flow.shape[-3], flow.shape[-2]
+    if H >= 2 and W >= 2:
+        ys, xs = np.mgrid[0:H, 0:W].astype(np.float64)
+        for true_grid, name in ((True, "align_corners=False with a grid normalised for True"),
+                                (False, "align_corners=True with a grid normalised for False")):
+            px = _pixels_with_align_corners(xs + flow[..., 0], W, true_grid)
+            py = _pixels_with_align_corners(ys + flow[..., 1], H, true_grid)
+            add(name, np.stack([px - xs, py - ys], axis=-1))
+    for other in ("zeros", "border", "wrap"):
+        if other != boundary:
+            add(f"boundary={other!r} instead of {boundary!r}", flow, boundary=other)
+    other_mode = "nearest" if mode == "bilinear" else "bilinear"
+    add(f"mode={other_mode!r} instead of {mode!r}", flow, mode=other_mode)
+    return out
+
+
+#: op name -> builder of the suspects of :func:`compare_op` (same arguments as the op)
+_SUSPECTS = {"conv1d": conv_suspects, "conv2d": conv_suspects, "warp": warp_suspects}
+
+
+def compare_op(actual, op: str, *inputs, rtol=None, atol=None, dtype=None, equal_nan=True,
+               **options) -> Report:
+    """:func:`compare` ``actual`` with lmref's registered ``op`` on the same inputs, suspects
+    included.
+
+    ``compare_op(mine, "conv2d", x, w, padding="same")`` computes ``lmref.conv.conv2d(x, w,
+    padding="same")`` and, for ops with known porting mistakes (``conv1d``, ``conv2d``:
+    :func:`conv_suspects`, e.g. a kernel flipped along one or both axes; ``warp``:
+    :func:`warp_suspects`, e.g. flow axes swapped or ``align_corners``), names the mistake
+    ``actual`` matches. PyTorch's ``input=`` is accepted for the first array.
+    """
+    from lmref import registry
+    inputs, options = _torch_input_name(inputs, options)
+    desired = registry.get(op).get("cpu")(*inputs, **options)
+    build = _SUSPECTS.get(op)
+    suspects = None if build is None else build(*inputs, **options)
+    return compare(actual, desired, rtol=rtol, atol=atol, dtype=dtype, equal_nan=equal_nan,
+                   suspects=suspects)
+
+
+def assert_op_close(actual, op: str, *inputs, rtol=None, atol=None, dtype=None, equal_nan=True,
+                    msg: str = "", **options) -> Report:
+    """:func:`assert_close` against lmref's ``op`` on ``inputs``: see :func:`compare_op`."""
+    rep = compare_op(actual, op, *inputs, rtol=rtol, atol=atol, dtype=dtype,
+                     equal_nan=equal_nan, **options)
+    if not rep.ok:
+        raise AssertionError((msg + "\n" if msg else "") + rep.message)
+    return rep
