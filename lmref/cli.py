@@ -2,6 +2,7 @@
 
   lmref reproduce [NAME ...]   re-run the papers' claims: tables, summary.json and PNG plots
   lmref selfcheck              check every op against its reference, finite differences and PyTorch
+  lmref fixtures export DIR    write a golden fixture corpus (.npz per case + manifest.json)
 """
 from __future__ import annotations
 
@@ -48,6 +49,13 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="run the sweeps on an existing dask cluster (e.g. tcp://host:8786)")
     r.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     r.add_argument("--list", action="store_true", help="list the experiments and exit")
+    f = sub.add_parser("fixtures", help="golden fixture corpus for other projects' CI")
+    fsub = f.add_subparsers(dest="fixtures_command", metavar="ACTION", required=True)
+    fe = fsub.add_parser("export", help="write .npz cases and manifest.json into DIR")
+    fe.add_argument("directory", metavar="DIR")
+    fe.add_argument("--ops", nargs="+", metavar="OP", help="registry op names (default: all)")
+    fe.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED",
+                    help="one case per op and seed (default: 0)")
     return p
 
 
@@ -76,6 +84,14 @@ def main(argv=None) -> int:
         return 0 if run_selfcheck() else 1
     if args.command == "reproduce":
         return _reproduce(args, parser)
+    if args.command == "fixtures":
+        from lmref.testing.fixtures import export
+        try:
+            path = export(args.directory, ops=args.ops, seeds=args.seeds)
+        except ValueError as exc:
+            parser.error(str(exc))
+        print(f"wrote {path}")
+        return 0
     return 2
 
 
