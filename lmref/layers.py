@@ -9,8 +9,14 @@ Layout
 Pooling windows
     Output size per axis ``floor((L + 2 p - d (k - 1) - 1) / s) + 1`` (``ceil`` with
     ``ceil_mode``, dropping a last window that would start in the right padding), exactly
-    ``torch.nn.functional.max_pool2d``/``avg_pool2d``. ``stride=None`` means ``kernel_size``.
-    ``padding`` is at most ``kernel_size // 2`` (whatever the dilation), as PyTorch requires.
+    ``torch.nn.functional.max_pool2d``/``avg_pool2d``. ``stride=None`` or ``()`` means
+    ``kernel_size``. ``padding`` may be per side (ONNX ``pads``), ``"same"``/``"same_lower"``
+    (ONNX ``SAME_UPPER``/``SAME_LOWER``) and above ``kernel_size // 2`` (ONNX allows it,
+    PyTorch refuses it). Options of any size are exact (Python integers, no overflow).
+torch defect
+    torch 2.13's ``max_pool2d`` reads out of range when a dilated window has no tap in the
+    frame (e.g. ``(2, 1, 5)``, kernel ``(3, 1)``, padding ``(1, 0)``, dilation 2, ceil_mode):
+    lmref gives ``-inf`` and no gradient there; its torch peer refuses that geometry.
 Max pooling
     Padding never wins (it is ``-inf``). Ties go to the *first* maximum in row-major window
     order; a NaN wins over numbers and the *last* NaN in the window is taken, exactly as
@@ -20,7 +26,9 @@ Max pooling
 Average pooling
     Sum of the in-frame window in row-major order, then one division by the window size
     counted up to the padded frame (``count_include_pad=True``) or by the number of in-frame
-    elements (``False``), as PyTorch. A window with no element inside the frame gives 0.
+    elements (``False``), as PyTorch (and onnx 1.23's reference, ceil-mode windows in the
+    padding included), or by ``divisor_override``; the divisor is the exact integer product
+    rounded once to float64. A window with no element inside the frame gives 0.
 ReLU
     ``max(x, 0)``; NaN passes through; the derivative at 0 is 0 (PyTorch's). ``-0.0`` gives
     ``+0.0`` (PyTorch keeps ``-0.0``; equal as numbers). The gradient is NaN where ``x`` is NaN

@@ -179,6 +179,9 @@ FLOAT_OPTION_KINDS = {"NaN": "no-crash", "Inf": "no-crash", "a string": "refuse"
 STR_OPTION_KINDS = {"unknown choice": "refuse", "a float": "refuse"}
 TUPLE_OPTION_KINDS = {"huge": "huge", "beyond int64": "huge-valid", "negative": "no-crash",
                       "one more entry": "no-crash", "non-integer": "refuse"}
+#: huge-but-valid windows (issue 18): ``kernel_size`` HUGE with ``padding`` HUGE // 2 (PyTorch's
+#: largest): a valid call with a small output that must neither hang nor overflow
+HUGE_WINDOW = "huge, half padding"
 
 
 def _arg_names(fn, args) -> list[str]:
@@ -247,11 +250,19 @@ def cases(recipe: Recipe) -> list[tuple[str, str]]:
         slots = _slots(recipe)
     except Exception:  # the valid call cannot even be built: check_clean reports it
         return []
+    names = {name for _, name, _ in slots}
     for _, name, value in slots:
-        for kind in _kinds_for(value, defaults.get(name, inspect.Parameter.empty)):
+        kinds = list(_kinds_for(value, defaults.get(name, inspect.Parameter.empty)))
+        if name == "kernel_size" and "padding" in names and _is_int_option(value):
+            kinds.append(HUGE_WINDOW)
+        for kind in kinds:
             if kind not in recipe.skip and f"{name}:{kind}" not in recipe.skip:
                 out.append((name, kind))
     return out
+
+
+def _is_int_option(value) -> bool:
+    return _is_int(value) or isinstance(value, tuple) and bool(value) and all(map(_is_int, value))
 
 
 def _same_values_view(x: np.ndarray, kind: str):
@@ -314,7 +325,7 @@ def _mutate(value, kind: str):
             y.flat[y.size // 2] = np.nan if kind == "one NaN" else np.inf
             return y, None
         return _same_values_view(x, kind), x
-    if kind == "huge":
+    if kind in ("huge", HUGE_WINDOW):
         return ((HUGE,) * len(value) if isinstance(value, tuple) else HUGE), None
     if kind == "beyond int64":
         return ((BEYOND_INT64,) * len(value) if isinstance(value, tuple) else BEYOND_INT64), None
@@ -497,10 +508,14 @@ def check(recipe: Recipe, name: str, kind: str) -> tuple[bool, str]:
     args = list(args)
     slot, value = next((pos, v) for pos, n, v in _slots_of(fn, args, kw) if n == name)
     defaults = _defaults(fn)
-    category = _kinds_for(value, defaults.get(name, inspect.Parameter.empty))[kind]
+    category = "huge" if kind == HUGE_WINDOW else \
+        _kinds_for(value, defaults.get(name, inspect.Parameter.empty))[kind]
     bad, like = _mutate(value, kind)
     bad_args, bad_kw = list(args), dict(kw)
     _put(bad_args, bad_kw, slot, bad)
+    if kind == HUGE_WINDOW:  # the padding that keeps the huge window valid
+        pad_slot = next(pos for pos, n, _ in _slots_of(fn, args, kw) if n == "padding")
+        _put(bad_args, bad_kw, pad_slot, HUGE // 2)
     params = list(inspect.signature(fn).parameters)
     inputs = _input_arrays(bad_args, bad_kw)
     snap = _snapshot(inputs)
