@@ -589,6 +589,23 @@ def warp_suspects(x, flow, mode="bilinear", boundary="zeros") -> dict:
     y axis pointing up), ``grid_sample``'s ``align_corners`` not matching how the grid was
     normalised (either way), each other boundary rule and the other interpolation mode.
     :func:`assert_op_close` passes these for you.
+
+    Parameters
+    ----------
+    x : array_like
+        The warped input, as for :func:`lmref.motion.warp`.
+    flow : array_like, shape (H, W, 2) or (N, H, W, 2)
+        ``[..., 0] = dx``, ``[..., 1] = dy``.
+    mode : {"bilinear", "nearest"}
+        Interpolation the user meant.
+    boundary : {"zeros", "border", "wrap"}
+        Boundary rule the user meant.
+
+    Returns
+    -------
+    dict
+        ``{description: warped array}``; a suspect lmref refuses (e.g. ``wrap`` with a
+        non-finite flow) is left out.
     """
     from lmref.motion import warp
     x = np.asarray(x, np.float64)
@@ -637,6 +654,24 @@ def compare_op(actual, op: str, *inputs, rtol=None, atol=None, dtype=None, equal
     :func:`conv_suspects`, e.g. a kernel flipped along one or both axes; ``warp``:
     :func:`warp_suspects`, e.g. flow axes swapped or ``align_corners``), names the mistake
     ``actual`` matches. PyTorch's ``input=`` is accepted for the first array.
+
+    Parameters
+    ----------
+    actual : array_like
+        Your result (NumPy, PyTorch or JAX).
+    op : str
+        A registry op name (``lmref.registry.ops()``).
+    *inputs : array_like
+        The op's positional arrays.
+    rtol, atol, dtype, equal_nan
+        As in :func:`compare`.
+    **options
+        The op's options, passed unchanged.
+
+    Returns
+    -------
+    Report
+        As :func:`compare`'s, its diagnosis naming the suspect ``actual`` matches.
     """
     from lmref import registry
     inputs, options = _torch_input_name(inputs, options)
@@ -649,7 +684,28 @@ def compare_op(actual, op: str, *inputs, rtol=None, atol=None, dtype=None, equal
 
 def assert_op_close(actual, op: str, *inputs, rtol=None, atol=None, dtype=None, equal_nan=True,
                     msg: str = "", **options) -> Report:
-    """:func:`assert_close` against lmref's ``op`` on ``inputs``: see :func:`compare_op`."""
+    """:func:`assert_close` against lmref's ``op`` on ``inputs``: see :func:`compare_op`.
+
+    Parameters
+    ----------
+    actual : array_like
+        Your result.
+    op : str
+        A registry op name.
+    *inputs : array_like
+        The op's positional arrays.
+    rtol, atol, dtype, equal_nan
+        As in :func:`compare`.
+    msg : str
+        Prefix of the failure message.
+    **options
+        The op's options.
+
+    Returns
+    -------
+    Report
+        The passing report; on a mismatch ``AssertionError`` is raised with its message.
+    """
     rep = compare_op(actual, op, *inputs, rtol=rtol, atol=atol, dtype=dtype,
                      equal_nan=equal_nan, **options)
     if not rep.ok:

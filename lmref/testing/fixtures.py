@@ -42,7 +42,33 @@ class FixtureError(ValueError):
 
 @dataclass
 class FixtureCase:
-    """One case of a corpus, loaded and verified."""
+    """One case of a corpus, loaded and verified.
+
+    Parameters
+    ----------
+    op : str
+        Registry op name.
+    seed : int
+        Seed of the registry example.
+    inputs : tuple of numpy.ndarray
+        The op's positional arrays.
+    kwargs : dict
+        The op's options (JSON lists restored as tuples).
+    outputs : tuple of numpy.ndarray
+        lmref's result(s).
+    grad_out : numpy.ndarray or None
+        The cotangent of a differentiable op.
+    grads : tuple of numpy.ndarray
+        lmref's input gradients for ``grad_out`` (absent biases left out).
+    rtol, atol : float
+        The op's tolerances.
+    notes : str
+        The op's convention notes.
+    file : str
+        The case's file name in the corpus.
+    meta : dict
+        The manifest entry.
+    """
 
     op: str
     seed: int
@@ -216,7 +242,20 @@ def _load_case(root: Path, entry: dict) -> FixtureCase:
 
 
 def load(directory, op: str | None = None) -> list[FixtureCase]:
-    """Load (and verify) the cases of a corpus, all of them or those of ``op``."""
+    """Load (and verify) the cases of a corpus, all of them or those of ``op``.
+
+    Parameters
+    ----------
+    directory : str or path-like
+        A corpus written by :func:`export`.
+    op : str, optional
+        Only this op's cases.
+
+    Returns
+    -------
+    list of FixtureCase
+        Each file's SHA-256 checked before it is read; ``allow_pickle=False``.
+    """
     root = Path(directory)
     manifest = _read_manifest(root)
     entries = [e for e in manifest.get("cases", []) if op is None or e.get("op") == op]
