@@ -101,8 +101,8 @@ def resolve_padding(padding, nd: int, *, sizes=None, kernel_sizes=None, strides=
     """
     if isinstance(padding, str):
         if padding not in strings:
-            raise ValueError(f"{name} must be {_expected(nd)}; this op accepts the strings "
-                             f"{tuple(strings)}, got {padding!r}")
+            raise ValueError(f"{name} must be one of {tuple(strings)} or numbers (an int, a "
+                             f"tuple of {nd} ints or per-side pairs), got {padding!r}")
         if padding == "valid":
             return ((0, 0),) * nd
         if sizes is None or kernel_sizes is None or strides is None:

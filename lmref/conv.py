@@ -46,12 +46,13 @@ Threads
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
 
 from lmref._numba import jit, pjit, prange
+from lmref._padding import resolve_padding, same_pads
 from lmref._validation import as_float64, as_int, as_tuple, check_alloc, one_of
 from lmref.registry import Op
 
@@ -72,13 +73,16 @@ _NP_PAD_MODE = {"zeros": "constant", "circular": "wrap", "reflect": "reflect",
 # ----------------------------------------------------------------------------------------------
 
 def conv_output_size(size, kernel_size, stride=1, pad_before=0, pad_after=0, dilation=1):
-    """Output length of a convolution along one axis (``ValueError`` if it would be < 1)."""
-    size = as_int(size, "size", minimum=1)
-    kernel_size = as_int(kernel_size, "kernel_size", minimum=1)
-    stride = as_int(stride, "stride", minimum=1)
-    dilation = as_int(dilation, "dilation", minimum=1)
-    pad_before = as_int(pad_before, "pad_before", minimum=0)
-    pad_after = as_int(pad_after, "pad_after", minimum=0)
+    """Output length of a convolution along one axis (``ValueError`` if it would be < 1).
+
+    Exact for any Python int (a stride of ``2**63`` is valid: the output has one pixel).
+    """
+    size = as_int(size, "size", minimum=1, maximum=None)
+    kernel_size = as_int(kernel_size, "kernel_size", minimum=1, maximum=None)
+    stride = as_int(stride, "stride", minimum=1, maximum=None)
+    dilation = as_int(dilation, "dilation", minimum=1, maximum=None)
+    pad_before = as_int(pad_before, "pad_before", minimum=0, maximum=None)
+    pad_after = as_int(pad_after, "pad_after", minimum=0, maximum=None)
     return _out_size(size, kernel_size, stride, pad_before, pad_after, dilation, "axis")
 
 
@@ -93,23 +97,23 @@ def _out_size(size, k, stride, before, after, dilation, axis):
     return (padded - span) // stride + 1
 
 
-def same_padding(size, kernel_size, stride=1, dilation=1):
+def same_padding(size, kernel_size, stride=1, dilation=1, *, extra="after"):
     """``(before, after)`` padding of ``padding="same"`` along one axis (TensorFlow's rule).
 
     The output size is ``ceil(size / stride)``; the extra pixel of an odd total goes after
-    (bottom/right).
+    (bottom/right, ``padding="same"`` / ``"same_upper"``) or, with ``extra="before"``, before
+    (``padding="same_lower"``, ONNX ``SAME_LOWER``).
     """
-    size = as_int(size, "size", minimum=1)
-    kernel_size = as_int(kernel_size, "kernel_size", minimum=1)
-    stride = as_int(stride, "stride", minimum=1)
-    dilation = as_int(dilation, "dilation", minimum=1)
-    return _same_padding(size, kernel_size, stride, dilation)
+    size = as_int(size, "size", minimum=1, maximum=None)
+    kernel_size = as_int(kernel_size, "kernel_size", minimum=1, maximum=None)
+    stride = as_int(stride, "stride", minimum=1, maximum=None)
+    dilation = as_int(dilation, "dilation", minimum=1, maximum=None)
+    one_of(extra, "extra", ("after", "before"))
+    return same_pads(size, kernel_size, stride, dilation, extra=extra)
 
 
 def _same_padding(size, k, stride, dilation):
-    out = -(-size // stride)
-    total = max((out - 1) * stride + (k - 1) * dilation + 1 - size, 0)
-    return total // 2, total - total // 2
+    return same_pads(size, k, stride, dilation)
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,10 @@ class _Geometry:
     """Everything about one convolution except the data, always in 2-D form.
 
     A 1-D convolution is the 2-D one with a height-1 input and kernel (stride, dilation and
-    padding 1, 1 and 0 along that axis), so both share the kernels below.
+    padding 1, 1 and 0 along that axis), so both share the kernels below. :func:`_geometry`
+    holds exact Python ints (any size); :func:`_plan` turns it into what the kernels run on.
+    ``maps``: explicit per-axis source indices of the (compacted) padded input (``-1``: a
+    zero), set when an axis is computed on its read positions only (see :func:`_plan`).
     """
 
     in_hw: tuple[int, int]
@@ -128,30 +135,23 @@ class _Geometry:
     groups: int
     mode: str
     out_hw: tuple[int, int]
+    maps: tuple | None = None
 
     @property
     def padded_hw(self):
+        if self.maps is not None:
+            return tuple(len(m) for m in self.maps)
         return tuple(n + a + b for n, (a, b) in zip(self.in_hw, self.pads))
 
     @property
     def has_padding(self):
-        return any(a or b for a, b in self.pads)
+        return self.maps is not None or any(a or b for a, b in self.pads)
 
 
 def _parse_padding(padding, nd, in_sizes, k_sizes, strides, dilations):
-    """Per-axis ``(before, after)`` padding from an int, a tuple, ``"valid"`` or ``"same"``."""
-    if isinstance(padding, str):
-        one_of(padding, "padding", ("valid", "same"))
-        if padding == "valid":
-            return ((0, 0),) * nd
-        return tuple(_same_padding(n, k, s, d)
-                     for n, k, s, d in zip(in_sizes, k_sizes, strides, dilations))
-    try:
-        pads = as_tuple(padding, "padding", nd, minimum=0)
-    except TypeError:
-        raise TypeError(f"padding must be an int, a tuple of {nd} ints, 'valid' or 'same', got "
-                        f"{type(padding).__name__} {padding!r}") from None
-    return tuple((p, p) for p in pads)
+    """Per-axis ``(before, after)`` padding (:func:`lmref._padding.resolve_padding`)."""
+    return resolve_padding(padding, nd, sizes=in_sizes, kernel_sizes=k_sizes, strides=strides,
+                           dilations=dilations, maximum=None)
 
 
 def _check_mode_pads(mode, pads, in_sizes):
@@ -169,7 +169,12 @@ def _check_mode_pads(mode, pads, in_sizes):
 
 def _geometry(nd, in_sizes, c_in, weight_shape, stride, padding, dilation, groups, padding_mode,
               *, x_name="x"):
-    """Validate the options of a ``nd``-D convolution and return its (2-D) geometry."""
+    """Validate the options of a ``nd``-D convolution and return its (2-D) geometry.
+
+    Exact Python-int arithmetic: strides, dilations and paddings of any size are accepted. A
+    stride is irrelevant where the output has one position and a dilation where the kernel
+    has one tap: both are stored as 1 there (the same convolution).
+    """
     groups = as_int(groups, "groups", minimum=1)
     mode = one_of(padding_mode, "padding_mode", PADDING_MODES)
     c_out, c_in_g = weight_shape[0], weight_shape[1]
@@ -184,17 +189,118 @@ def _geometry(nd, in_sizes, c_in, weight_shape, stride, padding, dilation, group
         raise ValueError(
             f"channel mismatch: {x_name} has {c_in} input channels, so weight.shape[1] must be "
             f"C_in / groups = {c_in // groups}, got weight of shape {tuple(weight_shape)}")
-    strides = as_tuple(stride, "stride", nd, minimum=1)
-    dilations = as_tuple(dilation, "dilation", nd, minimum=1)
+    strides = as_tuple(stride, "stride", nd, minimum=1, maximum=None)
+    dilations = as_tuple(dilation, "dilation", nd, minimum=1, maximum=None)
+    in_sizes = tuple(int(n) for n in in_sizes)
     pads = _parse_padding(padding, nd, in_sizes, k_sizes, strides, dilations)
     _check_mode_pads(mode, pads, in_sizes)
     axes = ("height", "width") if nd == 2 else ("length",)
     out = tuple(_out_size(n, k, s, a, b, d, ax) for n, k, s, (a, b), d, ax
                 in zip(in_sizes, k_sizes, strides, pads, dilations, axes))
+    strides = tuple(1 if o == 1 else s for s, o in zip(strides, out))
+    dilations = tuple(1 if k == 1 else d for d, k in zip(dilations, k_sizes))
     if nd == 1:  # lift to 2-D with a height-1 axis
-        return _Geometry((1,) + tuple(in_sizes), (1,) + k_sizes, (1,) + strides,
+        return _Geometry((1,) + in_sizes, (1,) + k_sizes, (1,) + strides,
                          (1,) + dilations, ((0, 0),) + pads, groups, mode, (1,) + out)
-    return _Geometry(tuple(in_sizes), k_sizes, strides, dilations, pads, groups, mode, out)
+    return _Geometry(in_sizes, k_sizes, strides, dilations, pads, groups, mode, out)
+
+
+def _options_text(geom, nd, **extra):
+    """``"stride=(s, s), padding=((t, b), (l, r)), dilation=(d, d)"``: the user's options."""
+    lo = 2 - nd
+    opts = {"stride": geom.stride[lo:], "padding": geom.pads[lo:],
+            "dilation": geom.dilation[lo:], **extra}
+    return ", ".join(f"{k}={v}" for k, v in opts.items())
+
+
+def _describe_call(fn, x_shape, geom, nd, **extra):
+    """``"conv2d(stride=..., padding=..., dilation=...) on x of shape (N, C, H, W)"``: the
+    user's arguments, for memory-guard messages."""
+    return f"{fn}({_options_text(geom, nd, **extra)}) on x of shape {tuple(x_shape)}"
+
+
+def _guard(shape, what, call):
+    """:func:`check_alloc` naming the call's arguments (``call``) and the buffer (``what``)."""
+    check_alloc(shape, f"{call}: {what}")
+
+
+#: an axis whose padded length exceeds ``_COMPACT_RATIO * out * k + _COMPACT_SLACK`` is run on
+#: its read positions only (huge strides / dilations over huge padding; see :func:`_plan`)
+_COMPACT_RATIO = 4
+_COMPACT_SLACK = 256
+
+
+def _source(i, n, mode):
+    """Source index of input-relative positions ``i`` (``-1`` where the padding is a zero)."""
+    if mode == "zeros":
+        return np.where((i >= 0) & (i < n), i, -1)
+    if mode == "circular":
+        return i % n
+    if mode == "replicate":
+        return np.clip(i, 0, n - 1)
+    # reflect (pad < n, checked): mirror about the first and the last pixel
+    i = np.abs(i)
+    return np.where(i > n - 1, 2 * (n - 1) - i, i)
+
+
+def _read_positions(n, k, s, d, before, out, mode):
+    """Source of every read ``(tap a, output i)``, ordered ``a * out + i`` (exact ints)."""
+    if (out - 1) * s + (k - 1) * d + before < 2**62:
+        pos = np.arange(out, dtype=np.int64)[None, :] * s \
+            + np.arange(k, dtype=np.int64)[:, None] * d - before
+    else:  # beyond int64: Python ints (only zero padding can be this large)
+        pos = np.arange(out).astype(object)[None, :] * s \
+            + np.arange(k).astype(object)[:, None] * d - before
+    return np.asarray(_source(pos.ravel(), n, mode), dtype=np.int64)
+
+
+def _plan(geom, n_batch, c_in, call):
+    """The geometry the kernels run on, after guarding the padded input's size.
+
+    Where an axis's padded length is much larger than ``out * k`` (a huge stride or dilation
+    over huge padding), that axis is computed on a compacted input holding only the read
+    positions, tap-major: ``xc[a * out + i] = xpad[i * s + a * d]``, which the same kernels
+    read with stride 1 and dilation ``out``. Every output reads the same values in the same
+    order (forward and weight gradient bit for bit); input-gradient terms that meet at one
+    pixel are folded back in position order (the same exact sum).
+    """
+    hw = geom.padded_hw
+    limits = [_COMPACT_RATIO * o * k + _COMPACT_SLACK for o, k in zip(geom.out_hw, geom.k_hw)]
+    compact = [p > lim for p, lim in zip(hw, limits)]
+    sizes = tuple(o * k if c else p for o, k, c, p in zip(geom.out_hw, geom.k_hw, compact, hw))
+    if geom.has_padding or any(compact):  # else the kernels read x itself
+        _guard((n_batch, c_in) + sizes, "the padded input", call)
+    sw = 1 if compact[1] else geom.stride[1]
+    if sw > 1:
+        _guard((n_batch, c_in, sizes[0], min(sw, sizes[1]), -(-sizes[1] // sw)),
+               "the stride-phase buffer of the padded input", call)
+    if not any(compact):
+        return geom
+    maps, strides, dilations = [], [], []
+    for ax in range(2):
+        n, k, s, d = geom.in_hw[ax], geom.k_hw[ax], geom.stride[ax], geom.dilation[ax]
+        (before, after), out = geom.pads[ax], geom.out_hw[ax]
+        if compact[ax]:
+            maps.append(_read_positions(n, k, s, d, before, out, geom.mode))
+            strides.append(1)
+            dilations.append(out if k > 1 else 1)
+        else:
+            maps.append(_pad_index(n, before, after, geom.mode))
+            strides.append(s)
+            dilations.append(d)
+    return replace(geom, stride=tuple(strides), dilation=tuple(dilations), maps=tuple(maps))
+
+
+def _lift(x, nd):
+    """``(x, unbatched)``: an unbatched input ``(C, *spatial)`` gets a batch axis of 1, as in
+    PyTorch (the result drops it again)."""
+    try:
+        ndim = np.ndim(x)
+    except Exception:  # ragged lists and the like: as_float64 names them
+        return x, False
+    if ndim == nd + 1 and not isinstance(x, (str, bytes)):
+        return np.asarray(x)[None], True
+    return x, False
 
 
 def _check_arrays(nd, x, weight, bias, *, x_name="x", weight_name="weight"):
@@ -226,19 +332,12 @@ def _from2d(a, nd):
 
 def _pad_index(n, before, after, mode):
     """Source index of every padded position along one axis (``-1`` where the value is 0)."""
-    i = np.arange(-before, n + after, dtype=np.int64)
-    if mode == "zeros":
-        return np.where((i >= 0) & (i < n), i, -1)
-    if mode == "circular":
-        return i % n
-    if mode == "replicate":
-        return np.clip(i, 0, n - 1)
-    # reflect (pad < n, checked): mirror about the first and the last pixel
-    i = np.abs(i)
-    return np.where(i > n - 1, 2 * (n - 1) - i, i)
+    return _source(np.arange(-before, n + after, dtype=np.int64), n, mode)
 
 
 def _pad_maps(geom):
+    if geom.maps is not None:
+        return geom.maps
     return tuple(_pad_index(n, a, b, geom.mode) for n, (a, b) in zip(geom.in_hw, geom.pads))
 
 
@@ -246,23 +345,27 @@ def _pad(x, geom):
     """Pad ``(N, C, H, W)`` once per ``geom`` (returns ``x`` itself when there is no padding)."""
     if not geom.has_padding:
         return x
-    (t, b), (l, r) = geom.pads
     n, c, h, w = x.shape
-    if geom.mode == "zeros":
+    if geom.mode == "zeros" and geom.maps is None:
+        (t, b), (l, r) = geom.pads
         xp = np.zeros((n, c, h + t + b, w + l + r))
         xp[:, :, t:t + h, l:l + w] = x
         return xp
     ih, iw = _pad_maps(geom)
-    return np.ascontiguousarray(x[:, :, ih[:, None], iw[None, :]])
+    xp = x[:, :, np.maximum(ih, 0)[:, None], np.maximum(iw, 0)[None, :]]
+    if (ih < 0).any() or (iw < 0).any():  # the zeros of the padding
+        xp[:, :, ih < 0, :] = 0.0
+        xp[:, :, :, iw < 0] = 0.0
+    return np.ascontiguousarray(xp)
 
 
 def _unpad_adjoint(gp, geom):
     """Adjoint of :func:`_pad`: every padded position sends its value back to its source."""
     if not geom.has_padding:
         return gp
-    (t, b), (l, r) = geom.pads
     h, w = geom.in_hw
-    if geom.mode == "zeros":
+    if geom.mode == "zeros" and geom.maps is None:
+        (t, b), (l, r) = geom.pads
         return np.ascontiguousarray(gp[:, :, t:t + h, l:l + w])
     ih, iw = _pad_maps(geom)
     n, c, hp, wp = gp.shape
@@ -1019,7 +1122,6 @@ def _igrad_channels_last(g, w, geom, n_batch, c_in):
     cpad = -(-c_out_g // _IGRAD_BLOCK) * _IGRAD_BLOCK
     hp, wp = geom.padded_hw
     ho, wo = g.shape[2], g.shape[3]
-    check_alloc((n_batch, c_in, hp, wp), "the padded input gradient (channels last)")
     parallel = _macs(g.size, w[0].size) >= _PARALLEL_MIN_WORK
     gt = np.empty((n_batch, groups, ho, wo, cpad))
     (_igrad_gt_parallel if parallel else _igrad_gt_serial)(g, gt)
@@ -1030,7 +1132,7 @@ def _igrad_channels_last(g, w, geom, n_batch, c_in):
         gt, wt.reshape(groups, kh, cpad, kw * c_in_g), kw, geom.stride[0], geom.stride[1],
         geom.dilation[0], geom.dilation[1], gx)
     unpack = _igrad_unpack_parallel if parallel else _igrad_unpack_serial
-    if geom.mode == "zeros":
+    if geom.mode == "zeros" and geom.maps is None:
         (t, _), (l, _) = geom.pads
         out = np.empty((n_batch, c_in) + tuple(geom.in_hw))
         unpack(gx, t, l, out)
@@ -1055,28 +1157,31 @@ def _split_columns(xp, sw):
     """``(N, C, Hp, Wp) -> (N, C, Hp, P, ceil(Wp / sw))``, ``[..., p, m] = xp[..., p + m sw]``.
 
     Only the ``P = min(sw, Wp)`` phases that exist are stored (a stride larger than the padded
-    width would otherwise allocate ``sw`` mostly empty phases).
+    width would otherwise allocate ``sw`` mostly empty phases); one vectorised copy.
     """
     if sw == 1:
         return xp[:, :, :, None, :]
     n, c, hp, wp = xp.shape
-    xr = np.zeros((n, c, hp, min(sw, wp), -(-wp // sw)))
-    for p in range(min(sw, wp)):
-        cols = xp[..., p::sw]
-        xr[..., p, :cols.shape[-1]] = cols
+    if sw >= wp:  # one column per phase
+        return np.ascontiguousarray(xp[:, :, :, :, None])
+    m, full = -(-wp // sw), wp // sw
+    xr = np.zeros((n, c, hp, sw, m))
+    xr[..., :full] = xp[..., :full * sw].reshape(n, c, hp, full, sw).transpose(0, 1, 2, 4, 3)
+    if full < m:
+        xr[..., :wp - full * sw, full] = xp[..., full * sw:]
     return xr
 
 
 def _merge_columns(gr, sw, wp):
-    """Inverse of :func:`_split_columns` (entries past ``wp`` are never written)."""
+    """Inverse of :func:`_split_columns` (entries past ``wp`` are never read)."""
     if sw == 1:
         return gr[:, :, :, 0, :]
-    n, c, hp = gr.shape[:3]
-    gp = np.empty((n, c, hp, wp))
-    for p in range(min(sw, wp)):
-        m = len(range(p, wp, sw))
-        gp[..., p::sw] = gr[..., p, :m]
-    return gp
+    n, c, hp, p, m = gr.shape
+    if sw >= wp:
+        return gr[..., 0]
+    gp = np.empty((n, c, hp, m, sw))
+    gp[...] = gr.transpose(0, 1, 2, 4, 3)
+    return gp.reshape(n, c, hp, m * sw)[..., :wp]
 
 
 def _macs(*shape):
@@ -1085,7 +1190,6 @@ def _macs(*shape):
 
 def _forward(x, w, bias, geom):
     n, c_out = x.shape[0], w.shape[0]
-    check_alloc((n, c_out) + geom.out_hw, "the convolution output")
     xr = _split_columns(_pad(x, geom), geom.stride[1])
     out = np.empty((n, c_out) + geom.out_hw)
     b = np.zeros(c_out) if bias is None else bias
@@ -1102,7 +1206,6 @@ def _input_grad(g, w, geom, n_batch, c_in):
     sw = geom.stride[1]
     hp, wp = geom.padded_hw
     wq = -(-wp // sw)
-    check_alloc((n_batch, c_in, hp, min(sw, wp), wq), "the input gradient")
     phase, shift = _column_phases(geom)
     gr = np.empty((n_batch, c_in, hp, min(sw, wp), wq))
     run = _input_grad_parallel if _macs(g.size, w[0].size) >= _PARALLEL_MIN_WORK \
@@ -1117,7 +1220,6 @@ def _weight_grad(g, x, w_shape, geom):
         n, c_in = x.shape[0], x.shape[1]
         hp, wp = geom.padded_hw
         c_in_g = c_in // geom.groups
-        check_alloc((n, c_in, hp, wp), "the padded input (channels last)")
         ih, iw = _pad_maps(geom)
         xt = np.empty((n, geom.groups, hp, wp, c_in_g))
         parallel = work >= _PARALLEL_MIN_WORK
@@ -1141,32 +1243,41 @@ def _weight_grad(g, x, w_shape, geom):
 # ----------------------------------------------------------------------------------------------
 
 def _conv(nd, x, weight, bias, stride, padding, dilation, groups, padding_mode):
+    x, unbatched = _lift(x, nd)
     x, weight, bias = _check_arrays(nd, x, weight, bias)
     geom = _geometry(nd, x.shape[2:], x.shape[1], weight.shape, stride, padding, dilation,
                      groups, padding_mode)
-    out = _forward(_to2d(x, nd), _to2d(weight, nd), bias, geom)
-    return _from2d(out, nd)
+    call = _describe_call(f"conv{nd}d", x.shape[1 if unbatched else 0:], geom, nd)
+    _guard((x.shape[0], weight.shape[0]) + geom.out_hw, "the output", call)
+    plan = _plan(geom, x.shape[0], x.shape[1], call)
+    out = _from2d(_forward(_to2d(x, nd), _to2d(weight, nd), bias, plan), nd)
+    return out[0] if unbatched else out
 
 
-def _check_grad_out(grad_out, nd, n_batch, c_out, geom):
-    g = as_float64(grad_out, "grad_out", ndim=nd + 2)
+def _check_grad_out(grad_out, nd, n_batch, c_out, geom, unbatched=False):
+    g = as_float64(grad_out, "grad_out", ndim=nd + 1 if unbatched else nd + 2)
     expected = (n_batch, c_out) + geom.out_hw[2 - nd:]
+    if unbatched:
+        expected = expected[1:]
     if g.shape != expected:
         raise ValueError(f"grad_out must have the output's shape {expected}, got {g.shape}")
-    return g
+    return g[None] if unbatched else g
 
 
 def _conv_backward(nd, grad_out, x, weight, bias, stride, padding, dilation, groups,
                    padding_mode):
+    x, unbatched = _lift(x, nd)
     x, weight, bias = _check_arrays(nd, x, weight, bias)
     geom = _geometry(nd, x.shape[2:], x.shape[1], weight.shape, stride, padding, dilation,
                      groups, padding_mode)
-    g = _check_grad_out(grad_out, nd, x.shape[0], weight.shape[0], geom)
+    g = _check_grad_out(grad_out, nd, x.shape[0], weight.shape[0], geom, unbatched)
+    call = _describe_call(f"conv{nd}d_backward", x.shape[1 if unbatched else 0:], geom, nd)
+    plan = _plan(geom, x.shape[0], x.shape[1], call)
     g2, w2 = _to2d(g, nd), _to2d(weight, nd)
-    grad_x = _input_grad(g2, w2, geom, x.shape[0], x.shape[1])
-    grad_w = _weight_grad(g2, _to2d(x, nd), w2.shape, geom)
+    grad_x = _from2d(_input_grad(g2, w2, plan, x.shape[0], x.shape[1]), nd)
+    grad_w = _from2d(_weight_grad(g2, _to2d(x, nd), w2.shape, plan), nd)
     grad_b = None if bias is None else g.sum(axis=tuple(range(2, nd + 2)) + (0,))
-    return _from2d(grad_x, nd), _from2d(grad_w, nd), grad_b
+    return (grad_x[0] if unbatched else grad_x), grad_w, grad_b
 
 
 _CONV_DOC = """{nd}-D convolution (cross-correlation) with ``torch.nn.functional.conv{nd}d`` semantics.
@@ -1240,7 +1351,11 @@ conv2d_backward.__doc__ = _BACKWARD_DOC.format(nd=2)
 # ----------------------------------------------------------------------------------------------
 
 def _transpose_geometry(nd, x, weight, stride, padding, output_padding, dilation, groups):
-    """Geometry of the *forward* convolution whose input gradient is this transposed conv."""
+    """Geometry of the *forward* convolution whose input gradient is this transposed conv.
+
+    ``padding`` may be per-side pairs: ``(before, after)`` are cropped from the start and the
+    end of the full output (ONNX ``pads``); an int or a tuple of ints is symmetric (PyTorch).
+    """
     groups = as_int(groups, "groups", minimum=1)
     c_in, c_out_g = weight.shape[0], weight.shape[1]
     if x.shape[1] != c_in:
@@ -1250,28 +1365,32 @@ def _transpose_geometry(nd, x, weight, stride, padding, output_padding, dilation
     if c_in % groups:
         raise ValueError(f"groups={groups} must divide the number of input channels "
                          f"x.shape[1]={c_in}")
-    strides = as_tuple(stride, "stride", nd, minimum=1)
-    dilations = as_tuple(dilation, "dilation", nd, minimum=1)
+    strides = as_tuple(stride, "stride", nd, minimum=1, maximum=None)
+    dilations = as_tuple(dilation, "dilation", nd, minimum=1, maximum=None)
     if isinstance(padding, str):
-        raise ValueError(f"padding of a transposed convolution must be an int or a tuple of "
-                         f"{nd} ints, got {padding!r}")
-    pads = as_tuple(padding, "padding", nd, minimum=0)
-    out_pads = as_tuple(output_padding, "output_padding", nd, minimum=0)
+        raise ValueError(f"padding of a transposed convolution must be an int, a tuple of {nd} "
+                         f"ints or per-side (before, after) pairs, got {padding!r}")
+    pads = resolve_padding(padding, nd, maximum=None, strings=())
+    out_pads = as_tuple(output_padding, "output_padding", nd, minimum=0, maximum=None)
     sizes = []
-    for n, k, s, p, op, d in zip(x.shape[2:], weight.shape[2:], strides, pads, out_pads,
-                                 dilations):
+    for n, k, s, (pb, pa), op, d in zip(x.shape[2:], weight.shape[2:], strides, pads, out_pads,
+                                        dilations):
         if op >= max(s, d):
             raise ValueError(f"output_padding must be smaller than stride or dilation (as in "
                              f"PyTorch), got output_padding={out_pads}, stride={strides}, "
                              f"dilation={dilations}")
-        size = (n - 1) * s - 2 * p + d * (k - 1) + op + 1
+        size = (n - 1) * s - pb - pa + d * (k - 1) + op + 1
         if size < 1:
             raise ValueError(f"transposed convolution output would be empty: size {size} from "
-                             f"input {n}, kernel {k}, stride {s}, padding {p}, dilation {d}")
+                             f"input {n}, kernel {k}, stride {s}, padding {(pb, pa)}, "
+                             f"dilation {d}")
         sizes.append(size)
+    call = f"conv_transpose{nd}d(stride={strides}, padding={pads}, output_padding=" \
+           f"{out_pads}, dilation={dilations}) on x of shape {tuple(x.shape)}"
+    _guard((x.shape[0], c_out_g * groups) + tuple(sizes), "the output", call)
     geom = _geometry(nd, tuple(sizes), c_out_g * groups, weight.shape, strides, pads, dilations,
                      groups, "zeros", x_name="output")
-    return geom
+    return geom, _plan(geom, x.shape[0], c_out_g * groups, call)
 
 
 def _check_transpose_bias(bias, c_out):
@@ -1295,36 +1414,46 @@ def _fit(a, hw):
 
 
 def _conv_transpose(nd, x, weight, bias, stride, padding, output_padding, groups, dilation):
+    x, unbatched = _lift(x, nd)
     x, weight, _ = _check_arrays(nd, x, weight, None, weight_name="weight (C_in, C_out // "
                                  "groups, *k) of a transposed convolution")
-    geom = _transpose_geometry(nd, x, weight, stride, padding, output_padding, dilation, groups)
-    c_out = weight.shape[1] * geom.groups
+    _, plan = _transpose_geometry(nd, x, weight, stride, padding, output_padding, dilation,
+                                  groups)
+    c_out = weight.shape[1] * plan.groups
     bias = _check_transpose_bias(bias, c_out)
     # output_padding >= stride (allowed when < dilation) makes the forward conv one row
     # longer than x: that row of its output is simply absent here; the input-gradient kernels
     # read only the rows and columns x has (no zero row times an Inf weight)
-    out = _input_grad(_to2d(x, nd), _to2d(weight, nd), geom, x.shape[0], c_out)
+    out = _input_grad(_to2d(x, nd), _to2d(weight, nd), plan, x.shape[0], c_out)
     if bias is not None:
         out = out + bias[:, None, None]
-    return _from2d(out, nd)
+    out = _from2d(out, nd)
+    return out[0] if unbatched else out
 
 
 def _conv_transpose_backward(nd, grad_out, x, weight, bias, stride, padding, output_padding,
                              groups, dilation):
+    x, unbatched = _lift(x, nd)
     x, weight, _ = _check_arrays(nd, x, weight, None)
-    geom = _transpose_geometry(nd, x, weight, stride, padding, output_padding, dilation, groups)
+    geom, plan = _transpose_geometry(nd, x, weight, stride, padding, output_padding, dilation,
+                                     groups)
     c_out = weight.shape[1] * geom.groups
     _check_transpose_bias(bias, c_out)
-    g = as_float64(grad_out, "grad_out", ndim=nd + 2)
+    g = as_float64(grad_out, "grad_out", ndim=nd + 1 if unbatched else nd + 2)
     expected = (x.shape[0], c_out) + geom.in_hw[2 - nd:]
+    if unbatched:
+        expected = expected[1:]
     if g.shape != expected:
         raise ValueError(f"grad_out must have the output's shape {expected}, got {g.shape}")
+    if unbatched:
+        g = g[None]
     g2, w2, x2 = _to2d(g, nd), _to2d(weight, nd), _to2d(x, nd)
-    # y = C(w)^T x  =>  grad_x = C(w) g and <g, C(w)^T x> = <C(w) g, x> gives grad_w
-    grad_x = _fit(_forward(g2, w2, None, geom), x2.shape[2:])
-    grad_w = _weight_grad(_fit(x2, geom.out_hw), g2, w2.shape, geom)
+    # y = C(w)^T x  =>  grad_x = C(w) g and <g, C(w)^T x> = <C(w) g, x> gives grad_w; x may
+    # lack the forward conv's last row (output_padding >= stride): the kernels read x's rows
+    grad_x = _from2d(_fit(_forward(g2, w2, None, plan), x2.shape[2:]), nd)
+    grad_w = _weight_grad(x2, g2, w2.shape, plan)
     grad_b = None if bias is None else g.sum(axis=tuple(range(2, nd + 2)) + (0,))
-    return _from2d(grad_x, nd), _from2d(grad_w, nd), grad_b
+    return (grad_x[0] if unbatched else grad_x), _from2d(grad_w, nd), grad_b
 
 
 _TRANSPOSE_DOC = """{nd}-D transposed convolution, ``torch.nn.functional.conv_transpose{nd}d`` semantics.
@@ -1391,7 +1520,7 @@ conv_transpose2d.__doc__ = _TRANSPOSE_DOC.format(nd=2, xshape="(N, C_in, H, W)",
 # directly (canonical form, no dense intermediate, no probing with basis vectors).
 # ----------------------------------------------------------------------------------------------
 
-def _axis_taps(index_map, out_size, k, stride, dilation):
+def _axis_taps(src):
     """Per output position along one axis: the distinct source pixels in increasing order and,
     for each, the range of its kernel taps in ``taps`` (tap order kept among equal sources).
 
@@ -1401,8 +1530,7 @@ def _axis_taps(index_map, out_size, k, stride, dilation):
     ``template[i] <= i`` with every source moved by ``shift[i]`` (interior positions are all
     translates of one template, which the matrix builder copies instead of recomputing).
     """
-    pos = np.arange(out_size)[:, None] * stride + np.arange(k)[None, :] * dilation
-    src = index_map[pos]
+    out_size, k = src.shape
     taps = np.argsort(src, axis=1, kind="stable")
     src = np.take_along_axis(src, taps, axis=1)
     valid = src >= 0
@@ -1492,7 +1620,8 @@ def _matrix(nd, input_shape, weight, stride, padding, dilation, groups, padding_
         raise ValueError(f"input_shape must be a sequence {layout} of {nd + 1} ints, got "
                          f"{input_shape!r}")
     names = ("C_in", "L") if nd == 1 else ("C_in", "H", "W")
-    shape = tuple(as_int(s, f"input_shape {n}", minimum=1) for s, n in zip(input_shape, names))
+    shape = tuple(as_int(s, f"input_shape {n}", minimum=1, maximum=None)
+                  for s, n in zip(input_shape, names))
     wlayout = "(C_out, C_in // groups, k)" if nd == 1 else "(C_out, C_in // groups, kH, kW)"
     weight = as_float64(weight, f"weight {wlayout}", ndim=nd + 2)
     geom = _geometry(nd, shape[1:], shape[0], weight.shape, stride, padding, dilation, groups,
@@ -1500,13 +1629,17 @@ def _matrix(nd, input_shape, weight, stride, padding, dilation, groups, padding_
     w2 = _to2d(weight, nd)
     c_out, c_in, c_in_g = w2.shape[0], shape[0], w2.shape[1]
     (h, w), (ho, wo) = geom.in_hw, geom.out_hw
-    map_h, map_w = _pad_maps(geom)
-    axis_h = _axis_taps(map_h, ho, geom.k_hw[0], geom.stride[0], geom.dilation[0])
-    axis_w = _axis_taps(map_w, wo, geom.k_hw[1], geom.stride[1], geom.dilation[1])
-    row_counts = c_in_g * axis_h[0][:, None] * axis_w[0][None, :]  # the same for every o
+    call = f"conv{nd}d_matrix(input_shape={shape}, {_options_text(geom, nd)})"
     n_rows, n_cols = c_out * ho * wo, c_in * h * w
+    _guard((n_rows + 1,), "the matrix's row pointers", call)
+    _guard((ho * geom.k_hw[0] + wo * geom.k_hw[1], 8), "the per-axis tap tables", call)
+    axis_h, axis_w = (_axis_taps(_read_positions(
+        geom.in_hw[a], geom.k_hw[a], geom.stride[a], geom.dilation[a], geom.pads[a][0],
+        geom.out_hw[a], geom.mode).reshape(geom.k_hw[a], geom.out_hw[a]).T) for a in (0, 1))
+    row_counts = c_in_g * axis_h[0][:, None] * axis_w[0][None, :]  # the same for every o
     nnz = c_out * int(row_counts.sum())
-    check_alloc((nnz,), "the matrix", itemsize=16)
+    _guard((nnz,), "the matrix's entries (value and column index)", call)
+    check_alloc((nnz,), f"{call}: the matrix", itemsize=16)
     index_dtype = np.int32 if max(nnz, n_rows, n_cols) < 2**31 else np.int64
     indptr = np.zeros(n_rows + 1, dtype=index_dtype)
     np.cumsum(np.tile(row_counts.ravel(), c_out), out=indptr[1:])

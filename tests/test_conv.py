@@ -520,7 +520,8 @@ def test_matrix_sums_taps_that_meet_at_one_pixel():
 X2, W2 = np.ones((1, 4, 6, 6)), np.ones((6, 4, 3, 3))
 
 BAD = [
-    (lambda: conv.conv2d(np.ones((4, 6, 6)), W2), ValueError, "x .* 4-dimensional"),
+    (lambda: conv.conv2d(np.ones((6, 6)), W2), ValueError, "x .* 4-dimensional"),
+    (lambda: conv.conv1d(X2[0], W2), ValueError, "weight .* 3-dimensional"),
     (lambda: conv.conv1d(X2, W2), ValueError, "3-dimensional"),
     (lambda: conv.conv2d(X2, np.ones((6, 3, 3, 3))), ValueError, "channel mismatch"),
     (lambda: conv.conv2d(X2, np.ones((6, 2, 3, 3)), groups=3), ValueError,
@@ -537,8 +538,10 @@ BAD = [
     (lambda: conv.conv2d(X2, W2, stride=1.5), TypeError, "stride must be an integer"),
     (lambda: conv.conv2d(X2, W2, padding=float("inf")), TypeError, "padding"),
     (lambda: conv.conv2d(X2, W2, padding=-1), ValueError, "padding must be >= 0"),
-    (lambda: conv.conv2d(X2, W2, padding="full"), ValueError, "padding must be one of"),
-    (lambda: conv.conv2d(X2, W2, padding=(1, 2, 3)), ValueError, "padding must be an int or"),
+    (lambda: conv.conv2d(X2, W2, padding="full"), ValueError, r"padding must be one of \('valid', 'same', 'same_upper', 'same_lower'\)"
+     r".*got 'full'"),
+    (lambda: conv.conv2d(X2, W2, padding=(1, 2, 3)), ValueError,
+     "padding must be an int, .*2 entries"),
     (lambda: conv.conv2d(X2, W2, padding_mode="mirror"), ValueError, "padding_mode"),
     (lambda: conv.conv2d(X2, W2, padding=6, padding_mode="reflect"), ValueError,
      "reflect.*padding < input size"),
