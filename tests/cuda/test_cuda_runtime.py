@@ -14,8 +14,15 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 
 
+def _env(**extra):
+    """The caller's environment with this checkout first on PYTHONPATH (extended, not
+    replaced: a caller's own entries stay)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def _python(code, **env):
-    full = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    full = _env(**env)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=full, timeout=300)
 
@@ -89,7 +96,7 @@ def test_every_kernel_compiles_for_a_real_gpu():
     real GPU (no GPU or toolkit needed) in a fresh process."""
     res = subprocess.run([sys.executable, str(HERE / "_compile_check.py")], capture_output=True,
                          text=True, timeout=600, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_ENABLE_CUDASIM": "0"})
+                         env=_env(NUMBA_ENABLE_CUDASIM="0"))
     assert res.returncode == 0, res.stdout + res.stderr
 
 
@@ -131,3 +138,41 @@ def test_torch_cuda_tensors_give_torch_tensors(rng, close):
     out = lc.warp(x, flow)
     assert isinstance(out, torch.Tensor) and out.is_cuda and out.dtype == torch.float64
     close(out.cpu().numpy(), motion.warp(x.detach().cpu().numpy(), flow.cpu().numpy()))
+
+
+def test_subprocesses_extend_the_callers_pythonpath(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/caller/a", "/caller/b"]))
+    assert _env()["PYTHONPATH"].split(os.pathsep) == [str(ROOT), "/caller/a", "/caller/b"]
+
+
+@pytest.mark.parametrize("numpy_version, numba_cuda_version, bad", [
+    ("2.5.2", "0.30.4", True), ("2.5.0rc1", "0.28.1", True), ("2.4.6", "0.30.4", False),
+    ("2.5.2", None, False), ("2.5.2", "0.31.0", False)])
+def test_incompatible_numpy_numba_cuda_pairs(numpy_version, numba_cuda_version, bad):
+    from lmref.cuda import _runtime
+
+    if bad:
+        with pytest.raises(RuntimeError, match=r"numpy<2\.5"):
+            _runtime.check_versions(numpy_version, numba_cuda_version)
+    else:
+        _runtime.check_versions(numpy_version, numba_cuda_version)
+
+
+def test_incompatible_pair_is_reported_at_the_first_call(monkeypatch):
+    import importlib
+
+    from lmref.cuda import _runtime
+
+    monkeypatch.setattr(_runtime, "_installed_versions", lambda: ("2.5.2", "0.30.4"))
+    monkeypatch.setattr(_runtime, "_versions_ok", False)
+    importlib.reload(lc)  # importing never checks
+    with pytest.raises(RuntimeError, match=r"numba-cuda 0\.30\.4 does not work with NumPy 2\.5\.2"):
+        lc.warp(np.zeros((2, 2)), np.zeros((2, 2, 2)))
+
+
+def test_the_cuda_extra_pins_a_working_numpy():
+    import tomllib
+
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["cuda"]
+    assert any(r.replace(" ", "").startswith("numpy<2.5") for r in extra), extra
