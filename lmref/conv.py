@@ -91,7 +91,7 @@ def _out_size(size, k, stride, before, after, dilation, axis):
     padded = size + before + after
     if span > padded:
         raise ValueError(
-            f"kernel larger than padded input along {axis}: kernel size {k} with dilation "
+            f"kernel larger than padded input along {axis}: kernel_size {k} with dilation "
             f"{dilation} spans {span} but the padded input has size {padded} ({size} + "
             f"{before} + {after})")
     return (padded - span) // stride + 1
@@ -154,17 +154,18 @@ def _parse_padding(padding, nd, in_sizes, k_sizes, strides, dilations):
                            dilations=dilations, maximum=None)
 
 
-def _check_mode_pads(mode, pads, in_sizes):
+def _check_mode_pads(mode, pads, in_sizes, source=""):
+    """``source`` says where a derived padding came from (``'same'`` with the dilation)."""
     axes = ("height", "width") if len(pads) == 2 else ("length",)
     for (a, b), n, ax in zip(pads, in_sizes, axes):
         if mode == "reflect" and max(a, b) >= n:
             raise ValueError(
                 f"padding_mode='reflect' needs padding < input size (as in PyTorch): padding "
-                f"({a}, {b}) along {ax} of size {n}")
+                f"({a}, {b}) along {ax} of size {n}{source}")
         if mode == "circular" and max(a, b) > n:
             raise ValueError(
                 f"padding_mode='circular' needs padding <= input size (as in PyTorch): padding "
-                f"({a}, {b}) along {ax} of size {n}")
+                f"({a}, {b}) along {ax} of size {n}{source}")
 
 
 def _geometry(nd, in_sizes, c_in, weight_shape, stride, padding, dilation, groups, padding_mode,
@@ -193,7 +194,9 @@ def _geometry(nd, in_sizes, c_in, weight_shape, stride, padding, dilation, group
     dilations = as_tuple(dilation, "dilation", nd, minimum=1, maximum=None)
     in_sizes = tuple(int(n) for n in in_sizes)
     pads = _parse_padding(padding, nd, in_sizes, k_sizes, strides, dilations)
-    _check_mode_pads(mode, pads, in_sizes)
+    source = (f" (padding={padding!r} with stride={strides}, dilation={dilations})"
+              if isinstance(padding, str) else "")
+    _check_mode_pads(mode, pads, in_sizes, source)
     axes = ("height", "width") if nd == 2 else ("length",)
     out = tuple(_out_size(n, k, s, a, b, d, ax) for n, k, s, (a, b), d, ax
                 in zip(in_sizes, k_sizes, strides, pads, dilations, axes))

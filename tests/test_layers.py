@@ -223,7 +223,7 @@ def test_fast_pool_equals_reference_on_4d_and_3d(rng):
     (lambda: L.avg_pool2d(np.zeros((1, 1, 5, 5)), 2, padding=((0, 1), (2, -1))), ValueError,
      r"padding\[1\]\[1\] must be >= 0"),
     (lambda: L.avg_pool2d(np.zeros((1, 1, 5, 5)), 2, padding="full"), ValueError,
-     "padding must be an int"),
+     "padding must be one of"),
     (lambda: L.avg_pool2d(np.zeros((1, 1, 5, 5)), 2, divisor_override=0), ValueError,
      "divisor_override must not be 0"),
     (lambda: L.avg_pool2d(np.zeros((1, 1, 5, 5)), 2, divisor_override=1.5), TypeError,
