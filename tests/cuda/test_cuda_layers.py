@@ -48,3 +48,32 @@ def test_bad_input_is_refused_like_the_cpu():
         lc.max_pool2d(x, 0)
     with pytest.raises(ValueError, match="grad_out must have shape"):
         lc.max_pool2d_backward(np.zeros((1, 1, 3, 3)), x, 2)
+
+
+HUGE = [  # valid calls with option values far beyond the frame (issue 18 items 0 and 7)
+    dict(kernel_size=10**12, padding=5 * 10**11),  # used to step 5e11 times to the frame
+    dict(kernel_size=2**64 + 1, padding=2**63),  # beyond int64: exact host geometry
+    dict(kernel_size=3, stride=2**64),
+    dict(kernel_size=(3, 1), stride=(1, 2**63), padding=(1, 0), dilation=(2, 2**63)),
+]
+
+
+@pytest.mark.parametrize("kw", HUGE, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
+def test_huge_options_equal_cpu_without_stepping_or_overflow(rng, close, kw):
+    x = rng.integers(-3, 4, (1, 2, 5, 6)).astype(float)
+    out = layers.max_pool2d(x, **kw)
+    close(lc.max_pool2d(x, **kw), out, rtol=0, atol=0)
+    g = rng.standard_normal(out.shape)
+    close(lc.max_pool2d_backward(g, x, **kw), layers.max_pool2d_backward(g, x, **kw),
+          rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("padding", [((0, 2), (1, 0)), "same", "same_lower", ((3, 0), (0, 3))])
+def test_per_side_and_same_padding_equal_cpu(rng, close, padding):
+    x = rng.integers(-2, 3, (1, 2, 5, 6)).astype(float)
+    kw = dict(kernel_size=3, stride=2, padding=padding, dilation=(1, 2))
+    out = layers.max_pool2d(x, **kw)
+    close(lc.max_pool2d(x, **kw), out, rtol=0, atol=0)
+    g = rng.standard_normal(out.shape)
+    close(lc.max_pool2d_backward(g, x, **kw), layers.max_pool2d_backward(g, x, **kw),
+          rtol=0, atol=0)
