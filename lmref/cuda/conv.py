@@ -20,34 +20,41 @@ _SMEM_DOUBLES = 6144  # 48 KiB: the dynamic shared memory every GPU gives withou
 _MAX_CI_CHUNK = 8  # input channels staged per shared-memory step
 
 
-def _prepare(s, x, weight, bias, stride, padding, dilation, groups, padding_mode):
-    """Validate with lmref.conv's checks; upload x, weight, bias (zeros if None), pad maps."""
+def _prepare(s, fn, x, weight, bias, stride, padding, dilation, groups, padding_mode):
+    """Validate with lmref.conv's checks and memory guards; upload x, weight, bias (zeros if
+    None). The geometry is the CPU's plan: an axis with huge padding under a huge stride or
+    dilation runs on the compacted read positions (its maps, stride 1, dilation ``out``), so
+    no index map ever spans the padding."""
     hx, hw, hb = _cpu._check_arrays(2, s.stand_in(x), s.stand_in(weight),
                                     None if bias is None else s.stand_in(bias))
     geom = _cpu._geometry(2, hx.shape[2:], hx.shape[1], hw.shape, stride, padding, dilation,
                           groups, padding_mode)
+    call = _cpu._describe_call(fn, hx.shape, geom, 2)
+    _cpu._guard((hx.shape[0], hw.shape[0]) + geom.out_hw, "the output", call)
+    key = _geometry_key(geom)  # of the geometry as asked (a plan's maps depend on all of it)
+    geom = _cpu._plan(geom, hx.shape[0], hx.shape[1], call)
     dx, dw = s.upload(x, hx), s.upload(weight, hw)
     cout = hw.shape[0]
     db = s.constant(("zeros", cout), lambda: np.zeros(cout)) if bias is None else \
         s.upload(bias, hb)
-    return geom, dx, dw, db, hx.shape, hw.shape
+    return geom, key, dx, dw, db, hx.shape, hw.shape
 
 
 def _geometry_key(geom):
-    """What the padding index maps depend on."""
-    return geom.in_hw, geom.pads, geom.mode
+    """What the padding index maps depend on: the padding, and for a compacted axis (see
+    :func:`_prepare`) also the stride, dilation, kernel and output sizes."""
+    return geom.in_hw, geom.pads, geom.mode, geom.k_hw, geom.out_hw, geom.stride, \
+        geom.dilation
 
 
-def _pad_maps(s, geom):
+def _pad_maps(s, geom, key):
     """Device copies of lmref.conv's padding index maps (row, column), cached per geometry."""
-    key = _geometry_key(geom)
     return tuple(s.constant(("pad map", axis, key), lambda axis=axis: _cpu._pad_maps(geom)[axis])
                  for axis in range(2))
 
 
-def _inverse_maps(s, geom):
+def _inverse_maps(s, geom, key):
     """Device CSR lists (ptr, positions) of both axes' inverse maps, cached per geometry."""
-    key = _geometry_key(geom)
 
     def build(axis, part):
         index, n = _cpu._pad_maps(geom)[axis], geom.in_hw[axis]
@@ -77,9 +84,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     not fit in 48 KiB of shared memory).
     """
     s = Session("conv")
-    geom, dx, dw, db, (n, _, _, _), w_shape = _prepare(s, x, weight, bias, stride, padding,
-                                                       dilation, groups, padding_mode)
-    rmap, cmap = _pad_maps(s, geom)
+    geom, key, dx, dw, db, (n, _, _, _), w_shape = _prepare(
+        s, "conv2d", x, weight, bias, stride, padding, dilation, groups, padding_mode)
+    rmap, cmap = _pad_maps(s, geom, key)
     ho, wo = geom.out_hw
     cout = w_shape[0]
     out = s.empty((n, cout, ho, wo))
@@ -112,12 +119,12 @@ def conv2d_backward(grad_out, x, weight, bias=None, stride=1, padding=0, dilatio
     """GPU :func:`lmref.conv.conv2d_backward`: ``(grad_x, grad_weight, grad_bias)``, float64
     (``grad_bias`` is None when ``bias`` is None)."""
     s = Session("conv")
-    geom, dx, dw, _, x_shape, w_shape = _prepare(s, x, weight, bias, stride, padding, dilation,
-                                                 groups, padding_mode)
+    geom, key, dx, dw, _, x_shape, w_shape = _prepare(
+        s, "conv2d_backward", x, weight, bias, stride, padding, dilation, groups, padding_mode)
     g = _cpu._check_grad_out(s.stand_in(grad_out), 2, x_shape[0], w_shape[0], geom)
     dg = s.upload(grad_out, g)
-    rmap, cmap = _pad_maps(s, geom)
-    (rptr, ridx), (cptr, cidx) = _inverse_maps(s, geom)
+    rmap, cmap = _pad_maps(s, geom, key)
+    (rptr, ridx), (cptr, cidx) = _inverse_maps(s, geom, key)
     (sh, sw), (dh, dwl) = geom.stride, geom.dilation
     n, cin, h, w = x_shape
     cout, cin_g = w_shape[0], w_shape[1]

@@ -59,3 +59,27 @@ def test_bad_input_is_refused_like_the_cpu(kw, match):
         lc.conv2d(x, w, **kw)
     with pytest.raises(ValueError, match="channel mismatch"):
         lc.conv2d(x, np.zeros((2, 3, 3, 3)))
+
+
+HUGE = [  # valid calls whose padding is far larger than the work (issue 18 items 4, 6, 7)
+    dict(stride=10**12, padding=10**12),  # a 14.6 TiB padding index map before
+    dict(stride=2**64, padding=2**63),  # beyond int64: numpy's "maximum size exceeded" before
+    dict(stride=(1, 10**4), padding=(1, 3 * 10**7), padding_mode="replicate"),
+    dict(stride=(10**9, 1), dilation=(10**9, 1), padding=(10**9, 1)),
+]
+
+
+@pytest.mark.parametrize("kw", HUGE, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
+def test_huge_stride_and_padding_run_on_the_compacted_plan(rng, close, kw):
+    x = rng.standard_normal((1, 2, 5, 6))
+    w = rng.standard_normal((3, 2, 3, 2))
+    b = rng.standard_normal(3)
+    out = conv.conv2d(x, w, b, **kw)
+    close(lc.conv2d(x, w, b, **kw), out)
+    g = rng.standard_normal(out.shape)
+    close(lc.conv2d_backward(g, x, w, b, **kw), conv.conv2d_backward(g, x, w, b, **kw))
+
+
+def test_huge_output_is_refused_naming_the_argument():
+    with pytest.raises(ValueError, match="padding"):
+        lc.conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)), padding=10**5)

@@ -38,8 +38,8 @@ def test_padding_beyond_half_the_kernel_like_the_cpu(rng, close):
     close(out, layers.max_pool2d(x, 2, padding=2), rtol=0, atol=0)
     assert np.isneginf(out[0, 0, 0]).all()
     g = rng.standard_normal(out.shape)
-    close(lc.max_pool2d_backward(g, x, 2, padding=2), layers.max_pool2d_backward(g, x, 2, padding=2),
-          rtol=0, atol=0)
+    close(lc.max_pool2d_backward(g, x, 2, padding=2),
+          layers.max_pool2d_backward(g, x, 2, padding=2), rtol=0, atol=0)
 
 
 def test_bad_input_is_refused_like_the_cpu():
