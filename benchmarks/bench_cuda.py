@@ -72,9 +72,10 @@ def _to_torch(torch, *arrays, grad=False):
 # ---------------------------------------------------------------------------- convolution
 
 class Conv2d(_Bench):
-    """N=8, 64 -> 64 channels, 56 x 56, 3 x 3, padding 1 (issue 2's CPU benchmark shape)."""
+    """N=8, 64 -> 64 channels, 56 x 56, 3 x 3, padding 1 (issue 2's CPU benchmark shape), and
+    N=32, 128 -> 128 (issue 13's second shape)."""
 
-    params = (PEERS, [(8, 64, 56, 56)], ["forward", "backward"])
+    params = (PEERS, [(8, 64, 56, 56), (32, 128, 56, 56)], ["forward", "backward"])
     param_names = ["peer", "shape", "pass"]
 
     def setup(self, peer, shape, which):
@@ -173,9 +174,10 @@ def torch_block_match(torch, ref, cur, block_size, search_range):
 
 
 class BlockMatch(_Bench):
-    """Seed 001's searches: 224 x 224, 31 x 31 blocks, +-11; 64 x 28 x 28, 3 x 3, +-5 summed."""
+    """Seed 001's searches: 224 x 224, 31 x 31 blocks, +-11; 64 x 28 x 28, 3 x 3, +-5 summed;
+    and a 1920 x 1080 frame with the same blocks and range (issue 13)."""
 
-    params = (PEERS, [((1, 224, 224), 31, 11), ((64, 28, 28), 3, 5)])
+    params = (PEERS, [((1, 224, 224), 31, 11), ((64, 28, 28), 3, 5), ((1, 1080, 1920), 31, 11)])
     param_names = ["peer", "frames_block_range"]
 
     def setup(self, peer, case):
@@ -270,22 +272,108 @@ class MaxPool2d(_Bench):
         self._time()
 
 
+# ---------------------------------------------------------------------------- host floor
+
+def _floor_calls(cuda, torch):
+    """``{function: (lmref.cuda call, torch CUDA call)}`` on 8 x 8 device inputs: the time of
+    such a call is all host path (validation, caches, allocation, launch), issue 15's floor."""
+    import lmref.cuda as lc
+    from lmref.peers import torch_conv, torch_layers, torch_motion, torch_temporal
+
+    rng = _rng()
+    x, w = rng.standard_normal((1, 2, 8, 8)), rng.standard_normal((2, 2, 3, 3))
+    flow, g = rng.uniform(-1, 1, (1, 8, 8, 2)), rng.standard_normal((1, 2, 8, 8))
+    frame, gl = rng.integers(0, 256, (8, 8)).astype(float), rng.standard_normal((1, 9, 8, 8))
+    gp = rng.standard_normal((1, 2, 4, 4))
+    d = {k: cuda.to_device(v) for k, v in dict(x=x, w=w, flow=flow, g=g, frame=frame,
+                                                gl=gl, gp=gp).items()}
+    t = {k: torch.from_numpy(v).cuda() for k, v in dict(x=x, w=w, flow=flow, g=g, frame=frame,
+                                                         gl=gl, gp=gp).items()}
+    tx, tw, tf = (t[k].clone().requires_grad_(True) for k in ("x", "w", "flow"))
+
+    def grad(forward, inputs, g):  # the backward alone: the graph is built once, kept
+        out = forward()
+        return lambda: torch.autograd.grad(out, inputs, g, retain_graph=True)
+    return {
+        "conv2d": (lambda: lc.conv2d(d["x"], d["w"], padding=1),
+                   lambda: torch_conv.conv2d(t["x"], t["w"], padding=1)),
+        "conv2d_backward": (lambda: lc.conv2d_backward(d["g"], d["x"], d["w"], padding=1),
+                            grad(lambda: torch_conv.conv2d(tx, tw, padding=1), (tx, tw), t["g"])),
+        "warp": (lambda: lc.warp(d["x"], d["flow"]), lambda: torch_motion.warp(t["x"], t["flow"])),
+        "warp_backward": (lambda: lc.warp_backward(d["g"], d["x"], d["flow"]),
+                          grad(lambda: torch_motion.warp(tx, tf), (tx, tf), t["g"])),
+        "block_match": (lambda: lc.block_match(d["frame"], d["frame"], 3, 1),
+                        lambda: torch_block_match(torch, t["frame"][None], t["frame"][None], 3, 1)),
+        "local_multiply": (lambda: lc.local_multiply(d["x"], d["x"], 3),
+                           lambda: torch_temporal.local_multiply(t["x"], t["x"], 3)),
+        "local_multiply_backward": (
+            lambda: lc.local_multiply_backward(d["gl"], d["x"], d["x"], 3),
+            grad(lambda: torch_temporal.local_multiply(tx, tx, 3), (tx,), t["gl"])),
+        "max_pool2d": (lambda: lc.max_pool2d(d["x"], 2),
+                       lambda: torch_layers.max_pool2d(t["x"], 2)),
+        "max_pool2d_backward": (lambda: lc.max_pool2d_backward(d["gp"], d["x"], 2),
+                                grad(lambda: torch_layers.max_pool2d(tx, 2), (tx,), t["gp"])),
+    }
+
+
+def _floor_table(cuda, torch, runs=200):
+    """Median host floor (us) of every function, lmref.cuda and torch CUDA, synchronised."""
+    import time
+
+    print("| function | lmref.cuda floor (us) | torch CUDA floor (us) | ratio |")
+    print("|---|---|---|---|")
+    for name, calls in _floor_calls(cuda, torch).items():
+        us = []
+        for call, sync in zip(calls, (cuda.synchronize, torch.cuda.synchronize)):
+            for _ in range(5):  # compile, caches, allocator pools
+                call()
+            sync()
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                call()
+                sync()
+                times.append(time.perf_counter() - t0)
+            us.append(1e6 * float(np.median(times)))
+        print(f"| {name} | {us[0]:.1f} | {us[1]:.1f} | {us[0] / us[1]:.2f}x |")
+
+
+# ---------------------------------------------------------------------------- side-by-side table
+
+def _conv_tflops(rest, ms):
+    """TFLOP/s of a Conv2d case (2 flops a multiply-add; the backward does two convs' work)."""
+    (n, c, h, w), which = rest
+    flops = 2.0 * n * c * h * w * c * 9 * (1 if which == "forward" else 2)
+    return flops / (ms * 1e-3) / 1e12
+
+
 # ---------------------------------------------------------------------------- side-by-side table
 
 def _main():
     """Median time of every benchmark for both peers as a Markdown table (a real GPU only):
-    ``python -m benchmarks.bench_cuda`` from the repository root."""
+    ``python -m benchmarks.bench_cuda`` from the repository root; ``--floor`` prints the host
+    floor table (8 x 8 inputs) instead."""
     import datetime
     import itertools
     import time
+
+    import sys
+
+    import numba
 
     cuda = _numba_gpu_or_skip()
     torch = torch_or_skip()
     name = cuda.get_current_device().name
     name = name.decode() if isinstance(name, bytes) else name
-    print(f"{name}, torch {torch.__version__}, {datetime.date.today()}\n")
-    print("| benchmark | case | lmref.cuda (ms) | torch CUDA (ms) | speed-up |")
-    print("|---|---|---|---|---|")
+    from importlib.metadata import version
+    print(f"{name}, torch {torch.__version__}, numba {numba.__version__}, numba-cuda "
+          f"{version('numba-cuda')}, numpy {np.__version__}, {datetime.date.today()}\n")
+    if "--floor" in sys.argv[1:]:
+        _floor_table(cuda, torch)
+        return
+    print("| benchmark | case | lmref.cuda (ms) | torch CUDA (ms) | speed-up "
+          "| TFLOP/s lmref / torch |")
+    print("|---|---|---|---|---|---|")
     for cls in (Conv2d, Warp, BlockMatch, LocalMultiply, MaxPool2d):
         for rest in itertools.product(*cls.params[1:]):
             ms = {}
@@ -305,7 +393,10 @@ def _main():
             a, b = ms["lmref.cuda"], ms["torch"]
             ratio = f"{b / a:.2f}x" if isinstance(a, float) and isinstance(b, float) else "-"
             fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else v  # noqa: E731
-            print(f"| {cls.__name__} | {', '.join(map(str, rest))} | {fmt(a)} | {fmt(b)} | {ratio} |")
+            tf = f"{_conv_tflops(rest, a):.2f} / {_conv_tflops(rest, b):.2f}" \
+                if cls is Conv2d and isinstance(a, float) and isinstance(b, float) else "-"
+            print(f"| {cls.__name__} | {', '.join(map(str, rest))} | {fmt(a)} | {fmt(b)} | {ratio} "
+                  f"| {tf} |")
 
 
 if __name__ == "__main__":
