@@ -196,6 +196,25 @@ def test_a_window_beyond_the_frame_is_the_whole_frame():
     np.testing.assert_array_equal(frame[0], notebook_block_match(prev, nxt, 3, 13)[0])
 
 
+def test_the_result_does_not_depend_on_the_thread_count():
+    import numba
+
+    rng = np.random.default_rng(12)
+    half = rng.uniform(0.0, 1.0, (2, 12, 6))  # mirrored: near ties that are re-decided
+    prev = np.concatenate([half, half[..., -2::-1]], axis=-1)
+    nxt = np.concatenate([half[:, ::-1], half[:, ::-1, -2::-1]], axis=-1)
+    before = numba.get_num_threads()
+    try:
+        results = []
+        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(n)
+            results.append(B.block_match(prev, nxt, 3, 7, channels="each", convention="authors"))
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(results[0], results[-1]):
+        np.testing.assert_array_equal(a, b)
+
+
 # --------------------------------------------------------------------------- validation
 
 @pytest.mark.parametrize("bad", ["Authors", "paper", "", 1.5, None])
