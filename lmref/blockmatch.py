@@ -34,6 +34,14 @@ NRMSE (eq. 13) and PSNR
     ``R`` defaults to ``max - min`` of ``actual`` over the mask. Sums are correctly rounded.
     An empty mask or a zero dynamic range raises: the NRMSE is undefined there. Eq. 14 maps
     PSNR (peak 255) to NRMSE with ``R = 256`` as printed (``levels``).
+The authors' convention (``convention="authors"``)
+    The seed's published notebook (collaborative-intelligence, ``experiments/icassp``) differs
+    from its text and from the defaults above: its search window is a side (11 means +-5),
+    candidate blocks are clipped to the frame, pixels within the block radius of the border
+    keep a zero vector, ties go to the first minimum in raster order and the flow is forward
+    (``warp(current, flow)`` approximates ``reference``); its NRMSE takes ``R`` over the whole
+    target tensor while the MSE averages over the mask. :func:`block_match` and :func:`nrmse`
+    offer it as an option; the defaults stay lmref's.
 Latent motion (eq. 12)
     :func:`compensate` scales the input flow by ``1 / stride`` onto the feature grid
     (:func:`lmref.motion.scale_flow`, ``sample="center"`` for pooling stacks) and warps the
@@ -64,6 +72,9 @@ __all__ = [
 
 CHANNEL_MODES = ("sum", "each")
 BM_BOUNDARIES = ("zeros", "replicate")
+#: ``convention`` of :func:`block_match` and :func:`nrmse`: lmref's reading of the paper, or
+#: the authors' published notebook
+CONVENTIONS = ("lmref", "authors")
 
 _U = 2.0 ** -53  # unit roundoff of float64
 _PARTIALS = 128  # exact summation of non-negative doubles needs at most ~40 partials
@@ -168,8 +179,11 @@ def _package(best_cost, best_k, order, squeeze):
 # ----------------------------------------------------------------------------- reference
 
 def _block_match_reference(reference, current, block_size, search_range, *, channels="sum",
-                           boundary="zeros"):
+                           boundary="zeros", convention="lmref"):
     """Plain loops: every pixel, every displacement in tie order, ``math.fsum`` of the block."""
+    if one_of(convention, "convention", CONVENTIONS) == "authors":
+        return _block_match_authors_reference(reference, current, block_size, search_range,
+                                              channels, boundary)
     ref3, cur3, b, s, groups, flat = _check_block_match(reference, current, block_size,
                                                         search_range, channels, boundary)
     cp, rp = _padded(ref3, cur3, b, s, boundary)
@@ -575,40 +589,58 @@ def _n_chunks(n_groups: int, n_disp: int) -> int:
 
 
 def block_match(reference, current, block_size, search_range, *, channels="sum",
-                boundary="zeros"):
+                boundary="zeros", convention="lmref"):
     """Exhaustive per-pixel block matching minimising the SSD (seed 001, Sec. 3).
 
     For every pixel ``(y, x)`` of ``current``, find the displacement ``(dx, dy)`` with
     ``|dx|, |dy| <= search_range`` that minimises the sum of squared differences between the
     ``block_size x block_size`` block of ``current`` centred at ``(y, x)`` and the block of
     ``reference`` centred at ``(y + dy, x + dx)``. The seed uses 31 x 31 blocks and +-11 on
-    224 x 224 frames, 3 x 3 blocks and +-5 on 28 x 28 feature maps.
+    224 x 224 frames, 3 x 3 blocks and +-5 on 28 x 28 feature maps. ``convention="authors"``
+    follows the authors' published notebook instead (see Notes).
 
     Parameters
     ----------
     reference, current : array_like, shape (H, W) or (C, H, W)
         The frame motion is measured from, and the frame it predicts. Same shape, finite.
+        Under ``convention="authors"``: the notebook's ``prev_img`` and ``next_img``.
     block_size : int
-        Odd block side ``b`` (blocks are centred on the pixel).
+        Odd block side ``b`` (blocks are centred on the pixel). Under ``convention="authors"``
+        at most ``min(H, W)`` (a block must fit inside the frame).
     search_range : int
         ``s >= 0``; ``(2 s + 1)^2`` displacements are tried. A range beyond
         ``max(H, W) + block_size - 1`` is clamped to it: farther displacements only reach
         blocks wholly outside the frame (all zeros, or the repeated edge with ``"replicate"``),
         each identical to a nearer candidate that wins the tie, so flow and cost are those of
-        the full range.
+        the full range. Under ``convention="authors"`` it is the notebook's ``search_window``:
+        the odd *side* of the search window, ``|dx|, |dy| <= search_range // 2`` (11 means
+        +-5, where the seed's text says +-11 for the notebook's call with 11).
     channels : {"sum", "each"}
         ``"sum"``: one field for all channels (the SSD is summed over channels). ``"each"``:
-        one field per channel. For 2-D inputs both give one ``(H, W, 2)`` field.
+        one field per channel. For 2-D inputs both give one ``(H, W, 2)`` field. The same
+        under both conventions (the notebook sums over the channels of the arrays it is given,
+        and calls itself once per feature channel).
     boundary : {"zeros", "replicate"}
         How pixels outside the frames count: 0 in both frames, or the nearest border pixel.
+        Under ``convention="authors"`` no pixel outside the frame is compared, so only the
+        default ``"zeros"`` is accepted (``"replicate"`` raises rather than being ignored).
+    convention : {"lmref", "authors"}
+        ``"lmref"`` (default): the reading of the seed's text described above. ``"authors"``:
+        the seed's published notebook (collaborative-intelligence, ``experiments/icassp``,
+        ``estimate_flow_blockmatching``); see Notes.
 
     Returns
     -------
     flow : ndarray, float64, shape (H, W, 2), or (C, H, W, 2) for 3-D ``channels="each"``
         ``flow[..., 0] = dx``, ``flow[..., 1] = dy`` (integers), the :mod:`lmref.motion`
-        backward map: ``warp(reference, flow)`` approximates ``current``.
+        backward map: ``warp(reference, flow)`` approximates ``current``. Under
+        ``convention="authors"`` the notebook's *forward* flow: the block of ``reference``
+        centred at ``(y, x)`` best matches the block of ``current`` centred at
+        ``(y + dy, x + dx)``, so ``warp(current, flow)`` approximates ``reference``; pixels
+        within ``block_size // 2`` of the border are not matched and keep ``(0, 0)``.
     cost : ndarray, float64, shape (H, W), or (C, H, W) for 3-D ``channels="each"``
-        The SSD of the chosen displacement (a sum, not a mean).
+        The SSD of the chosen displacement (a sum, not a mean). Under ``convention="authors"``
+        NaN at the unmatched border pixels (the notebook returns no cost).
 
     Raises
     ------
@@ -617,12 +649,33 @@ def block_match(reference, current, block_size, search_range, *, channels="sum",
     ValueError
         Frames of different shapes or ndim other than 2 or 3, non-finite or overflowing
         values, an even or non-positive ``block_size``, a negative ``search_range``, an unknown
-        ``channels`` / ``boundary``, or tables beyond the memory guard.
+        ``channels`` / ``boundary`` / ``convention``, or tables beyond the memory guard. Under
+        ``convention="authors"`` also an even or non-positive ``search_range``, a
+        ``block_size`` above ``min(H, W)`` and ``boundary="replicate"``.
 
     Notes
     -----
     Ties: smallest ``dx^2 + dy^2``, then smallest ``dy``, then smallest ``dx``
     (:func:`displacement_order`), decided on correctly rounded costs.
+
+    ``convention="authors"`` differs from lmref's in five ways, all from the notebook:
+
+    * search window: ``search_range`` is the window's side (``s = search_range // 2``);
+    * clipping: only candidate blocks lying wholly inside the frame are tried (the window
+      shrinks near the border), so ``boundary`` plays no part;
+    * border: pixels within ``b // 2`` of the border are not matched (flow 0, cost NaN);
+    * ties: the first minimum in raster order of the window (smallest ``dy``, then smallest
+      ``dx``: NumPy's ``argmin``), so a flat region gets ``(-s, -s)`` or the nearest clipped
+      corner, not zero motion;
+    * direction: blocks are centred on ``reference`` and searched in ``current`` (forward,
+      previous -> next). Up to the other four points it is lmref's
+      ``block_match(current, reference, ...)`` with the same sign; for a translation by ``t``
+      it is ``+t`` where lmref's backward flow is ``-t``.
+
+    Costs are float64 SSDs and ties are decided on their correctly rounded values in both
+    conventions. The notebook computes in the arrays' dtype: exact integers for its uint8
+    frames (numba evaluates the fused ``(next - prev) ** 2`` in int64), float32 sums for its
+    feature maps, whose last-ulp near ties may fall the other way.
 
     Fast path (numba): per displacement, squared differences and a separable box sum (columns
     by segment suffix/prefix sums, rows by doubling), so the work per pixel and displacement
@@ -633,8 +686,13 @@ def block_match(reference, current, block_size, search_range, *, channels="sum",
     identical reference blocks (all-zero ones, replicated borders) are recognised and need no
     re-decision, nor do integer-valued frames (their sums are exact). The returned cost is
     the box sum (relative error below ``1e-13``) or the exact one at re-decided pixels; the
-    flow equals the plain reference's whatever the number of threads.
+    flow equals the plain reference's whatever the number of threads. The authors' convention
+    uses the same scheme restricted to clipped candidates (one task per row of block centres)
+    and the same exact re-decision.
     """
+    if one_of(convention, "convention", CONVENTIONS) == "authors":
+        return _block_match_authors(reference, current, block_size, search_range, channels,
+                                    boundary)
     ref3, cur3, b, s, groups, flat = _check_block_match(reference, current, block_size,
                                                         search_range, channels, boundary)
     C, H, W = cur3.shape
@@ -701,6 +759,227 @@ def _redecide_rescan(cp, rp, keys, garr, offsets, b, near, limit, cost, k, *, be
     k[near] = exact_k[near]
 
 
+# ----------------------------------------------------------------------------- authors' convention
+# seed 001's published notebook (collaborative-intelligence, experiments/icassp): candidate
+# blocks clipped to the frame, pixels within the block radius of the border left at zero motion,
+# the first minimum in raster order, forward flow (see block_match's Notes)
+
+def _check_block_match_authors(reference, current, block_size, search_range, channels,
+                               boundary):
+    """Validate for ``convention="authors"``; return (prev, next) as (C, H, W), b, search
+    radius, channel groups, 2-D input flag."""
+    # 0 stands in for lmref's radius: the window is checked below, with the frames' shape known
+    prev3, next3, b, _, groups, flat = _check_block_match(reference, current, block_size, 0,
+                                                          channels, boundary)
+    window = as_int(search_range, "search_range", minimum=1)
+    if window % 2 == 0:
+        raise ValueError(f"search_range must be odd under convention='authors' (it is the side "
+                         f"of the search window, the notebook's search_window: 11 means "
+                         f"+-5), got {window}")
+    if boundary != "zeros":
+        raise ValueError(f"boundary={boundary!r} does not apply under convention='authors': "
+                         f"candidate blocks are clipped to lie inside the frame, so no pixel "
+                         f"outside it is ever compared; leave boundary at its default")
+    H, W = prev3.shape[1:]
+    if b > min(H, W):
+        raise ValueError(f"block_size must be <= min(H, W) = {min(H, W)} under "
+                         f"convention='authors' (a block must fit inside the frame), got {b}")
+    # a displacement beyond the frame's extent has no candidate inside it: clamping the radius
+    # keeps the raster order of the remaining ones and the tables small
+    return prev3, next3, b, min(window // 2, max(H, W) - 1), groups, flat
+
+
+def _raster_order(radius: int) -> np.ndarray:
+    """Rows ``(dy, dx)`` of the ``(2 r + 1)^2`` search window in raster order (dy, then dx)."""
+    d = np.arange(-radius, radius + 1)
+    dy, dx = np.meshgrid(d, d, indexing="ij")
+    return np.stack([dy.ravel(), dx.ravel()], axis=1)
+
+
+def _authors_result(cost, k, prev3, b, radius, squeeze):
+    """(G, H, W) costs and raster indices -> (flow, cost); pixels within the block radius of the
+    border keep a zero vector and get cost NaN (no block is centred there)."""
+    r = b // 2
+    H, W = prev3.shape[1:]
+    inner = np.zeros((H, W), dtype=bool)
+    inner[r:H - r, r:W - r] = True
+    cost = np.where(inner, cost, np.nan)
+    k = np.where(inner, k, radius * (2 * radius + 1) + radius)  # the (0, 0) displacement
+    return _package(cost, k.astype(np.int64), _raster_order(radius), squeeze)
+
+
+def _block_match_authors_reference(reference, current, block_size, search_range, channels,
+                                   boundary):
+    """Plain loops of the authors' convention: every block centred at least ``b // 2`` from the
+    border, candidates clipped to the frame, ``math.fsum`` costs, first minimum in raster order."""
+    prev3, next3, b, sr, groups, flat = _check_block_match_authors(
+        reference, current, block_size, search_range, channels, boundary)
+    r = b // 2
+    H, W = prev3.shape[1:]
+    cost = np.zeros((len(groups), H, W))
+    k = np.zeros((len(groups), H, W), dtype=np.int64)
+    w = 2 * sr + 1
+    for g, (c0, c1) in enumerate(groups):
+        for y in range(r, H - r):
+            for x in range(r, W - r):
+                block = prev3[c0:c1, y - r:y + r + 1, x - r:x + r + 1]
+                best = math.inf
+                for y2 in range(max(r, y - sr), min(H - r, y + sr + 1)):
+                    for x2 in range(max(r, x - sr), min(W - r, x + sr + 1)):
+                        cand = next3[c0:c1, y2 - r:y2 + r + 1, x2 - r:x2 + r + 1]
+                        c = math.fsum(((cand - block) * (cand - block)).ravel())
+                        if c < best:  # strict: the first minimum in raster order
+                            best = c
+                            k[g, y, x] = (y2 - y + sr) * w + (x2 - x + sr)
+                cost[g, y, x] = best
+    return _authors_result(cost, k, prev3, b, sr, flat or channels == "sum")
+
+
+@jit
+def _add_squared_diff(a, q, out, first):
+    """``out[v] (=|+=) (a[v] - q[v])^2``: one vectorisable loop, one accumulator per ``v``."""
+    if first:
+        for v in range(a.shape[0]):
+            e = a[v] - q[v]
+            out[v] = e * e
+    else:
+        for v in range(a.shape[0]):
+            e = a[v] - q[v]
+            out[v] += e * e
+
+
+@pjit
+def _authors_scan_kernel(prev, nxt, groups, b, radius, best, second, arg):
+    """Box costs of every candidate, one task per (channel group, row of block centres).
+
+    Per displacement (raster order) and row: column sums over the block's ``b`` rows (rows,
+    then channels, in order), then sums of ``b`` neighbouring columns. ``best``/``arg`` take a
+    strictly smaller cost (the first minimum stays); ``second`` is the smallest other cost.
+    """
+    H = prev.shape[1]
+    W = prev.shape[2]
+    r = b // 2
+    rows = H - 2 * r
+    w = 2 * radius + 1
+    for t in prange(groups.shape[0] * rows):
+        g = t // rows
+        y = r + t % rows
+        c0 = int(groups[g, 0])
+        c1 = int(groups[g, 1])
+        col = np.empty(W)
+        box = np.empty(W)
+        bst = best[g, y]
+        sec = second[g, y]
+        ag = arg[g, y]
+        for dy in range(max(-radius, r - y), min(radius, H - 1 - r - y) + 1):
+            for dx in range(-radius, radius + 1):
+                x0 = max(r, r - dx)  # centres whose candidate lies inside the frame
+                x1 = min(W - r, W - r - dx)
+                if x0 >= x1:
+                    continue
+                v0 = x0 - r
+                n = x1 - x0 + 2 * r
+                for i in range(b):
+                    for c in range(c0, c1):
+                        _add_squared_diff(prev[c, y - r + i, v0:v0 + n],
+                                          nxt[c, y - r + i + dy, v0 + dx:v0 + dx + n], col,
+                                          i == 0 and c == c0)
+                m = x1 - x0
+                for j in range(b):
+                    part = col[j:j + m]
+                    if j == 0:
+                        for x in range(m):
+                            box[x] = part[x]
+                    else:
+                        for x in range(m):
+                            box[x] += part[x]
+                kf = float((dy + radius) * w + dx + radius)
+                for x in range(m):
+                    s = box[x]
+                    if s < sec[x0 + x]:
+                        if s < bst[x0 + x]:
+                            sec[x0 + x] = bst[x0 + x]
+                            bst[x0 + x] = s
+                            ag[x0 + x] = kf
+                        else:
+                            sec[x0 + x] = s
+
+
+@pjit
+def _authors_redecide_kernel(prev, nxt, groups, b, radius, tau, pixels, cost_out, arg_out):
+    """Exact decision at pixels ``pixels[i] = (group, y, x)``, one pixel per task: direct sums
+    pick the candidates within ``tau`` of their minimum, whose exact costs (raster order,
+    strict ``<``) decide."""
+    H = prev.shape[1]
+    W = prev.shape[2]
+    r = b // 2
+    w = 2 * radius + 1
+    for i in prange(pixels.shape[0]):
+        g = int(pixels[i, 0])
+        y = int(pixels[i, 1])
+        x = int(pixels[i, 2])
+        c0 = int(groups[g, 0])
+        c1 = int(groups[g, 1])
+        direct = np.full(w * w, np.inf)
+        low = np.inf
+        for dy in range(max(-radius, r - y), min(radius, H - 1 - r - y) + 1):
+            for dx in range(max(-radius, r - x), min(radius, W - 1 - r - x) + 1):
+                acc = 0.0
+                for c in range(c0, c1):
+                    for a in range(b):
+                        for j in range(b):
+                            e = prev[c, y - r + a, x - r + j] - nxt[c, y - r + a + dy,
+                                                                     x - r + j + dx]
+                            acc += e * e
+                direct[(dy + radius) * w + dx + radius] = acc
+                low = min(low, acc)
+        limit = low * (1.0 + tau)
+        partials = np.empty(_PARTIALS)
+        best = np.inf
+        best_k = 0
+        for k in range(w * w):
+            if direct[k] <= limit:
+                dy = k // w - radius
+                dx = k % w - radius
+                e = _exact_block_cost(prev, nxt, c0, c1, y - r, x - r, dy, dx, b, partials)
+                if e < best:
+                    best = e
+                    best_k = k
+        cost_out[i] = best
+        arg_out[i] = float(best_k)
+
+
+def _block_match_authors(reference, current, block_size, search_range, channels, boundary):
+    """Fast path of the authors' convention: box costs, near ties re-decided on exact costs."""
+    prev3, next3, b, sr, groups, flat = _check_block_match_authors(
+        reference, current, block_size, search_range, channels, boundary)
+    C, H, W = prev3.shape
+    n_groups = len(groups)
+    group = groups[0][1] - groups[0][0]
+    check_alloc((3 * n_groups, H, W), f"reference/current of shape {(C, H, W)} (block_match's "
+                                      f"cost tables)")
+    prev = np.ascontiguousarray(prev3)
+    nxt = np.ascontiguousarray(next3)
+    garr = np.array(groups, dtype=np.float64)
+    best = np.full((n_groups, H, W), np.inf)
+    second = np.full((n_groups, H, W), np.inf)
+    arg = np.zeros((n_groups, H, W))
+    _authors_scan_kernel(prev, nxt, garr, b, sr, best, second, arg)
+    if not _integral_and_exact(prev3, next3, b, group):  # else every box sum is exact
+        # box sums: trees of at most group * b + b additions (columns, then rows)
+        limit = best * (1.0 + _tie_tolerance(group * b + b))
+        near = np.isfinite(best) & (best > 0.0) & (second <= limit)
+        if near.any():
+            pixels = np.argwhere(near).astype(np.float64)
+            out_cost = np.empty(len(pixels))
+            out_k = np.empty(len(pixels))
+            _authors_redecide_kernel(prev, nxt, garr, b, sr, _tie_tolerance(group * b * b),
+                                     pixels, out_cost, out_k)
+            best[near] = out_cost
+            arg[near] = out_k
+    return _authors_result(best, arg, prev3, b, sr, flat or channels == "sum")
+
+
 # ----------------------------------------------------------------------------- NRMSE and PSNR
 
 def _selected(predicted, actual, mask):
@@ -738,7 +1017,7 @@ def _mse(sel_p, sel_a) -> float:
         return _fsum(d * d) / d.size  # correctly rounded: independent of element order
 
 
-def nrmse(predicted, actual, mask=None, dynamic_range=None) -> float:
+def nrmse(predicted, actual, mask=None, dynamic_range=None, *, convention="lmref") -> float:
     """Normalised root-mean-square error, seed 001 eq. 13.
 
     ``NRMSE = sqrt(sum_i (p_i - a_i)^2 / N) / R`` over the ``N`` elements selected by ``mask``.
@@ -754,17 +1033,37 @@ def nrmse(predicted, actual, mask=None, dynamic_range=None) -> float:
         channel). Values outside the mask are ignored (they may be NaN). All-False is an error:
         the NRMSE of nothing is undefined.
     dynamic_range : float, optional
-        ``R > 0``. Default: ``max - min`` of ``actual`` over the mask; a constant ``actual``
-        then has no dynamic range and raises (pass ``dynamic_range``).
+        ``R > 0``. Default: ``max - min`` of ``actual`` over the mask (``convention="lmref"``)
+        or over the whole of ``actual``, every channel and position, mask ignored
+        (``convention="authors"``); a constant ``actual`` then has no dynamic range and raises
+        (pass ``dynamic_range``). A given ``dynamic_range`` is used under both conventions.
+    convention : {"lmref", "authors"}
+        Only changes the default ``R``. ``"authors"``: as the seed's published notebook
+        (collaborative-intelligence, ``experiments/icassp``, ``run_experiment``), which takes
+        ``R`` over the whole target tensor while its MSE averages over the masked elements
+        only. ``R`` is then at least lmref's, so the NRMSE is at most lmref's; without a mask
+        the two agree.
 
     Returns
     -------
     float
         The sum of squares is correctly rounded (``math.fsum``), so the value does not depend
-        on element order. Inputs must be finite inside the mask.
+        on element order. Inputs must be finite inside the mask, and ``actual`` everywhere
+        under ``convention="authors"`` (its whole range is ``R``).
+
+    Raises
+    ------
+    TypeError
+        Non-real inputs or a non-boolean mask.
+    ValueError
+        Shapes that differ, a mask of another shape or selecting nothing, non-finite values
+        where they are used, a zero or negative dynamic range, or an unknown ``convention``.
     """
+    authors = one_of(convention, "convention", CONVENTIONS) == "authors"
     sel_p, sel_a = _selected(predicted, actual, mask)
-    if dynamic_range is None:
+    if dynamic_range is None and authors:
+        R = _authors_dynamic_range(actual)
+    elif dynamic_range is None:
         R = float(sel_a.max() - sel_a.min())
         if R == 0.0:
             raise ValueError(f"actual is constant ({sel_a[0]!r}) over the mask, so its dynamic "
@@ -774,6 +1073,19 @@ def nrmse(predicted, actual, mask=None, dynamic_range=None) -> float:
         if R <= 0.0:
             raise ValueError(f"dynamic_range must be > 0, got {R!r}")
     return math.sqrt(_mse(sel_p, sel_a)) / R  # eq. 13
+
+
+def _authors_dynamic_range(actual) -> float:
+    """The notebook's ``R``: ``max - min`` of the whole target tensor (no mask)."""
+    a = as_float64(actual, "actual")
+    if a.size == 0:
+        raise ValueError("actual is empty: it has no dynamic range and the NRMSE is undefined")
+    check_finite(a, "actual (convention='authors' takes R over the whole tensor)")
+    R = float(a.max() - a.min())
+    if R == 0.0:
+        raise ValueError(f"actual is constant ({a.flat[0]!r}), so its dynamic range is 0 and the "
+                         f"NRMSE undefined; pass dynamic_range")
+    return R
 
 
 def psnr(predicted, actual, peak=255.0, mask=None) -> float:

@@ -13,6 +13,10 @@ image (1/f texture plus sharp-edged objects), not the paper's photograph of a do
 * Fig. 2: block matching (31x31, +-11 on the frame; 3x3, +-5 on the feature map) on a clip of a
   textured object moving over a still background: the motion found in feature channels is the
   input motion divided by the stride.
+* Conventions (issue 16): Fig. 2 and Fig. 5 under lmref's reading of the text and under the
+  authors' published notebook (``convention="authors"`` of block_match and nrmse): the
+  notebook's calls (31x31 blocks with search window 11 = +-5 on the frame, 5x5 blocks with
+  window 3 = +-1 per feature channel) and its NRMSE (R over the whole target tensor).
 
 Excluded from eq. 13, as in the paper: what enters the frame; also (``MARGIN``) the feature
 pixels next to it and to the frame border, whose receptive fields see the entering content
@@ -38,6 +42,11 @@ MARGIN = 1                      # feature pixels left out next to unpredictable 
 AFFINE = {"translation": 32.0, "scale": 0.05, "shear": 5.0, "rotation": 10.0}  # Fig. 6 ranges
 FIG2_SHIFT = (8, -8)            # object motion (dx, dy) px in Fig. 2's clip: (1, -1) latent
 FIG2_DEPTH = 3                  # stride 8, as ResNet-34's "add 3" (224 -> 28)
+#: Fig. 2 block-matching calls (block size, search argument) per convention: the paper's text
+#: (lmref: +-s), the notebook's calls and the text's ranges as notebook windows (side 2 s + 1)
+FIG2_CALLS = [("lmref", "paper's text", (31, 11), (3, 5)),
+              ("authors", "notebook's calls", (31, 11), (5, 3)),
+              ("authors", "paper's ranges", (31, 23), (3, 11))]
 
 
 @register("latent_motion", "Seed 001: latent motion v / n^k, NRMSE sweeps (Fig. 5), random affine "
@@ -64,9 +73,9 @@ def run(ctx) -> ExperimentResult:
     }
     tasks = [(kind, float(v), d, size, channels) for kind, values in sweeps.items()
              for d in depths for v in values]
-    nrmse = dict(zip(tasks, ctx.map("Fig. 5 sweeps", sweep_task, tasks)))
-    curves = {(kind, d): np.array([nrmse[(kind, float(v), d, size, channels)] for v in values])
-              for kind, values in sweeps.items() for d in depths}
+    nrmse = dict(zip(tasks, ctx.map("Fig. 5 sweeps", sweep_task, tasks)))  # (lmref, authors)
+    curves = _curves(nrmse, sweeps, depths, size, channels, "lmref")
+    authors_curves = _curves(nrmse, sweeps, depths, size, channels, "authors")
     rows = [{"motion": kind, "stride": 2**d, "range": f"{values[0]:g}..{values[-1]:g}",
              "max NRMSE": float(curves[(kind, d)].max()),
              "mean NRMSE": float(curves[(kind, d)].mean())}
@@ -91,6 +100,7 @@ def run(ctx) -> ExperimentResult:
     atasks = [(i, deepest, size, channels) for i in range(n_affine)]
     affine = ctx.map("Fig. 6 random affine motions", affine_task, atasks)
     values = np.array([a["nrmse"] for a in affine])
+    authors_values = np.array([a["nrmse (authors)"] for a in affine])
     inside = float(np.mean(values <= BAND[1]))
     res.tables["Fig. 6: random affine NRMSE"] = [
         {"motions": n_affine, "stride": 2**deepest, "median": float(np.median(values)),
@@ -113,6 +123,7 @@ def run(ctx) -> ExperimentResult:
               f"motion / 8",
               _verdict(best["mean cosine"] >= 0.8 and best["EPE (latent px)"] <= 1.0),
               best["mean cosine"])
+    _conventions(res, sweeps, curves, authors_curves, depths, values, authors_values, bm)
     res.notes.append(f"extractor: feature_extractor(depth, {channels}, seed) (conv 3x3 'same' "
                      f"zeros -> ReLU -> 2x2 max-pool); image {size}x{size}; eq. 13 over the "
                      f"predictable region eroded by {MARGIN} feature pixel(s)")
@@ -135,17 +146,20 @@ def _setup(seed: int, size: int, depth: int, channels: int):
     return img, net, stride
 
 
-def _nrmse(seed, size, depth, channels, **motion) -> float:
-    from lmref.blockmatch import latent_motion_error
+def _nrmse(seed, size, depth, channels, **motion) -> tuple[float, float]:
+    """Eq. 13 of one motion: lmref's (R over the mask) and the authors' (R over the tensor)."""
+    from lmref.blockmatch import latent_motion_error, nrmse
     from lmref.motion import affine_flow
 
     img, net, stride = _setup(seed, size, depth, channels)
     flow = affine_flow(img.shape, **motion)
-    return latent_motion_error(net, img, flow, stride, margin=MARGIN).nrmse
+    r = latent_motion_error(net, img, flow, stride, margin=MARGIN)
+    return r.nrmse, nrmse(r.predicted, r.actual, r.mask, convention="authors")
 
 
-def sweep_task(task, seed) -> float:
-    """One point of a Fig. 5 sweep: ``(kind, value, depth, size, channels)`` -> NRMSE."""
+def sweep_task(task, seed) -> tuple[float, float]:
+    """One point of a Fig. 5 sweep: ``(kind, value, depth, size, channels)`` -> NRMSE under
+    lmref's and the authors' convention."""
     kind, v, depth, size, channels = task
     motion = {"translation": {"translation": (v, 0.0)}, "rotation": {"rotation": v},
               "scaling": {"scale": (v, v)}, "shear": {"shear": (v, 0.0)}}[kind]
@@ -164,7 +178,15 @@ def affine_task(task, seed) -> dict:
     """One random affine motion of Fig. 6: ``(index, depth, size, channels)``."""
     i, depth, size, channels = task
     params = affine_params(task_rng(seed, "affine", i))
-    return {"nrmse": _nrmse(seed, size, depth, channels, **params), **params}
+    value, authors = _nrmse(seed, size, depth, channels, **params)
+    return {"nrmse": value, "nrmse (authors)": authors, **params}
+
+
+def _curves(nrmse, sweeps, depths, size, channels, convention) -> dict:
+    """``(kind, depth) -> NRMSE along the sweep`` under one convention."""
+    i = ("lmref", "authors").index(convention)
+    return {(kind, d): np.array([nrmse[(kind, float(v), d, size, channels)][i] for v in values])
+            for kind, values in sweeps.items() for d in depths}
 
 
 def _translation_minima(values, curves, depths) -> dict:
@@ -195,11 +217,7 @@ def _block_matching(ctx, channels) -> dict:
     flow_each, _ = block_match(f_ref, f_cur, 3, 5, channels="each")
     expected = scale_flow(flow_in, stride, sample="center")   # eq. 12 applied to the measurement
     true_latent = scale_flow(true_flow, stride, sample="center")
-    # latent pixels whose whole stride x stride window lies on the object, one pixel in
-    h = size // stride
-    window = obj[:h * stride, :h * stride].reshape(h, stride, h, stride).all(axis=(1, 3))
-    interior = window & np.roll(window, 1, 0) & np.roll(window, -1, 0) \
-        & np.roll(window, 1, 1) & np.roll(window, -1, 1)
+    interior = _latent_interior(obj, stride)
     activity = f_ref.reshape(f_ref.shape[0], -1).std(axis=1)
     shown = [int(c) for c in np.argsort(activity)[::-1][:3]]
     rows = []
@@ -210,8 +228,101 @@ def _block_matching(ctx, channels) -> dict:
                      "EPE (latent px)": sim.epe,
                      "EPE vs true / 8": motion_similarity(field, true_latent, interior).epe})
     return {"rows": rows, "ref": ref, "cur": cur, "flow_in": flow_in, "obj": obj,
-            "f_ref": f_ref, "flow_sum": flow_sum, "flow_each": flow_each, "shown": shown,
-            "stride": stride, "interior": interior, "expected": expected}
+            "f_ref": f_ref, "f_cur": f_cur, "flow_sum": flow_sum, "flow_each": flow_each,
+            "shown": shown, "stride": stride, "interior": interior, "expected": expected}
+
+
+def _latent_interior(obj, stride):
+    """Latent pixels whose whole stride x stride window lies on the object, one pixel in."""
+    h = obj.shape[0] // stride
+    window = obj[:h * stride, :h * stride].reshape(h, stride, h, stride).all(axis=(1, 3))
+    return window & np.roll(window, 1, 0) & np.roll(window, -1, 0) \
+        & np.roll(window, 1, 1) & np.roll(window, -1, 1)
+
+
+# ----------------------------------------------------------------------------- conventions
+def _fig2_convention_row(bm, convention, calls, frame_call, feature_call) -> dict:
+    """Fig. 2 under one convention: the frame's motion on the object, and the latent fields
+    (all channels summed; each channel) against the frame's motion / stride and the truth.
+
+    lmref's flow is the backward map on the current frame (``-shift`` on the object there);
+    the authors' is forward on the reference frame (``+shift`` on the object there).
+    """
+    from lmref.blockmatch import block_match, motion_similarity
+    from lmref.motion import scale_flow
+
+    s, (dx, dy) = bm["stride"], FIG2_SHIFT
+    if convention == "lmref":
+        obj, sign = bm["obj"], -1.0
+    else:
+        obj, sign = np.roll(bm["obj"], (-dy, -dx), axis=(0, 1)), 1.0
+    kw = {"convention": convention}
+    flow_in = block_match(bm["ref"], bm["cur"], *frame_call, **kw)[0]
+    fields = {c: block_match(bm["f_ref"], bm["f_cur"], *feature_call, channels=c, **kw)[0]
+              for c in ("sum", "each")}
+    interior = _latent_interior(obj, s)
+    truth = (sign * dx / s, sign * dy / s)
+    summed = motion_similarity(fields["sum"], scale_flow(flow_in, s, sample="center"), interior)
+    return {"convention": convention, "calls": calls,
+            "frame call": _call_text(convention, *frame_call),
+            "feature call": _call_text(convention, *feature_call),
+            "frame: object pixels = true motion": _share(flow_in[obj], (sign * dx, sign * dy)),
+            "summed channels: interior = true / 8": _share(fields["sum"][interior], truth),
+            "summed channels: mean cosine vs frame / 8": summed.mean_cosine,
+            "per channel: interior = true / 8": _share(fields["each"][:, interior], truth)}
+
+
+def _share(vectors, target) -> float:
+    """Fraction of the ``(..., 2)`` vectors equal to ``target``."""
+    return float(np.mean(np.all(vectors == target, axis=-1)))
+
+
+def _ratio_range(authors, lmref) -> str:
+    """``min..max`` of ``authors / lmref`` (= lmref's R / the authors' R) where lmref's NRMSE
+    is not 0 (no motion)."""
+    some = lmref > 0
+    r = authors[some] / lmref[some]
+    return f"{r.min():.3f}..{r.max():.3f}" if r.size else "-"
+
+
+def _call_text(convention, block_size, search) -> str:
+    """``search_range`` is +-s under lmref's convention, a window side under the authors'."""
+    reach = f"+-{search}" if convention == "lmref" else f"window {search} = +-{search // 2}"
+    return f"{block_size}x{block_size}, {reach}"
+
+
+def _conventions(res, sweeps, curves, authors_curves, depths, values, authors_values, bm):
+    """Rows comparing lmref's reading of the text with the authors' notebook (issue 16)."""
+    rows = [_fig2_convention_row(bm, *call) for call in FIG2_CALLS]
+    res.tables["Conventions: Fig. 2 block matching, lmref vs the authors' notebook"] = rows
+    lm, nb = rows[0], rows[1]
+    res.claim("Conventions: Fig. 2 under the authors' notebook (window 11 = +-5 on the frame, "
+              "5x5 blocks with window 3 = +-1 per channel) vs lmref's reading of the text",
+              "31x31, +-11 (frame); 3x3, +-5 (features)",
+              f"share of the object moving by the true {FIG2_SHIFT} px found on the frame: "
+              f"lmref {lm['frame: object pixels = true motion']:.2f}, notebook "
+              f"{nb['frame: object pixels = true motion']:.2f} (+-5 cannot reach 8 px); "
+              f"latent vectors = true / 8, per channel: lmref "
+              f"{lm['per channel: interior = true / 8']:.2f}, notebook "
+              f"{nb['per channel: interior = true / 8']:.2f}", "info",
+              nb["frame: object pixels = true motion"])
+    deepest = depths[-1]
+    table = [{"motion": kind, "stride": 2**d,
+              "max NRMSE, lmref (R over the mask)": float(curves[(kind, d)].max()),
+              "max NRMSE, authors (R over the tensor)": float(authors_curves[(kind, d)].max()),
+              "authors / lmref": _ratio_range(authors_curves[(kind, d)], curves[(kind, d)])}
+             for kind in sweeps for d in depths]
+    table.append({"motion": "Fig. 6 random affine", "stride": 2**deepest,
+                  "max NRMSE, lmref (R over the mask)": float(values.max()),
+                  "max NRMSE, authors (R over the tensor)": float(authors_values.max()),
+                  "authors / lmref": _ratio_range(authors_values, values)})
+    res.tables["Conventions: Fig. 5 / Fig. 6 NRMSE, lmref vs the authors' R"] = table
+    worst = max(r["max NRMSE, lmref (R over the mask)"] for r in table)
+    worst_nb = max(r["max NRMSE, authors (R over the tensor)"] for r in table)
+    res.claim("Conventions: Fig. 5 NRMSE with the notebook's R (max - min of the whole target "
+              "tensor; the MSE over the mask) vs lmref's R (over the mask)",
+              "up to ~0.04", f"max over the sweeps and Fig. 6: lmref {worst:.4f}, notebook "
+              f"{worst_nb:.4f}", "info", worst_nb)
 
 
 # ----------------------------------------------------------------------------- figures

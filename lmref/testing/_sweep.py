@@ -876,8 +876,10 @@ MANUAL: dict = {
     "lmref.layers.pool_output_size": lambda rng: ((7, 3, 2, 1), {"dilation": 1, "ceil_mode": True}),
     "lmref.layers.feature_extractor": lambda rng: ((2, 3, 0), {"kernel_size": 3, "pool": "avg"}),
     # lmref.blockmatch
-    "lmref.blockmatch.nrmse": lambda rng: (
-        (_r(rng, 2, 5, 6), _r(rng, 2, 5, 6)), {"mask": _r(rng, 5, 6) > -0.5}),
+    "lmref.blockmatch.nrmse": lambda rng: (  # convention: swept as a choice (the authors'
+        # path: tests/test_blockmatch_authors.py)
+        (_r(rng, 2, 5, 6), _r(rng, 2, 5, 6)), {"mask": _r(rng, 5, 6) > -0.5,
+                                             "convention": "lmref"}),
     "lmref.blockmatch.psnr": lambda rng: (
         (rng.uniform(0, 255, (5, 6)), rng.uniform(0, 255, (5, 6))),
         {"peak": 255.0, "mask": _r(rng, 5, 6) > -0.5}),
