@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from lmref import blockmatch as _cpu
-from lmref._validation import check_alloc
+from lmref._validation import check_alloc, one_of
 from lmref.cuda import _runtime as _rt
 from lmref.cuda._runtime import Session, blocks, is_device_array, simulator, threads
 
@@ -98,12 +98,18 @@ def _exact_blocks(n_pixels: int) -> int:
 
 
 def block_match(reference, current, block_size, search_range, *, channels="sum",
-                boundary="zeros"):
+                boundary="zeros", convention="lmref"):
     """GPU :func:`lmref.blockmatch.block_match`: ``(flow, cost)``, float64, same layouts.
 
     NumPy in, NumPy out; device arrays stay on the device and their values (finiteness,
-    magnitude) are checked there (see :mod:`lmref.cuda`).
+    magnitude) are checked there (see :mod:`lmref.cuda`). Only lmref's ``convention="lmref"``
+    runs on the GPU: ``"authors"`` (the seed's notebook) is refused with a ``ValueError``
+    that points to the CPU function.
     """
+    if one_of(convention, "convention", _cpu.CONVENTIONS) != "lmref":
+        raise ValueError(f"lmref.cuda.block_match implements convention='lmref' only, got "
+                         f"{convention!r}: use lmref.blockmatch.block_match(..., "
+                         f"convention={convention!r}) (CPU)")
     s = Session("blockmatch")
     ref3, cur3, b, srange, groups, flat = _cpu._check_block_match(
         s.stand_in(reference), s.stand_in(current), block_size,

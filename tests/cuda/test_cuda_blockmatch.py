@@ -67,3 +67,11 @@ def test_bad_input_is_refused_like_the_cpu(to_device):
         lc.block_match(to_device(a), to_device(bad), 3, 1)
     with pytest.raises(ValueError, match="too large"):
         lc.block_match(to_device(a + 1e160), to_device(a), 3, 1)
+
+
+def test_only_lmrefs_convention_runs_on_the_gpu():
+    f = np.zeros((5, 7))
+    with pytest.raises(ValueError, match=r"convention='lmref' only.*lmref\.blockmatch"):
+        lc.block_match(f, f, 3, 1, convention="authors")
+    with pytest.raises(ValueError, match="convention must be one of"):
+        lc.block_match(f, f, 3, 1, convention="paper")
