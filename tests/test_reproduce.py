@@ -32,6 +32,8 @@ EXPECTED_VERDICTS = {
     ("matrices", "invertible C"): "reproduced",
     ("composition", "two stride-2 convs"): "reproduced",
     ("latent_motion", "Fig. 6"): "reproduced",
+    ("latent_motion", "Fig. 2 under the authors' notebook"): "info",
+    ("latent_motion", "Fig. 5 NRMSE with the notebook's R"): "info",
     ("erf", "printed"): "paper wrong (documented)",
     ("erf", "safe form"): "reproduced",
     ("erf", "eq. 6"): "reproduced",
