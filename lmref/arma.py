@@ -95,6 +95,10 @@ FORMS = ("safe", "paper", "official")
 BOUNDARIES = ("circular", "zeros")
 #: default ``workers`` of the scipy.fft transforms
 _WORKERS = 2
+#: transforms of fewer reals than this run on one thread whatever ``workers`` says (results do
+#: not depend on it): below it a transform takes well under 0.1 ms, and handing half of it to
+#: a second thread costs more than it saves (3x slower for a (1, 4, 16, 16) solve)
+_PARALLEL_FFT_MIN = 2 ** 15
 #: up to this many kernel taps ``grad_a`` is a direct circular correlation (numba); above it,
 #: one more FFT of ``y`` is cheaper
 _SPATIAL_TAPS_MAX = 25
@@ -171,6 +175,11 @@ def _embed_kernel(a3, spatial):
     return out
 
 
+def _fft_workers(workers, size):
+    """Threads for a transform of ``size`` reals: ``workers``, or 1 below _PARALLEL_FFT_MIN."""
+    return workers if size >= _PARALLEL_FFT_MIN else 1
+
+
 def _tap_positions(kshape, spatial):
     """Grid rows and columns of the kernel's taps: offset ``i - k // 2`` modulo the size
     (distinct, as ``k <= size``)."""
@@ -187,6 +196,7 @@ def _kernel_spectrum(a3, spatial, rcond, workers, name="a"):
     the rfft of a zero row (zeros, but with the signs of zero the transform gives them).
     """
     rows, cols = _tap_positions(a3.shape, spatial)
+    workers = _fft_workers(workers, a3.shape[0] * spatial[0] * spatial[1])
     tap_rows = np.zeros(a3.shape[:2] + (spatial[1],))
     tap_rows[:, :, cols] = a3
     spec = np.empty((a3.shape[0], spatial[0], spatial[1] // 2 + 1), complex)
@@ -230,6 +240,7 @@ def _irfft2(spec, spatial, workers):
     applied by the same single multiplication (tested bitwise on odd, prime and
     power-of-two grids).
     """
+    workers = _fft_workers(workers, spec.size * 2)
     spec = _fft.ifft(spec, axis=-2, norm="forward", workers=workers, overwrite_x=True)
     out = _fft.irfft(spec, n=spatial[1], axis=-1, norm="forward", workers=workers,
                      overwrite_x=True)
@@ -240,7 +251,7 @@ def _irfft2(spec, spatial, workers):
 def _solve_spectrum(t4, inv_spec, workers, finite_name=None):
     """``irfft2(rfft2(t) / A)`` (eq. 10) with the reciprocal spectrum ``1 / A``; with
     ``finite_name``, ``t4`` is checked for NaN/Inf through its spectrum."""
-    spec = _fft.rfft2(t4, workers=workers)
+    spec = _fft.rfft2(t4, workers=_fft_workers(workers, t4.size))
     if finite_name is not None:
         _finite_through(_dc_bins(spec), t4, finite_name)
     spec *= inv_spec
@@ -254,7 +265,7 @@ def _adjoint_solve(g4, inv_spec, workers, keep_spectrum=False, finite_name=None)
     conjugate of the kernel's. With ``keep_spectrum`` also returns ``DFT(grad_t)``; with
     ``finite_name``, ``g4`` is checked for NaN/Inf through its spectrum.
     """
-    spec = _fft.rfft2(g4, workers=workers)
+    spec = _fft.rfft2(g4, workers=_fft_workers(workers, g4.size))
     if finite_name is not None:
         _finite_through(_dc_bins(spec), g4, finite_name)
     spec *= inv_spec.conj()
@@ -336,7 +347,7 @@ def ar_solve_backward(grad_y, y, a, *, workers=_WORKERS, rcond=RCOND):
         _finite_through(grad_a, y4, "y")
     else:
         grad_t, gt_spec = out
-        y_spec = _fft.rfft2(y4, workers=workers)
+        y_spec = _fft.rfft2(y4, workers=_fft_workers(workers, y4.size))
         _finite_through(_dc_bins(y_spec), y4, "y")
         grad_a = _grad_a_from_spectra(gt_spec, y_spec, a3.shape, y4.shape[2:], workers)
     return _restore(grad_t, nd), grad_a.reshape(np.shape(a))
@@ -655,7 +666,7 @@ def _arma_ar_backward(grad_y, t4, a, workers, rcond):
     a3 = _arma_kernel(a, t4)
     inv = 1.0 / _kernel_spectrum(a3, t4.shape[2:], rcond, workers)
     grad_t, gt_spec = _adjoint_solve(g4, inv, workers, keep_spectrum=True, finite_name="grad_y")
-    y_spec = _fft.rfft2(t4, workers=workers)
+    y_spec = _fft.rfft2(t4, workers=_fft_workers(workers, t4.size))
     y_spec *= inv
     return grad_t, _grad_a_from_spectra(gt_spec, y_spec, a3.shape, t4.shape[2:], workers)
 
