@@ -99,6 +99,9 @@ _WORKERS = 2
 #: not depend on it): below it a transform takes well under 0.1 ms, and handing half of it to
 #: a second thread costs more than it saves (3x slower for a (1, 4, 16, 16) solve)
 _PARALLEL_FFT_MIN = 2 ** 15
+#: the spatial grad_a runs its channels on several threads from this many multiply-adds on
+#: (~0.1 ms of work; below it waking the threads costs more, 3 ms a call on the loaded machine)
+_PARALLEL_MIN_MACS = 1 << 18
 #: up to this many kernel taps ``grad_a`` is a direct circular correlation (numba); above it,
 #: one more FFT of ``y`` is cheaper
 _SPATIAL_TAPS_MAX = 25
@@ -343,7 +346,7 @@ def ar_solve_backward(grad_y, y, a, *, workers=_WORKERS, rcond=RCOND):
     if spatial:
         grad_t = out
         # every tap's correlation reads every entry of y: it carries y's NaN/Inf
-        grad_a = _ar_grad_a_kernel(grad_t, np.ascontiguousarray(y4), a3.shape[1], a3.shape[2])
+        grad_a = _ar_grad_a(grad_t, np.ascontiguousarray(y4), a3.shape[1], a3.shape[2])
         _finite_through(grad_a, y4, "y")
     else:
         grad_t, gt_spec = out
@@ -360,36 +363,55 @@ def _grad_a_from_spectra(gt_spec, y_spec, kshape, spatial, workers):
     return -corr[:, rows[:, None], cols[None, :]]
 
 
-@pjit
-def _ar_grad_a_kernel(gt, y, kh, kw):
+def _ar_grad_a(gt, y, kh, kw):
     """``out[c, p, q] = -sum_{n,i,j} gt[n,c,i,j] y[n,c,(i-dh)%H,(j-dw)%W]`` (dh = p - kh//2).
 
-    One independent channel per thread. Each tap accumulates into a vector over ``j`` (no
+    One independent channel per thread, on one thread below _PARALLEL_MIN_MACS (the same
+    per-channel code, so the same bits either way).
+    """
+    out = np.empty((gt.shape[1], kh, kw))
+    parallel = gt.size * kh * kw >= _PARALLEL_MIN_MACS
+    (_ar_grad_a_parallel if parallel else _ar_grad_a_serial)(gt, y, kh, kw, out)
+    return out
+
+
+@jit
+def _ar_grad_a_channel(gt, y, kh, kw, c, out):
+    """Channel ``c`` of :func:`_ar_grad_a`. Each tap accumulates into a vector over ``j`` (no
     reduction inside the inner loop, so nothing depends on the previous addition), summed in
     a fixed order at the end; the column wrap is split into two contiguous runs.
     """
-    nb, nc, h, w = gt.shape
+    nb, _, h, w = gt.shape
     ntap = kh * kw
-    out = np.empty((nc, kh, kw))
-    for c in prange(nc):
-        acc = np.zeros((ntap, w))
-        for n in range(nb):
-            for i in range(h):
-                for p in range(kh):
-                    r = (i - (p - kh // 2) + h) % h
-                    for q in range(kw):
-                        sw = (q - kw // 2 + w) % w
-                        k = p * kw + q
-                        for j in range(sw, w):
-                            acc[k, j] += gt[n, c, i, j] * y[n, c, r, j - sw]
-                        for j in range(sw):
-                            acc[k, j] += gt[n, c, i, j] * y[n, c, r, j - sw + w]
-        for k in range(ntap):
-            total = 0.0
-            for j in range(w):
-                total += acc[k, j]
-            out[c, k // kw, k % kw] = -total
-    return out
+    acc = np.zeros((ntap, w))
+    for n in range(nb):
+        for i in range(h):
+            for p in range(kh):
+                r = (i - (p - kh // 2) + h) % h
+                for q in range(kw):
+                    sw = (q - kw // 2 + w) % w
+                    k = p * kw + q
+                    for j in range(sw, w):
+                        acc[k, j] += gt[n, c, i, j] * y[n, c, r, j - sw]
+                    for j in range(sw):
+                        acc[k, j] += gt[n, c, i, j] * y[n, c, r, j - sw + w]
+    for k in range(ntap):
+        total = 0.0
+        for j in range(w):
+            total += acc[k, j]
+        out[c, k // kw, k % kw] = -total
+
+
+@jit
+def _ar_grad_a_serial(gt, y, kh, kw, out):
+    for c in range(gt.shape[1]):
+        _ar_grad_a_channel(gt, y, kh, kw, c, out)
+
+
+@pjit
+def _ar_grad_a_parallel(gt, y, kh, kw, out):
+    for c in prange(gt.shape[1]):
+        _ar_grad_a_channel(gt, y, kh, kw, c, out)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -413,6 +413,17 @@ def test_grad_a_spatial_and_spectral_paths_agree(rng, monkeypatch):
         assert_close(s, f, rtol=1e-11, atol=1e-12)
 
 
+@pytest.mark.parametrize("shape,k", [((2, 3, 6, 7), 3), ((3, 5, 9, 8), 5), ((2, 2, 1, 9), 1)])
+def test_grad_a_serial_and_parallel_kernels_agree_bitwise(rng, shape, k):
+    gt, y = rng.standard_normal(shape), rng.standard_normal(shape)
+    kh = 1 if shape[2] == 1 else k
+    one, many = (np.empty((shape[1], kh, k)) for _ in range(2))
+    arma._ar_grad_a_serial(gt, y, kh, k, one)
+    arma._ar_grad_a_parallel(gt, y, kh, k, many)
+    assert np.array_equal(one.view(np.int64), many.view(np.int64))
+    assert np.array_equal(arma._ar_grad_a(gt, y, kh, k), one)
+
+
 def test_ar_solve_backward_is_the_dense_adjoint(rng):
     """grad_t = M^-T g and grad_a[d] = -grad_t . (shift_d y), with M the dense circulant."""
     t = rng.standard_normal((1, 1, 4, 5))
