@@ -90,8 +90,9 @@ class ARMA2d:
         return arma.arma2d(self.x, self.w, self.a)
 
     def _forward_backward_lmref(self):
-        arma.arma2d(self.x, self.w, self.a)
-        return arma.arma2d_backward(self.g, self.x, self.w, self.a)
+        # the forward's output goes to the backward, as autograd keeps it for the torch peer
+        y = arma.arma2d(self.x, self.w, self.a)
+        return arma.arma2d_backward(self.g, self.x, self.w, self.a, y=y)
 
     def _forward_torch(self):
         with self.torch.no_grad():

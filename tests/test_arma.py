@@ -106,10 +106,17 @@ def test_ar_solve_delta_kernel_is_identity_and_accepts_float32(rng):
     assert_close(y, t.astype(np.float64))
 
 
-def test_ar_solve_workers_do_not_change_results(rng):
-    t = rng.standard_normal((3, 2, 8, 8))
-    a = _stable_kernels(rng, 2, 3)
-    np.testing.assert_array_equal(arma.ar_solve(t, a, workers=1), arma.ar_solve(t, a, workers=3))
+@pytest.mark.parametrize("shape", [(3, 2, 8, 8), (4, 4, 48, 50)])  # below / above the
+def test_ar_solve_workers_do_not_change_results(rng, shape):     # threading threshold
+    t = rng.standard_normal(shape)
+    a = _stable_kernels(rng, shape[1], 3)
+    g = rng.standard_normal(shape)
+    y = arma.ar_solve(t, a, workers=1)
+    assert np.array_equal(y, arma.ar_solve(t, a, workers=3))
+    for one, many in zip(arma.ar_solve_backward(g, y, a, workers=1),
+                         arma.ar_solve_backward(g, y, a, workers=3)):
+        assert np.array_equal(one, many)
+    assert (math.prod(shape) >= arma._PARALLEL_FFT_MIN) == (shape[0] == 4)
 
 
 def test_ar_solve_inputs_untouched_output_fresh(rng):
@@ -247,6 +254,75 @@ def test_ar_solve_nan_raises(rng, bad):
         arma.ar_solve(t, a)
 
 
+NON_FINITE_GRIDS = [(1, 1, 5, 6), (2, 2, 3, 7), (1, 1, 4, 4), (1, 1, 1, 1031)]
+
+
+def _spread_positions(shape, rng):
+    """Every position of a small grid; first, last and 8 random ones of a large one."""
+    size = int(np.prod(shape))
+    flat = range(size) if size <= 64 else [0, size - 1, *rng.integers(0, size, 8)]
+    return [np.unravel_index(i, shape) for i in flat]
+
+
+@pytest.mark.parametrize("shape", NON_FINITE_GRIDS)
+def test_non_finite_inputs_are_found_through_the_transforms(rng, shape):
+    """t, y and grad_y are checked for NaN/Inf through their spectra's DC bins or grad_a, not
+    by a pass of their own: a NaN, +Inf or -Inf at any position (1031: Bluestein's
+    transform) is still found and named."""
+    a = _stable_kernels(rng, shape[1], 3) if shape[2] >= 3 else np.array(
+        [[[0.0, 0.0, 0.0], [0.2, 1.0, -0.3], [0.0, 0.0, 0.0]]] * shape[1])[:, 1:2, :]
+    for value in (np.nan, np.inf, -np.inf):
+        for pos in _spread_positions(shape, rng):
+            for name in ("t", "y", "grad_y"):
+                arrs = {k: rng.standard_normal(shape) for k in ("t", "y", "grad_y")}
+                arrs[name][pos] = value
+                with pytest.raises(ValueError, match=f"^{name} contains 1 non-finite"):
+                    if name == "t":
+                        arma.ar_solve(arrs["t"], a)
+                    else:
+                        arma.ar_solve_backward(arrs["grad_y"], arrs["y"], a)
+
+
+def test_non_finite_y_found_on_the_spectral_grad_a_path(rng):
+    y = rng.standard_normal((1, 1, 7, 7))
+    y[0, 0, 3, 5] = np.inf
+    with pytest.raises(ValueError, match="^y contains 1 non-finite"):
+        arma.ar_solve_backward(np.ones_like(y), y, _stable_kernels(rng, 1, 7))  # 49 taps
+
+
+def test_overflow_from_finite_inputs_is_not_refused():
+    """A finite t whose spectrum overflows passes the check (as before): the check is of the
+    input, not of the arithmetic."""
+    t = np.full((1, 1, 4, 4), 1.5e308)
+    a = np.zeros((1, 3, 3))
+    a[0, 1, 1] = 1.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = arma.ar_solve(t, a)
+    assert not np.isfinite(y).all()
+
+
+@pytest.mark.parametrize("spatial", [(64, 64), (60, 60), (7, 9), (97, 101), (1, 11), (5, 6),
+                                     (1, 1), (3, 1), (13, 1031)])
+def test_split_irfft2_and_kernel_spectrum_are_bitwise_scipys(rng, spatial):
+    """The faster in-place inverse transform and the tap-rows-only kernel spectrum give
+    scipy.fft.irfft2 / rfft2(_embed_kernel) bit for bit, at any scale."""
+    from scipy import fft
+
+    h, w = spatial
+    for scale in (1.0, 1e-300, 1e300):
+        spec = fft.rfft2(rng.standard_normal((2, 3, h, w)) * scale)
+        spec *= rng.standard_normal(spec.shape[1:]) + 1j * rng.standard_normal(spec.shape[1:])
+        expected = fft.irfft2(spec, s=spatial)
+        actual = arma._irfft2(spec.copy(), spatial, 2)
+        assert np.array_equal(actual.view(np.int64), expected.view(np.int64))
+    for kh, kw in ((1, 1), (3, 3), (1, 3), (3, 5), (7, 7)):
+        if kh <= h and kw <= w:
+            a3 = rng.standard_normal((3, kh, kw))
+            expected = fft.rfft2(arma._embed_kernel(a3, spatial))
+            actual = arma._kernel_spectrum(a3, spatial, 0.0, 1)
+            assert np.array_equal(actual.view(np.int64), expected.view(np.int64))
+
+
 @pytest.mark.parametrize("kernel,size", [
     ([0.5, 1.0, 0.5], 8),    # DFT 1 + cos(w) = 0 at w = pi
     ([-0.5, 1.0, -0.5], 5),  # DFT 1 - cos(w) = 0 at w = 0 (any size)
@@ -335,6 +411,17 @@ def test_grad_a_spatial_and_spectral_paths_agree(rng, monkeypatch):
     spectral = arma.ar_solve_backward(g, y, a)
     for s, f in zip(spatial, spectral):
         assert_close(s, f, rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape,k", [((2, 3, 6, 7), 3), ((3, 5, 9, 8), 5), ((2, 2, 1, 9), 1)])
+def test_grad_a_serial_and_parallel_kernels_agree_bitwise(rng, shape, k):
+    gt, y = rng.standard_normal(shape), rng.standard_normal(shape)
+    kh = 1 if shape[2] == 1 else k
+    one, many = (np.empty((shape[1], kh, k)) for _ in range(2))
+    arma._ar_grad_a_serial(gt, y, kh, k, one)
+    arma._ar_grad_a_parallel(gt, y, kh, k, many)
+    assert np.array_equal(one.view(np.int64), many.view(np.int64))
+    assert np.array_equal(arma._ar_grad_a(gt, y, kh, k), one)
 
 
 def test_ar_solve_backward_is_the_dense_adjoint(rng):
@@ -684,6 +771,43 @@ def test_arma2d_bad_input(rng, bad, match):
     if bad != "grad":
         with pytest.raises(ValueError, match=match):
             arma.arma2d(x, w, a)
+
+
+@pytest.mark.parametrize("kw", ARMA_CASES + [dict(dilation=2, bias=True)])
+@pytest.mark.parametrize("k_ar", [3, 7])
+def test_arma2d_backward_with_y_is_within_its_stated_bound(rng, kw, k_ar):
+    """``y=`` skips the convolution: grad_x, grad_weight, grad_bias bitwise those of
+    ``y=None``, grad_a within the docstring's bound, and the AR part is ar_solve_backward."""
+    x, w, a, bias, kw = _arma_case(rng, kw, k_ar=k_ar if "stride" not in kw else 3)
+    y = arma.arma2d(x, w, a, bias, **kw)
+    g = rng.standard_normal(y.shape)
+    plain = arma.arma2d_backward(g, x, w, a, bias, **kw)
+    fast = arma.arma2d_backward(g, x, w, a, bias, y=y, **kw)
+    for i in (0, 1, 3):
+        assert (plain[i] is None and fast[i] is None) or np.array_equal(plain[i], fast[i])
+    grad_t, grad_a = arma.ar_solve_backward(g, y, a)
+    assert np.array_equal(fast[2], grad_a)
+    n, c, h, wd = y.shape
+    norms = np.sqrt((grad_t ** 2).sum(axis=(0, 2, 3)) * (y ** 2).sum(axis=(0, 2, 3)))
+    bound = (n * h + wd + n + 10 * math.log2(h * wd) + 10) * 2.0 ** -53 * norms
+    assert (np.abs(fast[2] - plain[2]).reshape(c, -1).max(axis=1) <= bound).all()
+
+
+def test_arma2d_backward_y_is_validated(rng):
+    x, w, a, _, _ = _arma_case(rng, {})
+    y = arma.arma2d(x, w, a)
+    g = np.ones_like(y)
+    with pytest.raises(ValueError, match=r"^y must have shape \(2, 4, 7, 8\)"):
+        arma.arma2d_backward(g, x, w, a, y=y[:, :, :, :7])
+    with pytest.raises(ValueError, match=r"grad_y must have shape"):
+        arma.arma2d_backward(g[:, :, :6], x, w, a, y=y)
+    y[1, 2, 3, 4] = np.nan
+    with pytest.raises(ValueError, match="^y contains 1 non-finite"):
+        arma.arma2d_backward(g, x, w, a, y=y)
+    g[0, 0, 0, 0] = np.inf
+    for y_arg in (None, y):
+        with pytest.raises(ValueError, match="^grad_y contains 1 non-finite"):
+            arma.arma2d_backward(g, x, w, a, y=y_arg)
 
 
 # ---------------------------------------------------------------------------------------------
