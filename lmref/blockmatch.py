@@ -638,10 +638,15 @@ def _integer_path_dtype(ref3, cur3, b, group, boundary):
     return None
 
 
+# The lane loops below index with unsigned integers and 2-D subscripts, not per-iteration row
+# views: numba then emits neither negative-index fix-ups nor reference counting in them, and
+# LLVM vectorises them.
+
 @jit
 def _int_column_init(cp, rp, c0, c1, y0, oy, b, V):
     """``V[j, l] = sum_{i < b, c} (cp[c, y0 + i, j] - rp[c, y0 + oy + i, j + l])^2``."""
-    Wp, lanes = V.shape
+    Wp = V.shape[0]
+    lanes = np.uint64(V.shape[1])
     V[:, :] = 0
     for i in range(y0, y0 + b):
         for c in range(c0, c1):
@@ -649,17 +654,17 @@ def _int_column_init(cp, rp, c0, c1, y0, oy, b, V):
             ref = rp[c, i + oy]
             for j in range(Wp):
                 a = cur[j]
-                v = V[j]
-                r = ref[j:j + lanes]
+                ju = np.uint64(j)
                 for l in range(lanes):
-                    d = a - r[l]
-                    v[l] += d * d
+                    d = a - ref[ju + l]
+                    V[ju, l] += d * d
 
 
 @jit
 def _int_column_step(cp, rp, c0, c1, y, oy, b, V):
     """Move the column sums ``V`` from rows ``y..y+b-1`` to ``y+1..y+b`` (exact)."""
-    Wp, lanes = V.shape
+    Wp = V.shape[0]
+    lanes = np.uint64(V.shape[1])
     for c in range(c0, c1):
         cur_in = cp[c, y + b]
         ref_in = rp[c, y + b + oy]
@@ -668,43 +673,42 @@ def _int_column_step(cp, rp, c0, c1, y, oy, b, V):
         for j in range(Wp):
             a = cur_in[j]
             e = cur_out[j]
-            v = V[j]
-            r_in = ref_in[j:j + lanes]
-            r_out = ref_out[j:j + lanes]
+            ju = np.uint64(j)
             for l in range(lanes):
-                d = a - r_in[l]
-                f = e - r_out[l]
-                v[l] += d * d - f * f
+                d = a - ref_in[ju + l]
+                f = e - ref_out[ju + l]
+                V[ju, l] += d * d - f * f
 
 
 @jit
-def _int_row_decide(V, acc, b, rank, best, arg):
+def _int_row_decide(V, acc, b, rank, big, best, arg):
     """Block costs of one row for one ``dy`` and all ``dx`` (lanes); keep the minimum.
 
     ``acc[l]`` runs along the row (exact sums, so subtracting is safe). A pixel is looked at
     closely only when some lane reaches its best cost (the padding lanes beyond ``2 s + 1``
     may only cause a needless look); then the valid lanes are compared on (cost, rank in
-    :func:`displacement_order`): the tie rule, whatever order ``dy`` is scanned in.
+    :func:`displacement_order`): the tie rule, whatever order ``dy`` is scanned in. ``big``
+    exceeds every cost.
     """
     W = best.shape[0]
-    lanes = acc.shape[0]
+    lanes = np.uint64(acc.shape[0])
     n_valid = rank.shape[0]
     acc[:] = V[0]
     for j in range(1, b):
-        v = V[j]
+        ju = np.uint64(j)
         for l in range(lanes):
-            acc[l] += v[l]
+            acc[l] += V[ju, l]
     for x in range(W):
         if x > 0:
-            v_in = V[x + b - 1]
-            v_out = V[x - 1]
+            iu = np.uint64(x + b - 1)
+            ou = np.uint64(x - 1)
             for l in range(lanes):
-                acc[l] += v_in[l] - v_out[l]
+                acc[l] += V[iu, l] - V[ou, l]
+        low = big
+        for l in range(lanes):  # a plain reduction: vectorised
+            low = min(low, acc[l])
         cost = best[x]
-        hit = False
-        for l in range(lanes):
-            hit |= acc[l] <= cost
-        if hit:
+        if low <= cost:  # rare once the first rows of displacements are seen
             k = arg[x]
             for l in range(n_valid):
                 v = acc[l]
@@ -716,7 +720,7 @@ def _int_row_decide(V, acc, b, rank, best, arg):
 
 
 @pjit
-def _int_match_kernel(cp, rp, groups, rank, dy_order, b, lanes, n_bands, best, arg):
+def _int_match_kernel(cp, rp, groups, rank, dy_order, b, lanes, n_bands, big, best, arg):
     """Tasks = (channel group, band of rows); each owns its rows of ``best[g]``/``arg[g]``.
 
     Per task and ``dy``: column sums of the band's first row, then row by row the costs of
@@ -736,7 +740,7 @@ def _int_match_kernel(cp, rp, groups, rank, dy_order, b, lanes, n_bands, best, a
             oy = dy_order[i]
             _int_column_init(cp, rp, c0, c1, y0, oy, b, V)
             for y in range(y0, y1):
-                _int_row_decide(V, acc, b, rank[oy], best[g, y], arg[g, y])
+                _int_row_decide(V, acc, b, rank[oy], big, best[g, y], arg[g, y])
                 if y + 1 < y1:
                     _int_column_step(cp, rp, c0, c1, y, oy, b, V)
 
@@ -757,12 +761,12 @@ def _block_match_integer(ref3, cur3, b, s, groups, boundary, dtype, order, squee
     rank[order[:, 0] + s, order[:, 1] + s] = np.arange(len(order))
     dy_order = np.argsort(np.abs(np.arange(-s, s + 1)), kind="stable")  # likely best first
     n_groups, (C, H, W) = len(groups), cur3.shape
-    best = np.full((n_groups, H, W), np.inf if dtype == np.float64 else np.iinfo(dtype).max,
-                   dtype=dtype)
+    big = dtype(np.inf if dtype == np.float64 else np.iinfo(dtype).max)  # above every cost
+    best = np.full((n_groups, H, W), big, dtype=dtype)
     arg = np.full((n_groups, H, W), len(order), dtype=np.int64)
     n_bands = max(1, min(H, -(-numba.get_num_threads() // n_groups)))
     _int_match_kernel(cp, rp, np.array(groups, dtype=np.int64), rank, dy_order, b, lanes,
-                      n_bands, best, arg)
+                      n_bands, big, best, arg)
     return _package(best.astype(np.float64), arg, order, squeeze)
 
 
