@@ -44,15 +44,17 @@ def test_integer_path_equals_reference_bitwise_on_tie_rich_frames(boundary, chan
                     B._block_match_reference(ref, cur, b, s, **kw))
 
 
+@pytest.mark.parametrize("channels", B.CHANNEL_MODES)
 @pytest.mark.parametrize("boundary", B.BM_BOUNDARIES)
 @pytest.mark.parametrize("b,s", [(1, 2), (3, 1), (5, 2), (7, 4)])
-def test_integer_path_on_2d_and_integer_dtype_frames(boundary, b, s):
+def test_integer_path_on_2d_and_integer_dtype_frames(channels, boundary, b, s):
     rng = np.random.default_rng(b)
     ref, cur = _tie_rich_frames(rng, (10, 8), 3)
-    want = B._block_match_reference(ref, cur, b, s, boundary=boundary)
+    kw = {"channels": channels, "boundary": boundary}
+    want = B._block_match_reference(ref, cur, b, s, **kw)
+    assert want[0].shape == (10, 8, 2)
     for dtype in (np.float64, np.uint8, np.int16, np.int64):
-        _assert_bitwise(B.block_match(ref.astype(dtype), cur.astype(dtype), b, s,
-                                      boundary=boundary), want)
+        _assert_bitwise(B.block_match(ref.astype(dtype), cur.astype(dtype), b, s, **kw), want)
 
 
 @pytest.mark.parametrize("channels", B.CHANNEL_MODES)
