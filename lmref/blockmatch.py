@@ -725,7 +725,8 @@ def _int_match_kernel(cp, rp, groups, rank, dy_order, b, lanes, n_bands, big, be
 
     Per task and ``dy``: column sums of the band's first row, then row by row the costs of
     all ``dx`` at once and a column step. Exact integer sums make the result independent of
-    the banding (and so of the thread count).
+    the banding (and so of the thread count). Compiled for int32 and for float64 frames (see
+    :func:`_integer_path_dtype`), the one kernel family here with two specialisations.
     """
     n_groups, H, W = best.shape
     for t in prange(n_groups * n_bands):
@@ -760,8 +761,9 @@ def _block_match_integer(ref3, cur3, b, s, groups, boundary, dtype, order, squee
     rank = np.empty((n, n), dtype=np.int64)
     rank[order[:, 0] + s, order[:, 1] + s] = np.arange(len(order))
     dy_order = np.argsort(np.abs(np.arange(-s, s + 1)), kind="stable")  # likely best first
-    n_groups, (C, H, W) = len(groups), cur3.shape
-    big = dtype(np.inf if dtype == np.float64 else np.iinfo(dtype).max)  # above every cost
+    n_groups, (_, H, W) = len(groups), cur3.shape
+    # no cost exceeds big; the initial arg (beyond every rank) lets even a cost == big win
+    big = dtype(np.inf if dtype == np.float64 else np.iinfo(dtype).max)
     best = np.full((n_groups, H, W), big, dtype=dtype)
     arg = np.full((n_groups, H, W), len(order), dtype=np.int64)
     n_bands = max(1, min(H, -(-numba.get_num_threads() // n_groups)))
