@@ -8,11 +8,26 @@ from lmref import blockmatch
 from ._common import torch_or_skip
 
 PEERS = ["lmref", "torch", "opencv"]
-#: name -> (shape, block_size, search_range): seed 001's input frames and feature maps
+#: name -> (shape, block_size, search_range, data): seed 001's input frames and feature maps;
+#: data "normal" (float frames, the general exact path) or "uint8" (8-bit frames, the common
+#: case of images: lmref's exact integer path)
 CASES = {
-    "frame_224x224_b31_s11": ((224, 224), 31, 11),
-    "features_64x28x28_b3_s5_sum": ((64, 28, 28), 3, 5),
+    "frame_224x224_b31_s11": ((224, 224), 31, 11, "normal"),
+    "frame8_224x224_b31_s11": ((224, 224), 31, 11, "uint8"),
+    "features_64x28x28_b3_s5_sum": ((64, 28, 28), 3, 5, "normal"),
 }
+
+
+def case_frames(case):
+    """(reference, current): the second a shifted noisy copy of the first."""
+    shape, _, _, data = CASES[case]
+    rng = np.random.default_rng(0)
+    if data == "uint8":
+        ref = rng.integers(0, 256, shape)
+        noisy = np.roll(ref, (1, -2), axis=(-2, -1)) + rng.integers(-3, 4, shape)
+        return ref.astype(np.uint8), np.clip(noisy, 0, 255).astype(np.uint8)
+    ref = rng.standard_normal(shape)
+    return ref, np.roll(ref, (1, -2), axis=(-2, -1)) + 0.1 * rng.standard_normal(shape)
 
 
 def torch_block_match(torch, reference, current, block_size, search_range, chunk=64):
@@ -101,21 +116,20 @@ def cv2_or_skip():
 
 
 class BlockMatch:
-    """Exhaustive SSD block matching, float64, ``channels="sum"``, ``boundary="zeros"``."""
+    """Exhaustive SSD block matching, ``channels="sum"``, ``boundary="zeros"``; lmref takes the
+    frames as they are (uint8 or float64), the peers in float64."""
 
     params = (PEERS, list(CASES))
     param_names = ["peer", "case"]
     timeout = 180
 
     def setup(self, peer, case):
-        shape, self.b, self.s = CASES[case]
-        rng = np.random.default_rng(0)
-        self.ref = rng.standard_normal(shape)
-        self.cur = np.roll(self.ref, (1, -2), axis=(-2, -1)) + 0.1 * rng.standard_normal(shape)
-        if peer == "torch":
+        _, self.b, self.s, _ = CASES[case]
+        self.ref, self.cur = case_frames(case)
+        if peer == "torch":  # the peers compute in float64 (8-bit frames converted once)
             self.torch = torch_or_skip()
-            self.tref = self.torch.from_numpy(self.ref)
-            self.tcur = self.torch.from_numpy(self.cur)
+            self.tref = self.torch.from_numpy(self.ref.astype(np.float64))
+            self.tcur = self.torch.from_numpy(self.cur.astype(np.float64))
             self.run = self._torch
         elif peer == "opencv":
             self.cv2 = cv2_or_skip()

@@ -588,6 +588,204 @@ def _n_chunks(n_groups: int, n_disp: int) -> int:
     return max(1, min(n_disp, -(-numba.get_num_threads() // n_groups)))
 
 
+# ----------------------------------------------------------------------------- integer path
+
+#: displacement lanes of the integer kernels, a multiple of the SIMD width: the ``dx`` loops
+#: then run in LLVM's vectorised body instead of its scalar remainder
+_LANES = 16
+#: exclusive limits of every integer handled by the integer path, per storage dtype
+_EXACT_LIMITS = ((np.int32, 2 ** 31), (np.float64, 2 ** 53))
+
+
+@jit
+def _value_range(x):
+    """``(min, max, every value an integer)`` of a float64 vector in one pass."""
+    lo = np.inf
+    hi = -np.inf
+    integral = True
+    for i in range(x.shape[0]):
+        v = x[i]
+        lo = min(lo, v)
+        hi = max(hi, v)
+        if integral and v != np.floor(v):
+            integral = False
+    return lo, hi, integral
+
+
+def _integer_path_dtype(ref3, cur3, b, group, boundary):
+    """The dtype the exact integer path computes in, or None when it does not apply.
+
+    The path applies to integer-valued frames (any dtype) whose range ``D = max - min`` over
+    both frames (0 included for ``"zeros"``: the padding is 0; ``"replicate"`` pads with frame
+    pixels) satisfies ``(b^2 + 1) C D^2 < L``, ``C`` the channels per group: ``L = 2^31`` gives
+    int32, ``L = 2^53`` float64. Proof that every quantity is then an exact integer:
+
+    * every difference ``a - r`` of a current and a reference pixel (padding included) is an
+      integer with ``|a - r| <= D`` (for ``"replicate"`` both frames are shifted by ``-min``
+      first, exactly: the result ``<= D`` is representable; the differences do not change);
+    * a squared difference is ``<= D^2``, a column sum over ``b`` rows and ``C`` channels is
+      ``<= b C D^2``, a block cost ``<= b^2 C D^2``;
+    * the kernels add or subtract only such values: the column update ``V + sum_c (d_c^2 -
+      f_c^2)`` has partial sums in ``[-C D^2, (b + 1) C D^2]``, the row update
+      ``acc + (V_in - V_out)`` has ``|V_in - V_out| <= b C D^2`` and gives a block cost;
+    * all these magnitudes are ``<= (b^2 + 1) C D^2 < L``. In float64 (``L = 2^53``) every
+      exact result is representable, so each operation is exact. In int32 numba computes in
+      int64 (exact) and stores values ``< 2^31`` (exact).
+
+    The costs are therefore the exact SSDs, equal to the reference's correctly rounded
+    ``math.fsum`` of the (exact) float64 squares, and comparing them decides ties exactly.
+    """
+    lo, hi, integral = _value_range(ref3.reshape(-1))
+    if not integral:
+        return None
+    lo_c, hi_c, integral = _value_range(cur3.reshape(-1))
+    if not integral:
+        return None
+    lo, hi = min(lo, lo_c), max(hi, hi_c)
+    if boundary == "zeros":
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+    d = int(hi) - int(lo)  # Python integers: no rounding
+    need = (b * b + 1) * group * d * d
+    for dtype, limit in _EXACT_LIMITS:
+        if need < limit:
+            return dtype
+    return None
+
+
+# The lane loops below index with unsigned integers and 2-D subscripts, not per-iteration row
+# views: numba then emits neither negative-index fix-ups nor reference counting in them, and
+# LLVM vectorises them.
+
+@jit
+def _int_column_init(cp, rp, c0, c1, y0, oy, b, V):
+    """``V[j, l] = sum_{i < b, c} (cp[c, y0 + i, j] - rp[c, y0 + oy + i, j + l])^2``."""
+    Wp = V.shape[0]
+    lanes = np.uint64(V.shape[1])
+    V[:, :] = 0
+    for i in range(y0, y0 + b):
+        for c in range(c0, c1):
+            cur = cp[c, i]
+            ref = rp[c, i + oy]
+            for j in range(Wp):
+                a = cur[j]
+                ju = np.uint64(j)
+                for l in range(lanes):
+                    d = a - ref[ju + l]
+                    V[ju, l] += d * d
+
+
+@jit
+def _int_column_step(cp, rp, c0, c1, y, oy, b, V):
+    """Move the column sums ``V`` from rows ``y..y+b-1`` to ``y+1..y+b`` (exact)."""
+    Wp = V.shape[0]
+    lanes = np.uint64(V.shape[1])
+    for c in range(c0, c1):
+        cur_in = cp[c, y + b]
+        ref_in = rp[c, y + b + oy]
+        cur_out = cp[c, y]
+        ref_out = rp[c, y + oy]
+        for j in range(Wp):
+            a = cur_in[j]
+            e = cur_out[j]
+            ju = np.uint64(j)
+            for l in range(lanes):
+                d = a - ref_in[ju + l]
+                f = e - ref_out[ju + l]
+                V[ju, l] += d * d - f * f
+
+
+@jit
+def _int_row_decide(V, acc, b, rank, big, best, arg):
+    """Block costs of one row for one ``dy`` and all ``dx`` (lanes); keep the minimum.
+
+    ``acc[l]`` runs along the row (exact sums, so subtracting is safe). A pixel is looked at
+    closely only when some lane reaches its best cost (the padding lanes beyond ``2 s + 1``
+    may only cause a needless look); then the valid lanes are compared on (cost, rank in
+    :func:`displacement_order`): the tie rule, whatever order ``dy`` is scanned in. ``big``
+    exceeds every cost.
+    """
+    W = best.shape[0]
+    lanes = np.uint64(acc.shape[0])
+    n_valid = rank.shape[0]
+    acc[:] = V[0]
+    for j in range(1, b):
+        ju = np.uint64(j)
+        for l in range(lanes):
+            acc[l] += V[ju, l]
+    for x in range(W):
+        if x > 0:
+            iu = np.uint64(x + b - 1)
+            ou = np.uint64(x - 1)
+            for l in range(lanes):
+                acc[l] += V[iu, l] - V[ou, l]
+        low = big
+        for l in range(lanes):  # a plain reduction: vectorised
+            low = min(low, acc[l])
+        cost = best[x]
+        if low <= cost:  # rare once the first rows of displacements are seen
+            k = arg[x]
+            for l in range(n_valid):
+                v = acc[l]
+                if v < cost or (v == cost and rank[l] < k):
+                    cost = v
+                    k = rank[l]
+            best[x] = cost
+            arg[x] = k
+
+
+@pjit
+def _int_match_kernel(cp, rp, groups, rank, dy_order, b, lanes, n_bands, big, best, arg):
+    """Tasks = (channel group, band of rows); each owns its rows of ``best[g]``/``arg[g]``.
+
+    Per task and ``dy``: column sums of the band's first row, then row by row the costs of
+    all ``dx`` at once and a column step. Exact integer sums make the result independent of
+    the banding (and so of the thread count). Compiled for int32 and for float64 frames (see
+    :func:`_integer_path_dtype`), the one kernel family here with two specialisations.
+    """
+    n_groups, H, W = best.shape
+    for t in prange(n_groups * n_bands):
+        g = t // n_bands
+        y0 = (t % n_bands) * H // n_bands
+        y1 = (t % n_bands + 1) * H // n_bands
+        c0 = groups[g, 0]
+        c1 = groups[g, 1]
+        V = np.empty((W + b - 1, lanes), dtype=best.dtype)
+        acc = np.empty(lanes, dtype=best.dtype)
+        for i in range(dy_order.shape[0]):
+            oy = dy_order[i]
+            _int_column_init(cp, rp, c0, c1, y0, oy, b, V)
+            for y in range(y0, y1):
+                _int_row_decide(V, acc, b, rank[oy], big, best[g, y], arg[g, y])
+                if y + 1 < y1:
+                    _int_column_step(cp, rp, c0, c1, y, oy, b, V)
+
+
+def _block_match_integer(ref3, cur3, b, s, groups, boundary, dtype, order, squeeze):
+    """The exact integer path (see :func:`_integer_path_dtype`): (flow, cost)."""
+    import numba
+
+    if boundary == "replicate":  # the SSD ignores a common shift; it keeps values <= D
+        lo = min(float(ref3.min()), float(cur3.min()))
+        ref3, cur3 = ref3 - lo, cur3 - lo
+    cp, rp = _padded(ref3, cur3, b, s, boundary)
+    n = 2 * s + 1
+    lanes = -(-n // _LANES) * _LANES
+    rp = np.pad(rp, ((0, 0), (0, 0), (0, lanes - n)))  # read by the padding lanes only
+    cp, rp = cp.astype(dtype), rp.astype(dtype)
+    rank = np.empty((n, n), dtype=np.int64)
+    rank[order[:, 0] + s, order[:, 1] + s] = np.arange(len(order))
+    dy_order = np.argsort(np.abs(np.arange(-s, s + 1)), kind="stable")  # likely best first
+    n_groups, (_, H, W) = len(groups), cur3.shape
+    # no cost exceeds big; the initial arg (beyond every rank) lets even a cost == big win
+    big = dtype(np.inf if dtype == np.float64 else np.iinfo(dtype).max)
+    best = np.full((n_groups, H, W), big, dtype=dtype)
+    arg = np.full((n_groups, H, W), len(order), dtype=np.int64)
+    n_bands = max(1, min(H, -(-numba.get_num_threads() // n_groups)))
+    _int_match_kernel(cp, rp, np.array(groups, dtype=np.int64), rank, dy_order, b, lanes,
+                      n_bands, big, best, arg)
+    return _package(best.astype(np.float64), arg, order, squeeze)
+
+
 def block_match(reference, current, block_size, search_range, *, channels="sum",
                 boundary="zeros", convention="lmref"):
     """Exhaustive per-pixel block matching minimising the SSD (seed 001, Sec. 3).
@@ -686,9 +884,11 @@ def block_match(reference, current, block_size, search_range, *, channels="sum",
     identical reference blocks (all-zero ones, replicated borders) are recognised and need no
     re-decision, nor do integer-valued frames (their sums are exact). The returned cost is
     the box sum (relative error below ``1e-13``) or the exact one at re-decided pixels; the
-    flow equals the plain reference's whatever the number of threads. The authors' convention
-    uses the same scheme restricted to clipped candidates (one task per row of block centres)
-    and the same exact re-decision.
+    flow equals the plain reference's whatever the number of threads. Integer-valued frames
+    (8-bit images) within a proven bound (``_integer_path_dtype``) take an integer path: exact
+    running sums in int32 or float64 with all ``dx`` vectorised, so flow and cost equal the
+    reference's bit for bit. The authors' convention uses the box-sum scheme restricted to
+    clipped candidates (one task per row of block centres) and the same exact re-decision.
     """
     if one_of(convention, "convention", CONVENTIONS) == "authors":
         return _block_match_authors(reference, current, block_size, search_range, channels,
@@ -707,6 +907,10 @@ def block_match(reference, current, block_size, search_range, *, channels="sum",
                 f"block_size={b} with search_range={s} (the padded reference frame)")
     check_alloc((4 * tasks, H, W), f"reference/current of shape {(C, H, W)} (block_match's "
                                    f"per-task tables)")
+    exact_dtype = _integer_path_dtype(ref3, cur3, b, group, boundary)
+    if exact_dtype is not None:
+        return _block_match_integer(ref3, cur3, b, s, groups, boundary, exact_dtype, order,
+                                    flat or channels == "sum")
     cp, rp = _padded(ref3, cur3, b, s, boundary)
     keys = _block_keys(rp, groups, b, s, H, W, boundary)
     garr = np.array(groups, dtype=np.float64)
