@@ -2,8 +2,9 @@
 
 Every kernel is compiled lazily (no eager signatures), once, at module level, with
 ``cache=True`` (so CI and the ``reproduce`` sub-processes pay the compile once) and never with
-``fastmath`` (it changes results and removes NaN guards). Kernels are only ever called with
-float64 C-contiguous arrays and int64 scalars, so each has a single specialisation.
+``fastmath`` (it changes results and removes NaN guards). Kernels are called with float64
+C-contiguous arrays and int64 scalars, so most have a single specialisation; the exceptions
+say so in their docstrings (block matching's exact integer path also runs on int32 frames).
 
 Thread safety of parallel kernels: numba's ``workqueue`` threading layer (its fallback where
 neither OpenMP nor TBB is available, e.g. macOS without libomp, or chosen with
