@@ -396,7 +396,8 @@ def _fold(factors, plan):
     for (x, _), (n_h, n_w, a_h, a_w, b_h, b_w) in zip(factors[1:], steps):
         xl = np.ascontiguousarray(x.transpose(2, 3, 0, 1))  # taps, middle, columns
         out = np.zeros((t.shape[0], n_h, n_w, xl.shape[3]))
-        run = _fold_parallel if t.size * xl.size >= _PARALLEL_MIN_WORK else _fold_serial
+        macs = t.shape[0] * t.shape[1] * t.shape[2] * xl.size  # rows * taps(T) * taps(X) * ...
+        run = _fold_parallel if macs >= _PARALLEL_MIN_WORK else _fold_serial
         run(t, xl, a_h, a_w, b_h, b_w, out)
         t = out
     if g_h > 1 or g_w > 1:  # back onto the full grid: the lattice's gaps are zeros
