@@ -91,6 +91,43 @@ class ConvTranspose2d:
         self.run()
 
 
+class SmallCalls:
+    """Tiny inputs (1x4x5x5, 3x3 kernels), as in test loops: argument checks and geometry,
+    not arithmetic, set the time (issue 14)."""
+
+    params = (["lmref", "torch"], ["conv2d", "conv2d_backward", "conv_transpose2d"])
+    param_names = ["peer", "op"]
+
+    def setup(self, peer, op):
+        rng = np.random.default_rng(0)
+        x, w = rng.standard_normal((1, 4, 5, 5)), rng.standard_normal((2, 4, 3, 3))
+        g = rng.standard_normal((1, 2, 5, 5))
+        wt = rng.standard_normal((4, 2, 3, 3))  # (C_in, C_out, k, k) of a transposed conv
+        if peer == "lmref":
+            from lmref import conv
+            runs = {"conv2d": lambda: conv.conv2d(x, w, padding=1),
+                    "conv2d_backward": lambda: conv.conv2d_backward(g, x, w, padding=1),
+                    "conv_transpose2d": lambda: conv.conv_transpose2d(x, wt, stride=2,
+                                                                      padding=1)}
+        else:
+            torch = torch_or_skip()
+            import torch.nn.functional as F
+            xt, w_t, gt, wtt = (torch.from_numpy(a) for a in (x, w, g, wt))
+            xg = xt.clone().requires_grad_(True)
+            wg = w_t.clone().requires_grad_(True)
+            out = F.conv2d(xg, wg, padding=1)
+            runs = {"conv2d": lambda: F.conv2d(xt, w_t, padding=1),
+                    "conv2d_backward": lambda: torch.autograd.grad(out, (xg, wg), gt,
+                                                                   retain_graph=True),
+                    "conv_transpose2d": lambda: F.conv_transpose2d(xt, wtt, stride=2,
+                                                                   padding=1)}
+        self.run = runs[op]
+        self.run()
+
+    def time_small_call(self, peer, op):
+        self.run()
+
+
 class Conv2dMatrix:
     """Building the exact CSR matrix of Lemma 1 (no peer: torch has no such operation)."""
 

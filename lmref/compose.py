@@ -32,8 +32,11 @@ Biases are not composed (the chain is taken bias-free); groups are 1. Results ar
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from lmref._numba import jit, pjit, prange
 from lmref._validation import as_float64, as_int, as_tuple, check_alloc
 from lmref.registry import Op
 
@@ -53,6 +56,8 @@ def _rates(rate, nd, name="rate"):
     """Per-axis ints >= 1, unbounded: the arithmetic here is Python's, every allocation is
     guarded (``check_alloc``), and a huge rate or stride is valid where it multiplies a
     kernel size of 1 (``dilate`` then clamps it)."""
+    if type(rate) is int and rate >= 1:  # the common case, cheaply (compose runs in loops)
+        return (rate,) * nd
     if isinstance(rate, (tuple, list, np.ndarray)):
         return as_tuple(rate, name, nd, minimum=1, maximum=None)
     return (as_int(rate, name, minimum=1, maximum=None),) * nd
@@ -226,6 +231,216 @@ def _compose_pair(outer, inner, rates):
     return out
 
 
+def _compose_dense(arrays, ss, ds):
+    """:func:`compose`'s kernel by :func:`_compose_pair`, input side first (dense NumPy, tap by
+    tap: the plain path the lattice kernels are checked against)."""
+    nd = len(ss[0])
+    composite = dilate(arrays[0], ds[0])
+    jump = (1,) * nd
+    for w, s_prev, d in zip(arrays[1:], ss[:-1], ds[1:]):
+        jump = tuple(j * s for j, s in zip(jump, s_prev))
+        composite = _compose_pair(w, composite, tuple(j * di for j, di in zip(jump, d)))
+    return composite
+
+
+# ----------------------------------------------------------------------------------------------
+# composition on tap lattices (numba)
+#
+# ``K = X_1 * X_2 * ... * X_n`` (``*``: full spatial convolution contracting the middle
+# channels) is folded left to right, ``T <- T * X``. Every factor is a dilated kernel, so its
+# taps sit on a lattice (multiples of its rate), and so do the partial products: ``T`` with
+# taps ``g`` apart times ``X`` with taps ``r`` apart has its taps ``gcd(g, r)`` apart. ``T`` is
+# stored on its lattice only (a size-1 axis has spacing 0, which ``gcd`` reads as "any"), so no
+# structural zero is ever multiplied. Two orders give ``K``: from the output side, ``X = W_L,
+# ..., W_1`` (``T`` has ``C_out_last`` rows: the chain's adjoint applied to one-hot outputs),
+# or from the input side on channel-transposed weights, ``K^T = W_1^T * ... * W_L^T``
+# (``C_in_first`` rows); :func:`_compose_lattice` takes the one with fewer multiply-adds.
+#
+# Summation order: an entry of ``T * X`` adds, in this order, over ``T``'s taps (row-major),
+# ``X``'s taps (row-major) and the middle channels in pairs, ``acc += t0 * x0 + t1 * x1`` (an
+# odd last channel alone), whatever the block of rows; prange runs over blocks of rows of ``T``
+# (independent outputs), so the result does not depend on the number of threads. Error bound
+# (that of a product of matrices, each step being one with inner dimension at most ``taps(X) *
+# C_mid``): ``|K_computed - K| <= gamma_n * compose(|W|)`` entrywise, ``gamma_n = n u / (1 -
+# n u)``, ``u = 2**-53``, ``n`` = :func:`_rounding_terms`. Integer weights whose partial sums
+# stay below ``2**53`` give the exact result.
+# ----------------------------------------------------------------------------------------------
+
+#: rows of ``T`` per kernel update (each loaded row of ``X`` feeds four accumulators)
+_ROWS = 4
+#: below this many multiply-adds a fold step runs serially (no thread start-up)
+_PARALLEL_MIN_WORK = 1 << 20
+
+
+@jit
+def _fold_rows4(t, x, ah, aw, bh, bw, o0, out):
+    """``out[o0:o0 + 4] += t[o0:o0 + 4] * x`` in the summation order of :func:`_fold_rows1`."""
+    ph_n, pw_n, c_mid = t.shape[1], t.shape[2], t.shape[3]
+    qh_n, qw_n, c_in = x.shape[0], x.shape[1], x.shape[3]
+    for ph in range(ph_n):
+        for pw in range(pw_n):
+            t0r, t1r, t2r, t3r = t[o0, ph, pw], t[o0 + 1, ph, pw], t[o0 + 2, ph, pw], \
+                t[o0 + 3, ph, pw]
+            for qh in range(qh_n):
+                rh = ph * ah + qh * bh
+                for qw in range(qw_n):
+                    rw = pw * aw + qw * bw
+                    r0, r1 = out[o0, rh, rw], out[o0 + 1, rh, rw]
+                    r2, r3 = out[o0 + 2, rh, rw], out[o0 + 3, rh, rw]
+                    xq = x[qh, qw]
+                    for m in range(0, c_mid - 1, 2):
+                        u_row, v_row = xq[m], xq[m + 1]
+                        a0, b0, a1, b1 = t0r[m], t0r[m + 1], t1r[m], t1r[m + 1]
+                        a2, b2, a3, b3 = t2r[m], t2r[m + 1], t3r[m], t3r[m + 1]
+                        for i in range(c_in):
+                            u = u_row[i]
+                            v = v_row[i]
+                            r0[i] += a0 * u + b0 * v
+                            r1[i] += a1 * u + b1 * v
+                            r2[i] += a2 * u + b2 * v
+                            r3[i] += a3 * u + b3 * v
+                    if c_mid % 2:
+                        u_row = xq[c_mid - 1]
+                        a0, a1, a2, a3 = t0r[c_mid - 1], t1r[c_mid - 1], t2r[c_mid - 1], \
+                            t3r[c_mid - 1]
+                        for i in range(c_in):
+                            u = u_row[i]
+                            r0[i] += a0 * u
+                            r1[i] += a1 * u
+                            r2[i] += a2 * u
+                            r3[i] += a3 * u
+
+
+@jit
+def _fold_rows1(t, x, ah, aw, bh, bw, o, out):
+    """``out[o] += t[o] * x``: ``out[o, ph*ah + qh*bh, pw*aw + qw*bw, i] += sum_m t[o, ph, pw,
+    m] * x[qh, qw, m, i]``, in the order (``t`` tap, ``x`` tap, channel pair)."""
+    ph_n, pw_n, c_mid = t.shape[1], t.shape[2], t.shape[3]
+    qh_n, qw_n, c_in = x.shape[0], x.shape[1], x.shape[3]
+    for ph in range(ph_n):
+        for pw in range(pw_n):
+            tr = t[o, ph, pw]
+            for qh in range(qh_n):
+                rh = ph * ah + qh * bh
+                for qw in range(qw_n):
+                    row = out[o, rh, pw * aw + qw * bw]
+                    xq = x[qh, qw]
+                    for m in range(0, c_mid - 1, 2):
+                        u_row, v_row = xq[m], xq[m + 1]
+                        a, b = tr[m], tr[m + 1]
+                        for i in range(c_in):
+                            row[i] += a * u_row[i] + b * v_row[i]
+                    if c_mid % 2:
+                        u_row = xq[c_mid - 1]
+                        a = tr[c_mid - 1]
+                        for i in range(c_in):
+                            row[i] += a * u_row[i]
+
+
+@jit
+def _fold_job(t, x, ah, aw, bh, bw, out, job):
+    """Rows ``4 job .. 4 job + 3`` of ``out`` (fewer at the end)."""
+    o0 = job * _ROWS
+    if o0 + _ROWS <= t.shape[0]:
+        _fold_rows4(t, x, ah, aw, bh, bw, o0, out)
+    else:
+        for o in range(o0, t.shape[0]):
+            _fold_rows1(t, x, ah, aw, bh, bw, o, out)
+
+
+@jit
+def _fold_serial(t, x, ah, aw, bh, bw, out):
+    for job in range((t.shape[0] + _ROWS - 1) // _ROWS):
+        _fold_job(t, x, ah, aw, bh, bw, out, job)
+
+
+@pjit
+def _fold_parallel(t, x, ah, aw, bh, bw, out):
+    for job in prange((t.shape[0] + _ROWS - 1) // _ROWS):
+        _fold_job(t, x, ah, aw, bh, bw, out, job)
+
+
+def _lattice_product(g, n, r, k):
+    """Along one axis, ``T`` (``n`` taps ``g`` apart) times ``X`` (``k`` taps ``r`` apart):
+    ``(spacing, size, a, b)``, the product's ``size`` taps ``spacing`` apart, ``T``'s tap ``p``
+    and ``X``'s tap ``q`` meeting at ``p * a + q * b`` (spacing 0: a single tap)."""
+    g, r = (g if n > 1 else 0), (r if k > 1 else 0)
+    spacing = math.gcd(g, r)
+    if spacing == 0:
+        return 0, 1, 0, 0
+    a, b = g // spacing, r // spacing
+    return spacing, (n - 1) * a + (k - 1) * b + 1, a, b
+
+
+def _fold_plan(factors):
+    """``(steps, cost)`` of :func:`_fold` on ``factors``: per step the ``(size, a, b)`` of
+    :func:`_lattice_product` along each axis, and the multiply-adds of all steps; then the
+    final spacings."""
+    t, (g_h, g_w) = factors[0]
+    n_h, n_w = t.shape[2:]
+    steps, cost = [], 0
+    for x, (r_h, r_w) in factors[1:]:
+        cost += t.shape[0] * n_h * n_w * x.size
+        g_h, n_h, a_h, b_h = _lattice_product(g_h, n_h, r_h, x.shape[2])
+        g_w, n_w, a_w, b_w = _lattice_product(g_w, n_w, r_w, x.shape[3])
+        steps.append((n_h, n_w, a_h, a_w, b_h, b_w))
+    return steps, cost, (g_h, g_w)
+
+
+def _fold(factors, plan):
+    """``X_1 * ... * X_n`` for ``factors = [(X_l, (r_h, r_w))]`` (``X_l`` of shape ``(A, B, kH,
+    kW)``, taps ``r`` apart) and their :func:`_fold_plan`, as ``(A_1, kH, kW, B_n)`` on the
+    full grid."""
+    steps, _, (g_h, g_w) = plan
+    t = np.ascontiguousarray(factors[0][0].transpose(0, 2, 3, 1))  # rows, taps, middle
+    for (x, _), (n_h, n_w, a_h, a_w, b_h, b_w) in zip(factors[1:], steps):
+        xl = np.ascontiguousarray(x.transpose(2, 3, 0, 1))  # taps, middle, columns
+        out = np.zeros((t.shape[0], n_h, n_w, xl.shape[3]))
+        macs = t.shape[0] * t.shape[1] * t.shape[2] * xl.size  # rows * taps(T) * taps(X) * ...
+        run = _fold_parallel if macs >= _PARALLEL_MIN_WORK else _fold_serial
+        run(t, xl, a_h, a_w, b_h, b_w, out)
+        t = out
+    if g_h > 1 or g_w > 1:  # back onto the full grid: the lattice's gaps are zeros
+        s_h, s_w = max(g_h, 1), max(g_w, 1)
+        n_h, n_w = t.shape[1:3]
+        full = np.zeros((t.shape[0], (n_h - 1) * s_h + 1, (n_w - 1) * s_w + 1, t.shape[3]))
+        full[:, ::s_h, ::s_w] = t
+        t = full
+    return t
+
+
+def _layer_rates(ss, ds):
+    """Per layer, the spacing ``J_l * d_l`` of its taps on the input (2-D tuples)."""
+    rates, jump = [], (1, 1)
+    for s, d in zip(ss, ds):
+        rates.append((jump[0] * d[0], jump[1] * d[1]))
+        jump = (jump[0] * s[0], jump[1] * s[1])
+    return rates
+
+
+def _compose_lattice(arrays, ss, ds):
+    """:func:`compose`'s kernel ``(C_out_last, C_in_first, kH, kW)`` of 2-D ``arrays`` on tap
+    lattices, folded from the side with fewer multiply-adds (ties: the output side)."""
+    rates = _layer_rates(ss, ds)
+    from_output = list(zip(arrays[::-1], rates[::-1]))
+    plan = _fold_plan(from_output)
+    if len(arrays) > 1:
+        from_input = [(w.transpose(1, 0, 2, 3), r) for w, r in zip(arrays, rates)]
+        plan_in = _fold_plan(from_input)
+        if plan_in[1] < plan[1]:
+            return np.ascontiguousarray(_fold(from_input, plan_in).transpose(3, 0, 1, 2))
+    return np.ascontiguousarray(_fold(from_output, plan).transpose(0, 3, 1, 2))
+
+
+def _rounding_terms(arrays):
+    """``n`` of :func:`compose`'s error bound ``gamma_n * compose(|W|)``: the larger of the two
+    fold orders' sums over the steps of ``taps(X) * C_mid`` (a step's inner dimension)."""
+    taps = [int(np.prod(w.shape[2:])) for w in arrays]
+    from_output = sum(t * w.shape[0] for t, w in zip(taps[:-1], arrays[:-1]))
+    from_input = sum(t * w.shape[1] for t, w in zip(taps[1:], arrays[1:]))
+    return max(from_output, from_input, 1)
+
+
 def compose(weights, strides, dilations=None, *, paddings=None):
     """The single convolution equal to a chain of convolutions (padding applied once, before).
 
@@ -250,6 +465,16 @@ def compose(weights, strides, dilations=None, *, paddings=None):
         1 and ``stride`` = the product of the strides (an int when every stride and dilation
         was given as an int, else a tuple). ``conv(x, weight, stride=stride) ==
         conv(...conv(conv(x, w0, stride=s0, dilation=d0), w1, ...)...)`` for every input.
+
+    Notes
+    -----
+    Computed by numba kernels on the tap lattices of the dilated factors (no structural zero
+    is multiplied), from the output or the input side of the chain, whichever needs fewer
+    multiply-adds. Rounding: ``|weight - K| <= gamma_n * compose(|weights|)`` entrywise for
+    the exact ``K``, ``gamma_n = n u / (1 - n u)``, ``u = 2**-53``, ``n = sum_l taps(W_l) *
+    C_mid`` over the factors after the first (see the section "composition on tap lattices"); integer weights
+    with partial sums below ``2**53`` compose exactly. Bit for bit the same for any number of
+    threads.
     """
     arrays, bare, nd = _check_weights(weights)
     n = len(arrays)
@@ -260,12 +485,12 @@ def compose(weights, strides, dilations=None, *, paddings=None):
              for a in range(nd)]
     check_alloc((arrays[-1].shape[0], arrays[0].shape[1], *sizes),
                 "the composed kernel (its size grows with the strides and dilations)")
-    composite = dilate(arrays[0], ds[0])
-    jump = (1,) * nd
-    for w, s_prev, d in zip(arrays[1:], ss[:-1], ds[1:]):
-        jump = tuple(j * s for j, s in zip(jump, s_prev))
-        composite = _compose_pair(w, composite, tuple(j * di for j, di in zip(jump, d)))
-    total = tuple(j * s for j, s in zip(jump, ss[-1]))
+    if nd == 1:  # a 1-D chain is a 2-D one with height-1 kernels
+        composite = _compose_lattice([w[:, :, None] for w in arrays], [(1,) + s for s in ss],
+                                     [(1,) + d for d in ds])[:, :, 0]
+    else:
+        composite = _compose_lattice(arrays, ss, ds)
+    total = tuple(math.prod(s[a] for s in ss) for a in range(nd))
     stride = total[0] if (s_ss and s_ds and len(set(total)) == 1) else total
     return (composite[0, 0] if bare else composite), stride
 

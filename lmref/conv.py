@@ -46,14 +46,17 @@ Threads
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
 
 from lmref._numba import jit, pjit, prange
 from lmref._padding import resolve_padding, same_pads
-from lmref._validation import as_float64, as_int, as_tuple, check_alloc, one_of
+from lmref._validation import (INT64_MAX, as_float64, as_int, as_tuple, check_alloc, max_bytes,
+                               one_of)
 from lmref.registry import Op
 
 __all__ = [
@@ -148,8 +151,20 @@ class _Geometry:
         return self.maps is not None or any(a or b for a, b in self.pads)
 
 
+def _is_pairs(padding, nd):
+    """Whether ``padding`` is already ``nd`` ``(before, after)`` pairs of Python ints >= 0."""
+    return type(padding) is tuple and len(padding) == nd and all(
+        type(p) is tuple and len(p) == 2 and type(p[0]) is int and type(p[1]) is int
+        and p[0] >= 0 and p[1] >= 0 for p in padding)
+
+
 def _parse_padding(padding, nd, in_sizes, k_sizes, strides, dilations):
-    """Per-axis ``(before, after)`` padding (:func:`lmref._padding.resolve_padding`)."""
+    """Per-axis ``(before, after)`` padding (:func:`lmref._padding.resolve_padding`; a plain
+    int and resolved pairs, the common spellings, are taken as they are)."""
+    if type(padding) is int and padding >= 0:
+        return ((padding, padding),) * nd
+    if _is_pairs(padding, nd):
+        return padding
     return resolve_padding(padding, nd, sizes=in_sizes, kernel_sizes=k_sizes, strides=strides,
                            dilations=dilations, maximum=None)
 
@@ -168,6 +183,23 @@ def _check_mode_pads(mode, pads, in_sizes, source=""):
                 f"({a}, {b}) along {ax} of size {n}{source}")
 
 
+def _int_tuple(value, name, nd, minimum=1):
+    """:func:`as_tuple` (any size) with a fast path for a plain int or a tuple of them, the
+    common spellings (validation dominates a small convolution)."""
+    if type(value) is int and value >= minimum:
+        return (value,) * nd
+    if type(value) is tuple and len(value) == nd and all(
+            type(v) is int and v >= minimum for v in value):
+        return value
+    return as_tuple(value, name, nd, minimum=minimum, maximum=None)
+
+
+def _groups(groups):
+    if type(groups) is int and 1 <= groups <= INT64_MAX:
+        return groups
+    return as_int(groups, "groups", minimum=1)
+
+
 def _geometry(nd, in_sizes, c_in, weight_shape, stride, padding, dilation, groups, padding_mode,
               *, x_name="x"):
     """Validate the options of a ``nd``-D convolution and return its (2-D) geometry.
@@ -176,7 +208,7 @@ def _geometry(nd, in_sizes, c_in, weight_shape, stride, padding, dilation, group
     stride is irrelevant where the output has one position and a dilation where the kernel
     has one tap: both are stored as 1 there (the same convolution).
     """
-    groups = as_int(groups, "groups", minimum=1)
+    groups = _groups(groups)
     mode = one_of(padding_mode, "padding_mode", PADDING_MODES)
     c_out, c_in_g = weight_shape[0], weight_shape[1]
     k_sizes = tuple(int(k) for k in weight_shape[2:])
@@ -190,8 +222,8 @@ def _geometry(nd, in_sizes, c_in, weight_shape, stride, padding, dilation, group
         raise ValueError(
             f"channel mismatch: {x_name} has {c_in} input channels, so weight.shape[1] must be "
             f"C_in / groups = {c_in // groups}, got weight of shape {tuple(weight_shape)}")
-    strides = as_tuple(stride, "stride", nd, minimum=1, maximum=None)
-    dilations = as_tuple(dilation, "dilation", nd, minimum=1, maximum=None)
+    strides = _int_tuple(stride, "stride", nd)
+    dilations = _int_tuple(dilation, "dilation", nd)
     in_sizes = tuple(int(n) for n in in_sizes)
     pads = _parse_padding(padding, nd, in_sizes, k_sizes, strides, dilations)
     source = (f" (padding={padding!r} with stride={strides}, dilation={dilations})"
@@ -223,8 +255,14 @@ def _describe_call(fn, x_shape, geom, nd, **extra):
 
 
 def _guard(shape, what, call):
-    """:func:`check_alloc` naming the call's arguments (``call``) and the buffer (``what``)."""
-    check_alloc(shape, f"{call}: {what}")
+    """:func:`check_alloc` naming the call's arguments (``call``) and the buffer (``what``).
+
+    ``call`` may be a zero-argument callable returning the description: it is formatted only
+    when the guard fails (on small inputs formatting costs more than the convolution).
+    """
+    if math.prod(int(s) for s in shape) * 8 <= max_bytes():
+        return
+    check_alloc(shape, f"{call() if callable(call) else call}: {what}")
 
 
 #: an axis whose padded length exceeds ``_COMPACT_RATIO * out * k + _COMPACT_SLACK`` is run on
@@ -991,7 +1029,10 @@ def _channels_last_parallel(x, ih, iw, xt):
 # s7 * w7))`` with ``st = g[n, o0 + t, i, j]``; padded channels add ``0 * 0``. So every entry
 # is summed in one fixed order (block of 8 output channels, kernel row, kernel column run,
 # output column) whatever the number of channels or threads; there is no remainder path. A job owns
-# one padded row of one sample and group: disjoint outputs, so jobs run in any order.
+# one padded row of one sample and group: disjoint outputs, so jobs run in any order. With zero
+# padding only the rows that are kept are computed (the padding's rows are dropped anyway), and
+# the unpacking to planes goes row by row (one source row in cache, each plane's row written
+# contiguously): copies, so the result is the same bits as computing and cropping every row.
 # ----------------------------------------------------------------------------------------------
 
 #: the channel-vector input-gradient kernels run when C_in / groups reaches this ...
@@ -1003,19 +1044,20 @@ _IGRAD_BLOCK = 8
 
 
 @jit
-def _igrad_job(gt, wt, kw, sh, sw, dh, dw, gx, job):
-    """Padded row ``r`` of ``gx[n, grp]`` for ``(n, grp, r) = job`` (row-major)."""
+def _igrad_job(gt, wt, kw, sh, sw, dh, dw, r0, gx, job):
+    """Padded row ``r0 + rr`` into ``gx[n, grp, rr]`` for ``(n, grp, rr) = job`` (row-major;
+    ``gx`` holds the padded rows from ``r0`` on that are needed)."""
     ho, wo, cpad = gt.shape[2], gt.shape[3], gt.shape[4]
     groups, kh, span = wt.shape[0], wt.shape[1], wt.shape[3]
-    hp = gx.shape[2]
+    rows = gx.shape[2]
     c_in_g = span // kw
     fold = kw if dw == 1 else 1  # kernel columns per contiguous run
     run = fold * c_in_g
-    n = job // (groups * hp)
-    rem = job - n * (groups * hp)
-    grp = rem // hp
-    r = rem - grp * hp
-    row = gx[n, grp, r]
+    n = job // (groups * rows)
+    rem = job - n * (groups * rows)
+    grp = rem // rows
+    row = gx[n, grp, rem - grp * rows]
+    r = r0 + rem - grp * rows
     for m in range(row.shape[0]):
         row[m] = 0.0
     for ob in range(0, cpad, _IGRAD_BLOCK):
@@ -1046,15 +1088,15 @@ def _igrad_job(gt, wt, kw, sh, sw, dh, dw, gx, job):
 
 
 @jit
-def _igrad_serial(gt, wt, kw, sh, sw, dh, dw, gx):
+def _igrad_serial(gt, wt, kw, sh, sw, dh, dw, r0, gx):
     for job in range(gx.shape[0] * gx.shape[1] * gx.shape[2]):
-        _igrad_job(gt, wt, kw, sh, sw, dh, dw, gx, job)
+        _igrad_job(gt, wt, kw, sh, sw, dh, dw, r0, gx, job)
 
 
 @pjit
-def _igrad_parallel(gt, wt, kw, sh, sw, dh, dw, gx):
+def _igrad_parallel(gt, wt, kw, sh, sw, dh, dw, r0, gx):
     for job in prange(gx.shape[0] * gx.shape[1] * gx.shape[2]):
-        _igrad_job(gt, wt, kw, sh, sw, dh, dw, gx, job)
+        _igrad_job(gt, wt, kw, sh, sw, dh, dw, r0, gx, job)
 
 
 @jit
@@ -1088,33 +1130,34 @@ def _igrad_gt_parallel(g, gt):
 
 
 @jit
-def _igrad_unpack_row(gx, top, left, out, nc):
-    """``out[n, q * C_g + c, h, x] = gx[n, q, top + h, (left + x) * C_g + c]`` for the plane
-    ``(n, q * C_g + c) = divmod(nc, C)``."""
+def _igrad_unpack_row(gx, top, left, out, job):
+    """``out[n, q * C_g + c, h, x] = gx[n, q, top + h, (left + x) * C_g + c]`` for one row
+    ``(n, q, h) = job`` (row-major) of every channel of group ``q``: the source row stays in
+    cache while each channel's row is written contiguously."""
     groups = gx.shape[1]
     c_all, h_out, w_out = out.shape[1], out.shape[2], out.shape[3]
     c_g = c_all // groups
-    n = nc // c_all
-    ch = nc - n * c_all
-    q = ch // c_g
-    c = ch - q * c_g
-    for h in range(h_out):
-        src = gx[n, q, top + h]
-        dst = out[n, ch, h]
+    n = job // (groups * h_out)
+    rem = job - n * (groups * h_out)
+    q = rem // h_out
+    h = rem - q * h_out
+    src = gx[n, q, top + h]
+    for c in range(c_g):
+        dst = out[n, q * c_g + c, h]
         for x in range(w_out):
             dst[x] = src[(left + x) * c_g + c]
 
 
 @jit
 def _igrad_unpack_serial(gx, top, left, out):
-    for nc in range(out.shape[0] * out.shape[1]):
-        _igrad_unpack_row(gx, top, left, out, nc)
+    for job in range(out.shape[0] * gx.shape[1] * out.shape[2]):
+        _igrad_unpack_row(gx, top, left, out, job)
 
 
 @pjit
 def _igrad_unpack_parallel(gx, top, left, out):
-    for nc in prange(out.shape[0] * out.shape[1]):
-        _igrad_unpack_row(gx, top, left, out, nc)
+    for job in prange(out.shape[0] * gx.shape[1] * out.shape[2]):
+        _igrad_unpack_row(gx, top, left, out, job)
 
 
 def _igrad_channels_last(g, w, geom, n_batch, c_in):
@@ -1130,15 +1173,16 @@ def _igrad_channels_last(g, w, geom, n_batch, c_in):
     (_igrad_gt_parallel if parallel else _igrad_gt_serial)(g, gt)
     wt = np.zeros((groups, kh, cpad, kw, c_in_g))
     wt[:, :, :c_out_g] = w.reshape(groups, c_out_g, c_in_g, kh, kw).transpose(0, 3, 1, 4, 2)
-    gx = np.empty((n_batch, groups, hp, wp * c_in_g))
+    cropped = geom.mode == "zeros" and geom.maps is None  # zero padding: its rows are dropped
+    r0, rows = (geom.pads[0][0], geom.in_hw[0]) if cropped else (0, hp)
+    gx = np.empty((n_batch, groups, rows, wp * c_in_g))  # only the rows that are kept
     (_igrad_parallel if parallel else _igrad_serial)(
         gt, wt.reshape(groups, kh, cpad, kw * c_in_g), kw, geom.stride[0], geom.stride[1],
-        geom.dilation[0], geom.dilation[1], gx)
+        geom.dilation[0], geom.dilation[1], r0, gx)
     unpack = _igrad_unpack_parallel if parallel else _igrad_unpack_serial
-    if geom.mode == "zeros" and geom.maps is None:
-        (t, _), (l, _) = geom.pads
+    if cropped:
         out = np.empty((n_batch, c_in) + tuple(geom.in_hw))
-        unpack(gx, t, l, out)
+        unpack(gx, 0, geom.pads[1][0], out)
         return out
     gp = np.empty((n_batch, c_in, hp, wp))
     unpack(gx, 0, 0, gp)
@@ -1250,7 +1294,7 @@ def _conv(nd, x, weight, bias, stride, padding, dilation, groups, padding_mode):
     x, weight, bias = _check_arrays(nd, x, weight, bias)
     geom = _geometry(nd, x.shape[2:], x.shape[1], weight.shape, stride, padding, dilation,
                      groups, padding_mode)
-    call = _describe_call(f"conv{nd}d", x.shape[1 if unbatched else 0:], geom, nd)
+    call = partial(_describe_call, f"conv{nd}d", x.shape[1 if unbatched else 0:], geom, nd)
     _guard((x.shape[0], weight.shape[0]) + geom.out_hw, "the output", call)
     plan = _plan(geom, x.shape[0], x.shape[1], call)
     out = _from2d(_forward(_to2d(x, nd), _to2d(weight, nd), bias, plan), nd)
@@ -1274,7 +1318,8 @@ def _conv_backward(nd, grad_out, x, weight, bias, stride, padding, dilation, gro
     geom = _geometry(nd, x.shape[2:], x.shape[1], weight.shape, stride, padding, dilation,
                      groups, padding_mode)
     g = _check_grad_out(grad_out, nd, x.shape[0], weight.shape[0], geom, unbatched)
-    call = _describe_call(f"conv{nd}d_backward", x.shape[1 if unbatched else 0:], geom, nd)
+    call = partial(_describe_call, f"conv{nd}d_backward", x.shape[1 if unbatched else 0:], geom,
+                   nd)
     plan = _plan(geom, x.shape[0], x.shape[1], call)
     g2, w2 = _to2d(g, nd), _to2d(weight, nd)
     grad_x = _from2d(_input_grad(g2, w2, plan, x.shape[0], x.shape[1]), nd)
@@ -1359,7 +1404,7 @@ def _transpose_geometry(nd, x, weight, stride, padding, output_padding, dilation
     ``padding`` may be per-side pairs: ``(before, after)`` are cropped from the start and the
     end of the full output (ONNX ``pads``); an int or a tuple of ints is symmetric (PyTorch).
     """
-    groups = as_int(groups, "groups", minimum=1)
+    groups = _groups(groups)
     c_in, c_out_g = weight.shape[0], weight.shape[1]
     if x.shape[1] != c_in:
         raise ValueError(f"channel mismatch: x has {x.shape[1]} channels but a transposed "
@@ -1368,13 +1413,13 @@ def _transpose_geometry(nd, x, weight, stride, padding, output_padding, dilation
     if c_in % groups:
         raise ValueError(f"groups={groups} must divide the number of input channels "
                          f"x.shape[1]={c_in}")
-    strides = as_tuple(stride, "stride", nd, minimum=1, maximum=None)
-    dilations = as_tuple(dilation, "dilation", nd, minimum=1, maximum=None)
+    strides = _int_tuple(stride, "stride", nd)
+    dilations = _int_tuple(dilation, "dilation", nd)
     if isinstance(padding, str):
         raise ValueError(f"padding of a transposed convolution must be an int, a tuple of {nd} "
                          f"ints or per-side (before, after) pairs, got {padding!r}")
     pads = resolve_padding(padding, nd, maximum=None, strings=())
-    out_pads = as_tuple(output_padding, "output_padding", nd, minimum=0, maximum=None)
+    out_pads = _int_tuple(output_padding, "output_padding", nd, minimum=0)
     sizes = []
     for n, k, s, (pb, pa), op, d in zip(x.shape[2:], weight.shape[2:], strides, pads, out_pads,
                                         dilations):
@@ -1388,8 +1433,9 @@ def _transpose_geometry(nd, x, weight, stride, padding, output_padding, dilation
                              f"input {n}, kernel {k}, stride {s}, padding {(pb, pa)}, "
                              f"dilation {d}")
         sizes.append(size)
-    call = f"conv_transpose{nd}d(stride={strides}, padding={pads}, output_padding=" \
-           f"{out_pads}, dilation={dilations}) on x of shape {tuple(x.shape)}"
+    def call():
+        return f"conv_transpose{nd}d(stride={strides}, padding={pads}, output_padding=" \
+               f"{out_pads}, dilation={dilations}) on x of shape {tuple(x.shape)}"
     _guard((x.shape[0], c_out_g * groups) + tuple(sizes), "the output", call)
     geom = _geometry(nd, tuple(sizes), c_out_g * groups, weight.shape, strides, pads, dilations,
                      groups, "zeros", x_name="output")

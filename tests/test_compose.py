@@ -193,3 +193,137 @@ def test_huge_rates_and_strides_on_size_one_axes_are_valid(rng):
     np.testing.assert_array_equal(k, np.ones((1, 1, 3)))
     assert s == 2**140
     assert receptive_field([3, 1], [2**70, 3]) == (3, 3 * 2**70)
+
+
+# ----------------------------------------------------------------------------------------------
+# the lattice kernels: both fold orders, exact sums, the stated rounding bound, threads
+# ----------------------------------------------------------------------------------------------
+
+def _exact_compose(ws, strides, dilations):
+    """``K`` in exact rational arithmetic (``fractions.Fraction``), from the definition:
+    ``K[o, i, S t] += W_L[o, m, u_L] ... W_1[m', i, u_1]`` over every path, ``t = sum_l
+    J_l d_l u_l`` (2-D weights). Also returns ``compose(|W|)`` exactly."""
+    from fractions import Fraction
+    import itertools
+
+    strides = [(s, s) if np.isscalar(s) else s for s in strides]
+    dilations = [(d, d) if np.isscalar(d) else d for d in dilations]
+    sizes = [receptive_field([w.shape[2 + a] for w in ws], [s[a] for s in strides],
+                             [d[a] for d in dilations])[0] for a in range(2)]
+    rates, jump = [], (1, 1)
+    for s, d in zip(strides, dilations):
+        rates.append((jump[0] * d[0], jump[1] * d[1]))
+        jump = (jump[0] * s[0], jump[1] * s[1])
+    # T[i] maps (position, channel) -> exact value, folded from the input side
+    t = {}
+    w0 = ws[0]
+    for o, i, a, b in itertools.product(*map(range, w0.shape)):
+        t[(o, i, a * rates[0][0], b * rates[0][1])] = (Fraction(w0[o, i, a, b]),
+                                                       Fraction(abs(w0[o, i, a, b])))
+    for w, (rh, rw) in zip(ws[1:], rates[1:]):
+        nxt = {}
+        for (m, i, ph, pw), (v, va) in t.items():
+            for o, a, b in itertools.product(range(w.shape[0]), range(w.shape[2]),
+                                             range(w.shape[3])):
+                key = (o, i, ph + a * rh, pw + b * rw)
+                f = Fraction(w[o, m, a, b])
+                old = nxt.get(key, (Fraction(0), Fraction(0)))
+                nxt[key] = (old[0] + f * v, old[1] + abs(f) * va)
+        t = nxt
+    k = np.zeros((ws[-1].shape[0], ws[0].shape[1]) + tuple(sizes), dtype=object)
+    k_abs = np.zeros_like(k)
+    k[...] = Fraction(0)
+    k_abs[...] = Fraction(0)
+    for (o, i, ph, pw), (v, va) in t.items():
+        k[o, i, ph, pw], k_abs[o, i, ph, pw] = v, va
+    return k, k_abs
+
+
+def _both_orders(ws, strides, dilations):
+    """The lattice fold from the output side and from the input side (whichever compose
+    would take)."""
+    import lmref.compose as C
+
+    arrays, _, nd = C._check_weights(ws)
+    ss = C._per_layer(strides, "strides", len(ws), nd)[0]
+    ds = C._per_layer(dilations, "dilations", len(ws), nd, default=1)[0]
+    rates = C._layer_rates(ss, ds)
+    out = list(zip(arrays[::-1], rates[::-1]))
+    inp = [(w.transpose(1, 0, 2, 3), r) for w, r in zip(arrays, rates)]
+    return (C._fold(out, C._fold_plan(out)).transpose(0, 3, 1, 2),
+            C._fold(inp, C._fold_plan(inp)).transpose(3, 0, 1, 2))
+
+
+_LATTICE_CASES = [
+    # channels per layer boundary, kernel sizes, strides, dilations
+    ([2, 3, 2], [(3, 3), (3, 2)], [2, 1], [1, 2]),
+    ([1, 5, 6, 3], [(3, 3), (2, 3), (3, 1)], [2, (1, 2), 3], [1, (2, 1), 2]),
+    ([3, 1, 4], [(1, 3), (3, 1)], [(1, 2), 2], [(10**30, 1), (2, 10**30)]),
+    ([5, 4, 3, 6], [(3, 3), (3, 3), (3, 3)], [2, 1, 2], [1, 2, 1]),
+    ([2, 2, 2], [(2, 2), (2, 2)], [1, 1], [2, 2]),  # a dilated lattice to the end
+    ([4, 7, 5], [(1, 1), (3, 3)], [3, 1], [1, 1]),
+]
+
+
+@pytest.mark.parametrize("chans,ks,strides,dilations", _LATTICE_CASES)
+def test_lattice_orders_within_the_stated_bound_of_the_exact_kernel(chans, ks, strides,
+                                                                    dilations, rng):
+    """compose, both fold orders and the dense NumPy path all lie within ``gamma_n *
+    compose(|W|)`` of the exact (rational) kernel, ``n`` = ``_rounding_terms``."""
+    import lmref.compose as C
+
+    ws = [rng.standard_normal((chans[i + 1], chans[i]) + k) for i, k in enumerate(ks)]
+    exact, exact_abs = _exact_compose(ws, strides, dilations)
+    n = C._rounding_terms(ws)
+    u = 2.0**-53
+    bound = (n * u / (1 - n * u)) * exact_abs.astype(float)
+    got, _ = compose(ws, strides, dilations)
+    arrays, _, _ = C._check_weights(ws)
+    ss = C._per_layer(strides, "strides", len(ws), 2)[0]
+    ds = C._per_layer(dilations, "dilations", len(ws), 2, default=1)[0]
+    for name, k in [("compose", got), ("dense", C._compose_dense(arrays, ss, ds))] + \
+            list(zip(["from output", "from input"], _both_orders(ws, strides, dilations))):
+        assert k.shape == exact.shape, name
+        err = np.abs(np.array(k - exact, dtype=object)).astype(float)
+        assert (err <= bound).all(), f"{name}: worst excess {(err - bound).max()}"
+
+
+@pytest.mark.parametrize("chans,ks,strides,dilations", _LATTICE_CASES)
+def test_integer_weights_compose_exactly(chans, ks, strides, dilations, rng):
+    ws = [rng.integers(-9, 10, (chans[i + 1], chans[i]) + k).astype(float)
+          for i, k in enumerate(ks)]
+    exact = _exact_compose(ws, strides, dilations)[0].astype(float)
+    np.testing.assert_array_equal(compose(ws, strides, dilations)[0], exact)
+    for k in _both_orders(ws, strides, dilations):
+        np.testing.assert_array_equal(k, exact)
+
+
+def test_lattice_gaps_stay_zero_with_infinite_weights():
+    """Positions no path reaches (the gaps of a dilated result) hold an exact 0: the lattice
+    never multiplies a structural zero, so an infinite weight does not spread NaN there."""
+    w0 = np.array([1.0, 2.0])
+    w1 = np.array([np.inf, 3.0])
+    k, s = compose([w0, w1], [1, 1], [2, 2])
+    np.testing.assert_array_equal(k, [np.inf, 0.0, np.inf, 0.0, 6.0])
+    assert s == 1
+
+
+def test_compose_does_not_depend_on_the_thread_count(rng):
+    """The parallel fold (above _PARALLEL_MIN_WORK) gives the serial result bit for bit."""
+    import numba
+
+    import lmref.compose as C
+
+    ws = [rng.standard_normal((17, 17, 3, 3)) for _ in range(3)]
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = compose(ws, [2, 1, 2], [1, 2, 1])[0]
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = compose(ws, [2, 1, 2], [1, 2, 1])[0]
+    finally:
+        numba.set_num_threads(before)
+    # the last step: 17 rows (four blocks of 4 and one left over), 7x7 lattice taps times
+    # 3x3 taps, 17 x 17 channels
+    assert 17 * 49 * 9 * 17 * 17 >= C._PARALLEL_MIN_WORK
+    np.testing.assert_array_equal(one, two)

@@ -586,3 +586,35 @@ def test_inputs_are_not_modified_and_outputs_do_not_alias(rng):
     x1 = rng.standard_normal((1, 1, 3, 3))
     out = conv.conv2d(x1, np.ones((1, 1, 1, 1)))
     assert not np.shares_memory(out, x1)
+
+
+@pytest.mark.parametrize("stride,padding,dilation,groups", [
+    (2, 1, 1, 1), ((2, 3), (1, 2), (1, 2), 2), (1, (0, 3), 2, 1), ((3, 1), 2, (2, 1), 1)])
+def test_channel_vector_input_grad_computes_only_kept_rows_bitwise(stride, padding, dilation,
+                                                                   groups, rng):
+    """With zero padding the channel-vector input gradient computes only the padded rows it
+    keeps (and unpacks rows into planes): bit for bit the full padded layout, cropped."""
+    c_in, c_out = 16 * groups, 8 * groups
+    x = rng.standard_normal((2, c_in, 9, 11))
+    w = rng.standard_normal((c_out, 16, 3, 4))
+    w[0, 1, 2, 3] = np.inf  # no zero of the padding ever meets it
+    geom = conv._geometry(2, x.shape[2:], c_in, w.shape, stride, padding, dilation, groups,
+                          "zeros")
+    g = rng.standard_normal((2, c_out) + geom.out_hw)
+    got = conv._input_grad(g, w, geom, 2, c_in)
+    # the full padded layout: every padded row, unpacked plane by plane, then cropped
+    hp, wp = geom.padded_hw
+    gt = np.empty((2, groups) + geom.out_hw + (8,))
+    conv._igrad_gt_serial(g, gt)
+    wt = np.zeros((groups, 3, 8, 4, 16))
+    wt[:] = w.reshape(groups, 8, 16, 3, 4).transpose(0, 3, 1, 4, 2)
+    gx = np.empty((2, groups, hp, wp * 16))
+    conv._igrad_serial(gt, wt.reshape(groups, 3, 8, 4 * 16), 4, *geom.stride, *geom.dilation,
+                       0, gx)
+    full = gx.reshape(2, groups, hp, wp, 16).transpose(0, 1, 4, 2, 3).reshape(2, c_in, hp, wp)
+    (t, _), (l, _) = geom.pads
+    np.testing.assert_array_equal(got, full[:, :, t:t + 9, l:l + 11])
+    want = conv._conv2d_backward_reference(g, x, w, stride=stride, padding=padding,
+                                           dilation=dilation, groups=groups)[0]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert_close(got, want)
