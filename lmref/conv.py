@@ -393,11 +393,25 @@ def _pad(x, geom):
         xp[:, :, t:t + h, l:l + w] = x
         return xp
     ih, iw = _pad_maps(geom)
-    xp = x[:, :, np.maximum(ih, 0)[:, None], np.maximum(iw, 0)[None, :]]
-    if (ih < 0).any() or (iw < 0).any():  # the zeros of the padding
-        xp[:, :, ih < 0, :] = 0.0
-        xp[:, :, :, iw < 0] = 0.0
-    return np.ascontiguousarray(xp)
+    xp = np.empty((n, c, len(ih), len(iw)))
+    _gather_padded(np.ascontiguousarray(x), ih, iw, xp)
+    return xp
+
+
+@jit
+def _gather_padded(x, ih, iw, out):
+    """``out[n, c, i, j] = x[n, c, ih[i], iw[j]]``, 0 where either index is -1 (one pass, the
+    copy a fancy index would make without its temporaries)."""
+    for n in range(out.shape[0]):
+        for c in range(out.shape[1]):
+            for i in range(out.shape[2]):
+                r = ih[i]
+                if r < 0:
+                    out[n, c, i, :] = 0.0
+                    continue
+                for j in range(out.shape[3]):
+                    q = iw[j]
+                    out[n, c, i, j] = x[n, c, r, q] if q >= 0 else 0.0
 
 
 def _unpad_adjoint(gp, geom):
