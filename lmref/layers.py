@@ -63,11 +63,14 @@ _RELU_CHUNK = 2**15
 
 @jit
 def _relu_range(x, out, lo, hi):
-    """``out[lo:hi]``: ``x`` where ``x > 0`` or NaN (the same NaN), else ``+0.0``: the bits of
-    ``np.maximum(x, 0.0)``, in one pass that writes the output only once."""
-    for k in range(lo, hi):
-        v = x[k]
-        out[k] = v if (v > 0.0 or v != v) else 0.0
+    """``out[lo:hi]``: ``+0.0`` where ``x <= 0``, else ``x`` (NaN: the same NaN): the bits of
+    ``np.maximum(x, 0.0)``, in one pass that writes the output only once. Indexing slices
+    from 0 (not ``x[k]`` for ``k`` from ``lo``) spares numba's negative-index test, so the
+    loop vectorises (~1.5x)."""
+    src, dst = x[lo:hi], out[lo:hi]
+    for k in range(src.size):
+        v = src[k]
+        dst[k] = 0.0 if v <= 0.0 else v
 
 
 @pjit
