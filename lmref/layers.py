@@ -38,6 +38,7 @@ Dtypes
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -275,8 +276,12 @@ def _axis_windows_kernel(size, k, s, before, after, d, first, stop, padded):
         padded[o] = min(start + k, size + after) - start
 
 
+@functools.lru_cache(maxsize=256)
 def _axis_windows(size, k, s, before, after, d, n) -> _Axis:
-    """Window table of one axis; exact for any option size (huge ones in Python ints)."""
+    """Window table of one axis; exact for any option size (huge ones in Python ints).
+
+    Cached (ints in, a few integers per output out): a small pooling call in a loop would
+    otherwise spend a third of its time here. The tables are shared, hence read-only."""
     first, stop = np.empty(n, np.int64), np.empty(n, np.int64)
     if max(k, s, before, after, d) <= _SMALL_OPTION:
         padded = np.empty(n, np.int64)
@@ -290,8 +295,10 @@ def _axis_windows(size, k, s, before, after, d, n) -> _Axis:
             e = min(start + (k - 1) * d + 1, size)
             first[o], stop[o] = min(f, e), e
             padded.append(min(start + k, size + after) - start)
+    first.setflags(write=False)
+    stop.setflags(write=False)
     # a step >= size reaches one tap in frame, as the true step does: int64-safe and equal
-    return _Axis(first, stop, min(d, size), padded)
+    return _Axis(first, stop, min(d, size), tuple(padded))
 
 
 def _avg_divisors(rows, cols, include_pad, divisor_override):

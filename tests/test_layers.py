@@ -606,3 +606,12 @@ def test_relu_is_np_maximum_bitwise_serial_and_parallel(rng, monkeypatch, chunk)
         assert _same_bits(L.relu(a), np.maximum(np.asarray(a, np.float64), 0.0))
     assert _same_bits(L.relu(x), L._relu_reference(x))
     assert L.relu(np.zeros((0, 3))).shape == (0, 3)
+
+
+def test_cached_window_tables_are_read_only_and_keyed_by_every_option():
+    a = L._axis_windows(9, 3, 2, 1, 1, 1, 5)
+    assert a is L._axis_windows(9, 3, 2, 1, 1, 1, 5)  # shared: so never writable
+    assert not a.first.flags.writeable and not a.stop.flags.writeable
+    assert isinstance(a.padded, tuple)
+    b = L._axis_windows(9, 3, 2, 1, 2, 1, 5)  # only the right padding differs
+    assert a.padded != b.padded
