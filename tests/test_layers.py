@@ -613,5 +613,5 @@ def test_cached_window_tables_are_read_only_and_keyed_by_every_option():
     assert a is L._axis_windows(9, 3, 2, 1, 1, 1, 5)  # shared: so never writable
     assert not a.first.flags.writeable and not a.stop.flags.writeable
     assert isinstance(a.padded, tuple)
-    b = L._axis_windows(9, 3, 2, 1, 2, 1, 5)  # only the right padding differs
+    b = L._axis_windows(9, 3, 2, 1, 0, 1, 5)  # only the right padding differs
     assert a.padded != b.padded
