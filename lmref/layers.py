@@ -75,10 +75,10 @@ def _relu_range(x, out, lo, hi):
 
 
 @pjit
-def _relu_parallel(x, out):
+def _relu_parallel(x, out, chunk):
     n = x.size
-    for c in prange((n + _RELU_CHUNK - 1) // _RELU_CHUNK):  # independent elements
-        _relu_range(x, out, c * _RELU_CHUNK, min(n, (c + 1) * _RELU_CHUNK))
+    for c in prange((n + chunk - 1) // chunk):  # independent elements: any split, same bits
+        _relu_range(x, out, c * chunk, min(n, (c + 1) * chunk))
 
 
 def relu(x):
@@ -88,7 +88,7 @@ def relu(x):
     if a.size <= _RELU_CHUNK:
         _relu_range(a.reshape(-1), out.reshape(-1), 0, a.size)
     else:
-        _relu_parallel(a.reshape(-1), out.reshape(-1))
+        _relu_parallel(a.reshape(-1), out.reshape(-1), _RELU_CHUNK)
     return out.reshape(np.shape(x))
 
 
