@@ -38,6 +38,7 @@ Dtypes
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -56,10 +57,39 @@ __all__ = [
 
 # ----------------------------------------------------------------------------- ReLU
 
+#: elements per task of the parallel ReLU; an input of one chunk runs serially (a parallel
+#: launch costs more than the work there)
+_RELU_CHUNK = 2**15
+
+
+@jit
+def _relu_range(x, out, lo, hi):
+    """``out[lo:hi]``: ``+0.0`` where ``x <= 0``, else ``x`` (NaN: the same NaN): the bits of
+    ``np.maximum(x, 0.0)``, in one pass that writes the output only once. Indexing slices
+    from 0 (not ``x[k]`` for ``k`` from ``lo``) spares numba's negative-index test, so the
+    loop vectorises (~1.5x)."""
+    src, dst = x[lo:hi], out[lo:hi]
+    for k in range(src.size):
+        v = src[k]
+        dst[k] = 0.0 if v <= 0.0 else v
+
+
+@pjit
+def _relu_parallel(x, out, chunk):
+    n = x.size
+    for c in prange((n + chunk - 1) // chunk):  # independent elements: any split, same bits
+        _relu_range(x, out, c * chunk, min(n, (c + 1) * chunk))
+
+
 def relu(x):
     """``max(x, 0)`` elementwise (NaN passes through), float64, any shape."""
     a = as_float64(x, "x", allow_empty=True)
-    return np.maximum(a, 0.0).reshape(np.shape(x))  # NaN propagates (np.maximum), as torch
+    out = np.empty(a.shape)
+    if a.size <= _RELU_CHUNK:
+        _relu_range(a.reshape(-1), out.reshape(-1), 0, a.size)
+    else:
+        _relu_parallel(a.reshape(-1), out.reshape(-1), _RELU_CHUNK)
+    return out.reshape(np.shape(x))
 
 
 def relu_backward(grad_out, x):
@@ -198,6 +228,15 @@ class _Geometry:
         return tuple(_axis_windows(n, k, s, b, e, d, o) for n, k, s, (b, e), d, o in zip(
             (H, W), self.k, self.s, self.pads, self.d, self.out_shape[-2:]))
 
+    def column_run(self) -> tuple:
+        """The kernels' ``(kw, sw, left, lo, hi)`` of the interior run (see :class:`_Run`)."""
+        return _Run(self.spatial[1], self.k[1], self.s[1], self.pads[1][0], self.d[1],
+                    self.out_shape[-1]).args
+
+    def work(self) -> int:
+        """Output elements x window taps (the cost that picks a serial or parallel kernel)."""
+        return math.prod(self.out_shape) * self.k[0] * self.k[1]
+
 
 def _pool_args(x, kernel_size, stride, padding, dilation, ceil_mode):
     """``(shape, planes, out_shape, k, s, padding before, d)`` (read by :mod:`lmref.cuda`)."""
@@ -237,8 +276,12 @@ def _axis_windows_kernel(size, k, s, before, after, d, first, stop, padded):
         padded[o] = min(start + k, size + after) - start
 
 
+@functools.lru_cache(maxsize=256)
 def _axis_windows(size, k, s, before, after, d, n) -> _Axis:
-    """Window table of one axis; exact for any option size (huge ones in Python ints)."""
+    """Window table of one axis; exact for any option size (huge ones in Python ints).
+
+    Cached (ints in, a few integers per output out): a small pooling call in a loop would
+    otherwise spend a third of its time here. The tables are shared, hence read-only."""
     first, stop = np.empty(n, np.int64), np.empty(n, np.int64)
     if max(k, s, before, after, d) <= _SMALL_OPTION:
         padded = np.empty(n, np.int64)
@@ -252,8 +295,10 @@ def _axis_windows(size, k, s, before, after, d, n) -> _Axis:
             e = min(start + (k - 1) * d + 1, size)
             first[o], stop[o] = min(f, e), e
             padded.append(min(start + k, size + after) - start)
+    first.setflags(write=False)
+    stop.setflags(write=False)
     # a step >= size reaches one tap in frame, as the true step does: int64-safe and equal
-    return _Axis(first, stop, min(d, size), padded)
+    return _Axis(first, stop, min(d, size), tuple(padded))
 
 
 def _avg_divisors(rows, cols, include_pad, divisor_override):
@@ -271,59 +316,219 @@ def _avg_divisors(rows, cols, include_pad, divisor_override):
 
 
 # ----------------------------------------------------------------------------- pooling: kernels
+#
+# A window's taps form a chain of dependent comparisons (or additions), which runs at one tap
+# per latency. So the kernels go through an output row tap by tap instead: for the *interior*
+# run of windows (all taps of their columns in frame), tap ``(ih, j)`` of every window of the
+# run is one strided read of input row ``ih``, and the windows are independent, so that loop
+# vectorises. Each window still sees its taps in row-major order, with the same rule, from the
+# same start (-inf, or 0.0 for sums): the results are bitwise those of one window at a time.
+# Border windows (and every window of huge-option geometry) take the window-at-a-time path.
+
+#: output elements x window taps below which a pooling kernel runs serially (a parallel
+#: launch costs more than such a pass)
+_SERIAL_WORK = 2**15
+#: tasks of a parallel pooling kernel: blocks of whole output rows (or planes); a few per
+#: thread balance the load without a call per row
+_BLOCKS = 256
+
+
+class _Run:
+    """The interior run of windows along the columns: outputs ``lo <= ow < hi`` whose ``kw``
+    column taps ``ow * sw - left + j * dw`` all lie in the frame (``lo == hi == 0``: none, e.g.
+    for huge options); ``args`` are the kernels' int64 arguments ``(kw, sw, left, lo, hi)``."""
+
+    def __init__(self, width, k, s, left, d, n):
+        lo = hi = 0
+        if max(k, s, left, d) <= _SMALL_OPTION:
+            last = width - 1 + left - (k - 1) * d  # largest window start (+ left) in frame
+            lo, hi = -(-left // s), min(n, last // s + 1) if last >= 0 else 0
+            if hi <= lo:
+                lo = hi = 0
+        self.args = (k, s, left, lo, hi) if hi > lo else (1, 1, 0, 0, 0)
+
+
+@jit
+def _max_window(plane, r0, r1, c0, c1, dh, dw):
+    """PyTorch's max of one window's in-frame taps (-inf without taps): ``v > best or
+    isnan(v)`` keeps the first maximum and the last NaN."""
+    best = -np.inf
+    for ih in range(r0, r1, dh):
+        for iw in range(c0, c1, dw):
+            v = plane[ih, iw]
+            if v > best or np.isnan(v):
+                best = v
+    return best
+
+
+@jit
+def _max_tap(best, src, step):
+    """One tap of a run of windows: ``src[step * t]`` replaces ``best[t]`` by
+    :func:`_max_window`'s rule (independent windows: this loop vectorises)."""
+    for t in range(best.shape[0]):
+        v = src[step * t]
+        b = best[t]
+        best[t] = v if (v > b or v != v) else b
+
+
+@jit
+def _max_pool_row(plane, out, r0, r1, dh, cf, cs, dw, kw, sw, left, lo, hi):
+    """One output row: border windows one at a time, the interior run tap by tap."""
+    for ow in range(out.shape[0]):
+        if ow < lo or ow >= hi:
+            out[ow] = _max_window(plane, r0, r1, cf[ow], cs[ow], dh, dw)
+    if lo < hi:
+        run = out[lo:hi]
+        run[:] = -np.inf
+        for ih in range(r0, r1, dh):
+            for j in range(kw):
+                _max_tap(run, plane[ih, lo * sw - left + j * dw:], sw)
+
+
+@jit
+def _max_pool_rows(planes, out, rf, rs, dh, cf, cs, dw, kw, sw, left, lo, hi, t0, t1):
+    """Output rows ``t0 <= t < t1`` of all planes (``t = plane * H_out + oh``)."""
+    n = out.shape[1]
+    for t in range(t0, t1):
+        p, oh = t // n, t % n
+        _max_pool_row(planes[p], out[p, oh], rf[oh], rs[oh], dh, cf, cs, dw, kw, sw, left, lo,
+                      hi)
+
 
 @pjit
-def _max_pool_kernel(planes, out, rf, rs, cf, cs, dh, dw):
-    """PyTorch's max: ``v > best or isnan(v)`` keeps the first maximum and the last NaN."""
-    for p in prange(planes.shape[0]):
-        plane = planes[p]
-        for oh in range(out.shape[1]):
-            for ow in range(out.shape[2]):
-                best = -np.inf
-                for ih in range(rf[oh], rs[oh], dh):
-                    for iw in range(cf[ow], cs[ow], dw):
-                        v = plane[ih, iw]
-                        if v > best or np.isnan(v):
-                            best = v
-                out[p, oh, ow] = best
+def _max_pool_parallel(planes, out, rf, rs, dh, cf, cs, dw, kw, sw, left, lo, hi):
+    n = out.shape[0] * out.shape[1]
+    blocks = min(n, _BLOCKS)
+    for b in prange(blocks):  # output rows are independent: any split gives the same bits
+        _max_pool_rows(planes, out, rf, rs, dh, cf, cs, dw, kw, sw, left, lo, hi,
+                       n * b // blocks, n * (b + 1) // blocks)
+
+
+@jit
+def _max_at(plane, r0, r1, c0, c1, dh, dw):
+    """Flat index in ``plane`` of the element :func:`_max_window` selects (an all -inf window:
+    its first in-frame element, as PyTorch); -1 for a window without taps."""
+    if r0 >= r1 or c0 >= c1:
+        return -1
+    best = -np.inf
+    at = r0 * plane.shape[1] + c0
+    for ih in range(r0, r1, dh):
+        for iw in range(c0, c1, dw):
+            v = plane[ih, iw]
+            if v > best or np.isnan(v):
+                best = v
+                at = ih * plane.shape[1] + iw
+    return at
+
+
+@jit
+def _max_pool_backward_plane(plane, grad, gin, rf, rs, dh, cf, cs, dw, kw, sw, left, lo, hi):
+    """One plane: per output row, the maxima (as the forward pass), then the element each
+    window selects, then the gradients added in row-major output order (the order of the
+    window-at-a-time loop: the same sums, bitwise).
+
+    An interior window whose max ``m`` is a number holds no NaN, so the rule's choice is its
+    first tap equal to ``m`` (an all -inf window: its first element, as PyTorch): found by a
+    backward scan of independent conditional moves, not a chain of dependent comparisons.
+    The loops there have constant steps (a ``range`` with a variable step divides to count its
+    trips) and stay inline (a call per window costs as much as its scan)."""
+    n, width = grad.shape[1], plane.shape[1]
+    at, best = np.empty(n, np.int64), np.empty(n)
+    flat = gin.reshape(-1)
+    for oh in range(grad.shape[0]):
+        r0, r1 = rf[oh], rs[oh]
+        if r0 >= r1:
+            continue
+        _max_pool_row(plane, best, r0, r1, dh, cf, cs, dw, kw, sw, left, lo, hi)
+        nr = (r1 - 1 - r0) // dh + 1
+        for ow in range(n):
+            m = best[ow]
+            if lo <= ow < hi and m == m:
+                c0 = ow * sw - left
+                k = -1
+                for a in range(nr - 1, -1, -1):
+                    ih = r0 + a * dh
+                    for j in range(kw - 1, -1, -1):
+                        k = ih * width + c0 + j * dw if plane[ih, c0 + j * dw] == m else k
+                at[ow] = k
+            else:  # border windows; NaN windows (the last NaN wins)
+                at[ow] = _max_at(plane, r0, r1, cf[ow], cs[ow], dh, dw)
+        for ow in range(n):
+            if at[ow] >= 0:
+                flat[at[ow]] += grad[oh, ow]
+
+
+@jit
+def _max_pool_backward_planes(planes, grad, gin, rf, rs, dh, cf, cs, dw, kw, sw, left, lo, hi,
+                              p0, p1):
+    for p in range(p0, p1):
+        _max_pool_backward_plane(planes[p], grad[p], gin[p], rf, rs, dh, cf, cs, dw, kw, sw,
+                                 left, lo, hi)
 
 
 @pjit
-def _max_pool_backward_kernel(planes, grad, gin, rf, rs, cf, cs, dh, dw):
-    """Each gradient to its window's selected element; an all ``-inf`` window sends it to
-    its first in-frame element (as PyTorch), a window with none in frame nowhere."""
-    for p in prange(planes.shape[0]):
-        plane = planes[p]
-        for oh in range(grad.shape[1]):
-            for ow in range(grad.shape[2]):
-                if rf[oh] >= rs[oh] or cf[ow] >= cs[ow]:
-                    continue
-                best = -np.inf
-                bh, bw = rf[oh], cf[ow]
-                for ih in range(rf[oh], rs[oh], dh):
-                    for iw in range(cf[ow], cs[ow], dw):
-                        v = plane[ih, iw]
-                        if v > best or np.isnan(v):
-                            best = v
-                            bh, bw = ih, iw
-                gin[p, bh, bw] += grad[p, oh, ow]
+def _max_pool_backward_parallel(planes, grad, gin, rf, rs, dh, cf, cs, dw, kw, sw, left, lo, hi):
+    n = planes.shape[0]
+    blocks = min(n, _BLOCKS)
+    for b in prange(blocks):  # planes are independent; within one, a fixed order
+        _max_pool_backward_planes(planes, grad, gin, rf, rs, dh, cf, cs, dw, kw, sw, left, lo,
+                                  hi, n * b // blocks, n * (b + 1) // blocks)
+
+
+@jit
+def _window_sum(plane, r0, r1, c0, c1):
+    """Row-major sum of one window's in-frame taps, from 0.0."""
+    acc = 0.0
+    for ih in range(r0, r1):
+        for iw in range(c0, c1):
+            acc += plane[ih, iw]
+    return acc
+
+
+@jit
+def _add_tap(acc, src, step):
+    """One tap of a run of windows: ``acc[t] += src[step * t]`` (vectorises)."""
+    for t in range(acc.shape[0]):
+        acc[t] += src[step * t]
+
+
+@jit
+def _avg_pool_row(plane, out, div, r0, r1, cf, cs, kw, sw, left, lo, hi):
+    """One output row: row-major window sums (0.0 first, as :func:`_window_sum`), then one
+    division each; a window without taps gives 0."""
+    if r0 >= r1:
+        out[:] = 0.0
+        return
+    for ow in range(out.shape[0]):
+        if ow < lo or ow >= hi:
+            c0, c1 = cf[ow], cs[ow]
+            out[ow] = _window_sum(plane, r0, r1, c0, c1) / div[ow] if c0 < c1 else 0.0
+    if lo < hi:
+        run = out[lo:hi]
+        run[:] = 0.0
+        for ih in range(r0, r1):
+            for j in range(kw):
+                _add_tap(run, plane[ih, lo * sw - left + j:], sw)
+        for ow in range(lo, hi):
+            out[ow] /= div[ow]
+
+
+@jit
+def _avg_pool_rows(planes, out, div, rf, rs, cf, cs, kw, sw, left, lo, hi, t0, t1):
+    n = out.shape[1]
+    for t in range(t0, t1):
+        p, oh = t // n, t % n
+        _avg_pool_row(planes[p], out[p, oh], div[oh], rf[oh], rs[oh], cf, cs, kw, sw, left, lo,
+                      hi)
 
 
 @pjit
-def _avg_pool_kernel(planes, out, rf, rs, cf, cs, div):
-    """Row-major sum of the in-frame window, one division (0 for an empty window)."""
-    for p in prange(planes.shape[0]):
-        plane = planes[p]
-        for oh in range(out.shape[1]):
-            for ow in range(out.shape[2]):
-                if rf[oh] >= rs[oh] or cf[ow] >= cs[ow]:
-                    out[p, oh, ow] = 0.0
-                    continue
-                acc = 0.0
-                for ih in range(rf[oh], rs[oh]):
-                    for iw in range(cf[ow], cs[ow]):
-                        acc += plane[ih, iw]
-                out[p, oh, ow] = acc / div[oh, ow]
+def _avg_pool_parallel(planes, out, div, rf, rs, cf, cs, kw, sw, left, lo, hi):
+    n = out.shape[0] * out.shape[1]
+    blocks = min(n, _BLOCKS)
+    for b in prange(blocks):  # output rows are independent
+        _avg_pool_rows(planes, out, div, rf, rs, cf, cs, kw, sw, left, lo, hi,
+                       n * b // blocks, n * (b + 1) // blocks)
 
 
 @pjit
@@ -337,6 +542,15 @@ def _avg_pool_backward_kernel(grad, gin, rf, rs, cf, cs, div):
                 for ih in range(rf[oh], rs[oh]):
                     for iw in range(cf[ow], cs[ow]):
                         gin[p, ih, iw] += g
+
+
+def _launch(serial, parallel, work, n, *args):
+    """``serial(*args, 0, n)`` for little ``work`` (no thread launch), else ``parallel(*args)``
+    (the same results: the tasks are independent)."""
+    if work < _SERIAL_WORK:
+        serial(*args, 0, n)
+    else:
+        parallel(*args)
 
 
 # ----------------------------------------------------------------------------- pooling: public
@@ -375,8 +589,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     g = _Geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
     rows, cols = g.windows()
     out = np.empty((g.planes.shape[0],) + g.out_shape[-2:])
-    _max_pool_kernel(g.planes, out, rows.first, rows.stop, cols.first, cols.stop, rows.step,
-                     cols.step)
+    _launch(_max_pool_rows, _max_pool_parallel, g.work(), out.shape[0] * out.shape[1],
+            g.planes, out, rows.first, rows.stop, rows.step, cols.first, cols.stop, cols.step,
+            *g.column_run())
     return out.reshape(g.out_shape)
 
 
@@ -388,8 +603,9 @@ def max_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0, dilati
     grad = _grad_planes(grad_out, g.out_shape)
     rows, cols = g.windows()
     gin = np.zeros(g.planes.shape)
-    _max_pool_backward_kernel(g.planes, grad, gin, rows.first, rows.stop, cols.first,
-                              cols.stop, rows.step, cols.step)
+    _launch(_max_pool_backward_planes, _max_pool_backward_parallel, g.work(), gin.shape[0],
+            g.planes, grad, gin, rows.first, rows.stop, rows.step, cols.first, cols.stop,
+            cols.step, *g.column_run())
     return (gin.reshape(g.shape),)
 
 
@@ -409,7 +625,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     g, rows, cols, div = _avg_setup(x, kernel_size, stride, padding, ceil_mode,
                                     count_include_pad, divisor_override)
     out = np.empty((g.planes.shape[0],) + g.out_shape[-2:])
-    _avg_pool_kernel(g.planes, out, rows.first, rows.stop, cols.first, cols.stop, div)
+    _launch(_avg_pool_rows, _avg_pool_parallel, g.work(), out.shape[0] * out.shape[1],
+            g.planes, out, div, rows.first, rows.stop, cols.first, cols.stop, *g.column_run())
     return out.reshape(g.out_shape)
 
 

@@ -528,3 +528,90 @@ def test_same_padding_strings_are_onnx_auto_pad(rng, name, extra, stride):
         assert out.shape[-2:] == (-(-7 // stride), -(-8 // stride))
         np.testing.assert_array_equal(out, getattr(L, op)(x, 4, stride, padding=pads))
     assert L.max_pool2d(x, 3, 2, padding="valid").shape == L.max_pool2d(x, 3, 2).shape
+
+
+# --------------------------------------------------------------------------- fast paths (issue 14)
+
+def _same_bits(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return a.shape == b.shape and np.array_equal(a.view(np.uint64), b.view(np.uint64))
+
+
+def _tricky(rng, shape):
+    """Small integers (many ties), signed zeros, +-inf and NaNs of both signs."""
+    x = rng.integers(-2, 3, shape).astype(np.float64)
+    u = rng.random(shape)
+    x[u < 0.04] = np.nan
+    x[(u >= 0.04) & (u < 0.06)] = -np.nan
+    x[(u >= 0.06) & (u < 0.1)] = -np.inf
+    x[(u >= 0.1) & (u < 0.12)] = np.inf
+    x[(u >= 0.12) & (u < 0.25)] = -0.0
+    x[0, 0] = -np.inf  # one all -inf plane: every window's gradient to its first element
+    return x
+
+
+# (kernel_size, stride, padding, dilation, ceil_mode): interior runs with left/right border
+# windows, ceil-mode windows in the right padding, dilation, per-side and large padding,
+# windows with no interior run at all, stride 1 and 3, a single tap
+FAST_CASES = [
+    (3, 2, 1, 1, False), (3, 2, 1, 1, True), (2, None, 0, 1, False), (3, 1, 1, 1, False),
+    ((3, 2), (2, 3), ((0, 2), (1, 2)), 1, True), (3, 2, 1, 2, True), ((2, 3), 1, (1, 2), (2, 3),
+                                                                       False),
+    (4, 3, ((3, 3), (3, 3)), 1, True), ((1, 1), (2, 2), 0, 1, False), (13, 1, 6, 1, False),
+    (3, 2, "same", 1, False),
+]
+
+
+@pytest.mark.parametrize("case", FAST_CASES)
+@pytest.mark.parametrize("parallel", [False, True])
+def test_pool_fast_paths_are_the_references_bitwise(rng, monkeypatch, case, parallel):
+    """The tap-by-tap interior runs, the window-at-a-time borders and both the serial and the
+    parallel launch give exactly the references' bits (NaN rule, ties, signed zeros, -inf)."""
+    monkeypatch.setattr(L, "_SERIAL_WORK", 0 if parallel else 2**62)
+    x = _tricky(rng, (2, 3, 11, 13))
+    kw = _max_kw(case)
+    out = L.max_pool2d(x, **kw)
+    assert _same_bits(out, L._max_pool2d_reference(x, **kw))
+    g = rng.standard_normal(out.shape)
+    assert _same_bits(L.max_pool2d_backward(g, x, **kw)[0],
+                      L._max_pool2d_backward_reference(g, x, **kw)[0])
+    if kw.pop("dilation") == 1:
+        for extra in ({"count_include_pad": True}, {"count_include_pad": False},
+                      {"divisor_override": -3}):
+            assert _same_bits(L.avg_pool2d(x, **kw, **extra),
+                              L._avg_pool2d_reference(x, **kw, **extra))
+
+
+@pytest.mark.parametrize("width,k,s,left,d", [(56, 3, 2, 1, 1), (13, 3, 2, 1, 2), (5, 3, 1, 0, 1),
+                                              (4, 4, 3, 3, 1), (9, 2, 3, 4, 2), (7, 1, 1, 0, 1),
+                                              (3, 2**31, 1, 2**31 - 1, 1)])
+def test_interior_run_is_exactly_the_windows_inside_the_frame(width, k, s, left, d):
+    n = L._out_len(width, k, s, left, left, d, False)
+    kw, sw, pl, lo, hi = L._Run(width, k, s, left, d, n).args
+    inside = [o for o in range(n) if o * s - left >= 0 and o * s - left + (k - 1) * d < width]
+    if k > L._SMALL_OPTION:
+        assert (lo, hi) == (0, 0)  # huge options: window at a time
+    else:
+        assert list(range(lo, hi)) == inside
+        assert (kw, sw, pl) == ((k, s, left) if inside else (1, 1, 0))
+
+
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_relu_is_np_maximum_bitwise_serial_and_parallel(rng, monkeypatch, chunk):
+    if chunk is not None:  # many chunks: the parallel kernel on a small input
+        monkeypatch.setattr(L, "_RELU_CHUNK", chunk)
+    x = _tricky(rng, (3, 5, 7))
+    x[1, 1, 1] = 5e-324
+    for a in (x, x[:, ::2].T, x.astype(np.float32), np.arange(-3, 4), np.float64(-0.0)):
+        assert _same_bits(L.relu(a), np.maximum(np.asarray(a, np.float64), 0.0))
+    assert _same_bits(L.relu(x), L._relu_reference(x))
+    assert L.relu(np.zeros((0, 3))).shape == (0, 3)
+
+
+def test_cached_window_tables_are_read_only_and_keyed_by_every_option():
+    a = L._axis_windows(9, 3, 2, 1, 1, 1, 5)
+    assert a is L._axis_windows(9, 3, 2, 1, 1, 1, 5)  # shared: so never writable
+    assert not a.first.flags.writeable and not a.stop.flags.writeable
+    assert isinstance(a.padded, tuple)
+    b = L._axis_windows(9, 3, 2, 1, 0, 1, 5)  # only the right padding differs
+    assert a.padded != b.padded

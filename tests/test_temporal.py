@@ -553,3 +553,21 @@ def test_fused_domain_check_names_the_element(rng, where, value, match):
         T.log_divide_backward(np.ones(BIG), a, b)
     with pytest.raises(ValueError, match=match.replace("b", "a")):
         T.log_divide_backward(np.ones(BIG), b, a)
+
+
+def test_log_divide_domain_edges_in_the_fused_test():
+    """The kernel's one-branch domain test is _in_log_domain of both operands: finite and
+    ``x + eps > 0`` (a finite ``x`` whose ``x + eps`` overflows is in the domain: log gives inf)."""
+    eps = 0.5
+    tiny = np.nextafter(-eps, 0.0)  # just inside: x + eps is the smallest positive step
+    a = np.array([tiny, 1.7e308, 2.0])
+    b = np.array([1.0, 1.0, tiny])
+    out = T.log_divide(a, b, eps)
+    want = [math.log(x + eps) - math.log(y + eps) for x, y in zip(a, b)]
+    np.testing.assert_array_equal(out, want)
+    assert T.log_divide(np.array([1.7e308]), np.array([1.0]), 1e308)[0] == np.inf
+    for bad in (-eps, np.inf, np.nan, -1.0):
+        with pytest.raises(ValueError, match="a \\+ eps > 0|a must be finite|finite"):
+            T.log_divide(np.array([1.0, bad]), np.ones(2), eps)
+        with pytest.raises(ValueError, match="b \\+ eps > 0|b must be finite|finite"):
+            T.log_divide_backward(np.ones(2), np.ones(2), np.array([bad, 1.0]), eps)
