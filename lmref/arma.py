@@ -308,6 +308,18 @@ def ar_solve(t, a, *, workers=_WORKERS, rcond=RCOND):
     ValueError
         even kernel sizes, kernel larger than the image, channel mismatch, NaN/Inf, or a
         non-invertible kernel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lmref.arma import ar_solve
+    >>> t = np.array([[[1.0, 0.0, 0.0, 0.0]]])  # (N, C, L)
+    >>> a = np.array([[0.0, 1.0, 0.5]])  # y[n] + 0.5 y[n - 1] = t[n], circular
+    >>> y = ar_solve(t, a)
+    >>> np.round(15 * y, 12)
+    array([[[16., -8.,  4., -2.]]])
+    >>> bool(np.allclose(y + 0.5 * np.roll(y, 1, axis=-1), t))
+    True
     """
     workers, rcond = _options(workers, rcond)
     t4, nd = _as_signal(t, "t", finite=False)

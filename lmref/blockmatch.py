@@ -889,6 +889,21 @@ def block_match(reference, current, block_size, search_range, *, channels="sum",
     running sums in int32 or float64 with all ``dx`` vectorised, so flow and cost equal the
     reference's bit for bit. The authors' convention uses the box-sum scheme restricted to
     clipped candidates (one task per row of block centres) and the same exact re-decision.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lmref.blockmatch import block_match
+    >>> reference = np.random.default_rng(0).integers(0, 10, (8, 8)).astype(float)
+    >>> current = np.zeros_like(reference)
+    >>> current[:, :-1] = reference[:, 1:]  # the content moved one pixel left
+    >>> flow, cost = block_match(reference, current, block_size=3, search_range=1)
+    >>> flow.shape, cost.shape
+    ((8, 8, 2), (8, 8))
+    >>> bool((flow[2:6, 2:6] == [1, 0]).all())  # dx = 1, dy = 0 inside the frame
+    True
+    >>> float(cost[2:6, 2:6].max())
+    0.0
     """
     if one_of(convention, "convention", CONVENTIONS) == "authors":
         return _block_match_authors(reference, current, block_size, search_range, channels,
@@ -1348,6 +1363,14 @@ def psnr_to_nrmse(psnr, peak=255.0, levels=256):
         ``levels`` is not an integer (e.g. 2.5), or ``peak`` / ``psnr`` are not real.
     ValueError
         ``peak <= 0``, ``levels < 2``, or NaN in ``psnr``.
+
+    Examples
+    --------
+    >>> from lmref.blockmatch import psnr_to_nrmse
+    >>> round(psnr_to_nrmse(27.0), 5), round(psnr_to_nrmse(41.0), 6)
+    (0.04449, 0.008878)
+    >>> psnr_to_nrmse(float("inf"))
+    0.0
     """
     pk, lv = _scale_args(peak, levels)
     p = as_float64(psnr, "psnr")
@@ -1368,6 +1391,14 @@ def nrmse_to_psnr(nrmse, peak=255.0, levels=256):
         ``levels`` is not an integer, or ``peak`` / ``nrmse`` are not real.
     ValueError
         ``peak <= 0``, ``levels < 2``, or a negative or NaN ``nrmse``.
+
+    Examples
+    --------
+    >>> from lmref.blockmatch import nrmse_to_psnr, psnr_to_nrmse
+    >>> round(nrmse_to_psnr(psnr_to_nrmse(30.0)), 9)
+    30.0
+    >>> nrmse_to_psnr(0.0)
+    inf
     """
     pk, lv = _scale_args(peak, levels)
     e = as_float64(nrmse, "nrmse")

@@ -80,6 +80,15 @@ def dilate(kernel, rate):
     ndarray, float64
         Spatial sizes ``(k - 1) * rate + 1``; tap ``u`` moves to ``u * rate``. A convolution
         with ``dilate(w, r)`` equals one with ``w`` and ``dilation=r``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lmref.compose import dilate
+    >>> dilate(np.array([1.0, 2.0, 3.0]), 2)
+    array([1., 0., 2., 0., 3.])
+    >>> dilate(np.ones((4, 3, 3, 3)), 2).shape  # a conv weight: only kH, kW grow
+    (4, 3, 5, 5)
     """
     kernel = as_float64(kernel, "kernel", ndim=(1, 2, 3, 4))
     nd = _spatial_axes(kernel.ndim)
@@ -472,9 +481,19 @@ def compose(weights, strides, dilations=None, *, paddings=None):
     is multiplied), from the output or the input side of the chain, whichever needs fewer
     multiply-adds. Rounding: ``|weight - K| <= gamma_n * compose(|weights|)`` entrywise for
     the exact ``K``, ``gamma_n = n u / (1 - n u)``, ``u = 2**-53``, ``n = sum_l taps(W_l) *
-    C_mid`` over the factors after the first (see the section "composition on tap lattices"); integer weights
-    with partial sums below ``2**53`` compose exactly. Bit for bit the same for any number of
-    threads.
+    C_mid`` over the factors after the first (see the section "composition on tap
+    lattices"); integer weights with partial sums below ``2**53`` compose exactly. Bit for bit
+    the same for any number of threads.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lmref.compose import compose
+    >>> k = np.array([1.0, 2.0, 1.0])
+    >>> compose([k, k], [1, 1])
+    (array([1., 4., 6., 4., 1.]), 1)
+    >>> compose([k, k], [2, 1])  # the second kernel sees every other input sample
+    (array([1., 2., 3., 4., 3., 2., 1.]), 2)
     """
     arrays, bare, nd = _check_weights(weights)
     n = len(arrays)

@@ -1378,6 +1378,20 @@ conv1d.__doc__ = _CONV_DOC.format(nd=1, xshape="(N, C_in, L)",
 conv2d.__doc__ = _CONV_DOC.format(nd=2, xshape="(N, C_in, H, W)",
                                   wshape="(C_out, C_in // groups, kH, kW)",
                                   oshape="(N, C_out, H_out, W_out)")
+conv2d.__doc__ += """
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lmref.conv import conv2d
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> w = np.ones((1, 1, 2, 2))
+    >>> conv2d(x, w)
+    array([[[[10., 14., 18.],
+             [26., 30., 34.],
+             [42., 46., 50.]]]])
+    >>> conv2d(x, w, padding="same").shape
+    (1, 1, 4, 4)
+    """
 
 _BACKWARD_DOC = """Backward (vector-Jacobian product) of :func:`conv{nd}d`.
 
@@ -1406,6 +1420,25 @@ def conv2d_backward(grad_out, x, weight, bias=None, stride=1, padding=0, dilatio
 
 conv1d_backward.__doc__ = _BACKWARD_DOC.format(nd=1)
 conv2d_backward.__doc__ = _BACKWARD_DOC.format(nd=2)
+conv2d_backward.__doc__ += """
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lmref.conv import conv2d_backward
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> w = np.ones((1, 1, 2, 2))
+    >>> grad_x, grad_w, grad_b = conv2d_backward(np.ones((1, 1, 3, 3)), x, w)
+    >>> grad_x[0, 0]  # how many 2 x 2 windows cover each pixel
+    array([[1., 2., 2., 1.],
+           [2., 4., 4., 2.],
+           [2., 4., 4., 2.],
+           [1., 2., 2., 1.]])
+    >>> grad_w[0, 0]
+    array([[45., 54.],
+           [81., 90.]])
+    >>> grad_b is None
+    True
+    """
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1570,6 +1603,21 @@ conv_transpose1d.__doc__ = _TRANSPOSE_DOC.format(nd=1, xshape="(N, C_in, L)",
                                                  wshape="(C_in, C_out // groups, k)")
 conv_transpose2d.__doc__ = _TRANSPOSE_DOC.format(nd=2, xshape="(N, C_in, H, W)",
                                                  wshape="(C_in, C_out // groups, kH, kW)")
+conv_transpose2d.__doc__ += """
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lmref.conv import conv2d_matrix, conv_transpose2d
+    >>> w = np.ones((1, 1, 2, 2))
+    >>> conv_transpose2d(np.ones((1, 1, 2, 2)), w)
+    array([[[[1., 2., 1.],
+             [2., 4., 2.],
+             [1., 2., 1.]]]])
+    >>> y = np.arange(9.0).reshape(1, 1, 3, 3)
+    >>> C = conv2d_matrix((1, 4, 4), w)
+    >>> bool(np.array_equal(conv_transpose2d(y, w).ravel(), C.T @ y.ravel()))
+    True
+    """
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1749,6 +1797,19 @@ def conv2d_matrix(input_shape, weight, stride=1, padding=0, dilation=1, groups=1
 
 conv1d_matrix.__doc__ = _MATRIX_DOC.format(nd=1, ishape="(C_in, L)")
 conv2d_matrix.__doc__ = _MATRIX_DOC.format(nd=2, ishape="(C_in, H, W)")
+conv2d_matrix.__doc__ += """
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lmref.conv import conv2d, conv2d_matrix
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> w = np.ones((1, 1, 2, 2))
+    >>> C = conv2d_matrix((1, 4, 4), w)
+    >>> C.shape, C.nnz
+    ((9, 16), 36)
+    >>> bool(np.array_equal(C @ x.ravel(), conv2d(x, w).ravel()))
+    True
+    """
 
 
 # ----------------------------------------------------------------------------------------------

@@ -82,7 +82,15 @@ def _relu_parallel(x, out, chunk):
 
 
 def relu(x):
-    """``max(x, 0)`` elementwise (NaN passes through), float64, any shape."""
+    """``max(x, 0)`` elementwise (NaN passes through), float64, any shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lmref.layers import relu
+    >>> relu(np.array([-1.0, 0.0, 2.0, np.nan]))
+    array([ 0.,  0.,  2., nan])
+    """
     a = as_float64(x, "x", allow_empty=True)
     out = np.empty(a.shape)
     if a.size <= _RELU_CHUNK:
@@ -645,12 +653,34 @@ def avg_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0, ceil_m
 max_pool2d.__doc__ = _POOL_DOC.format(
     what="Max pooling", name="max_pool2d",
     extra="\n    dilation : int or (int, int)\n        Spacing of the window's taps.", extra2="")
+max_pool2d.__doc__ += """
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lmref.layers import max_pool2d
+    >>> x = np.arange(16.0).reshape(1, 4, 4)  # unbatched (C, H, W)
+    >>> max_pool2d(x, 2)
+    array([[[ 5.,  7.],
+            [13., 15.]]])
+    >>> max_pool2d(x, 3, stride=1, padding=1).shape
+    (1, 4, 4)
+    """
 avg_pool2d.__doc__ = _POOL_DOC.format(
     what="Average pooling", name="avg_pool2d", extra="",
     extra2="\n    count_include_pad : bool\n        Divide by the window size counted up to the "
            "padded frame (True) or by the\n        number of in-frame elements (False).\n"
            "    divisor_override : int, optional\n        Nonzero; divide every window's sum "
            "by it instead (PyTorch's).")
+avg_pool2d.__doc__ += """
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lmref.layers import avg_pool2d
+    >>> x = np.arange(16.0).reshape(1, 4, 4)
+    >>> avg_pool2d(x, 2)
+    array([[[ 2.5,  4.5],
+            [10.5, 12.5]]])
+    """
 
 
 def _flag(value, name: str) -> int:

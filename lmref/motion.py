@@ -583,6 +583,23 @@ def warp(x, flow, mode="bilinear", boundary="zeros"):
     ndarray, float64, same shape as ``x``
         NaN at pixels whose flow is NaN or infinite (every channel). See the module docstring
         for the relation to ``grid_sample(align_corners=True)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lmref.motion import warp
+    >>> x = np.arange(12.0).reshape(3, 4)
+    >>> flow = np.zeros((3, 4, 2))
+    >>> flow[..., 0] = 1.0  # dx = 1: each pixel takes its right neighbour
+    >>> warp(x, flow)
+    array([[ 1.,  2.,  3.,  0.],
+           [ 5.,  6.,  7.,  0.],
+           [ 9., 10., 11.,  0.]])
+    >>> warp(x, flow, boundary="border")[:, -1]
+    array([ 3.,  7., 11.])
+    >>> flow[..., 0] = 0.5  # bilinear: the mean of two neighbours
+    >>> warp(x, flow)[0]
+    array([0.5, 1.5, 2.5, 1.5])
     """
     shape, x4, f4, m, b = _check_warp_inputs(x, flow, mode, boundary)
     _check_taps_alloc(x4, f4)
@@ -599,6 +616,23 @@ def warp_backward(grad_out, x, flow, mode="bilinear", boundary="zeros"):
     ``[floor(p), floor(p) + 1]``); ``mode="nearest"`` gives ``grad_flow = 0``. Pixels with a
     non-finite flow get NaN in ``grad_flow`` and send nothing to ``grad_x``. Results are float64,
     deterministic and independent of the number of threads.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lmref.motion import warp_backward
+    >>> x = np.arange(12.0).reshape(3, 4)
+    >>> flow = np.zeros((3, 4, 2))
+    >>> flow[..., 0] = 1.0
+    >>> grad_x, grad_flow = warp_backward(np.ones((3, 4)), x, flow)
+    >>> grad_x  # column 0 is read by no output pixel
+    array([[0., 1., 1., 1.],
+           [0., 1., 1., 1.],
+           [0., 1., 1., 1.]])
+    >>> grad_flow.shape
+    (3, 4, 2)
+    >>> grad_flow[0, :, 0]  # d x[0, p] / dp, right-sided, 0 past the zero boundary
+    array([ 1.,  1., -3.,  0.])
     """
     shape, x4, f4, m, b = _check_warp_inputs(x, flow, mode, boundary)
     g = as_float64(grad_out, "grad_out")
@@ -771,6 +805,19 @@ def motion_matrix(flow, mode="bilinear", boundary="zeros", channels=1):
         bijection of the pixel grid. A pixel with non-finite flow gets a row with a single NaN
         (on the diagonal), so ``M @ x`` is NaN there as ``warp`` is. Column-vector form: the
         paper's row-vector ``V' = V M`` uses the transpose.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lmref.motion import motion_matrix, warp
+    >>> x = np.arange(12.0).reshape(3, 4)
+    >>> flow = np.zeros((3, 4, 2))
+    >>> flow[..., 0] = 1.0
+    >>> M = motion_matrix(flow)
+    >>> M.shape, M.nnz  # the last column's samples fall outside: no entry
+    ((12, 12), 9)
+    >>> bool(np.array_equal(M @ x.ravel(), warp(x, flow).ravel()))
+    True
     """
     one_of(mode, "mode", MODES)
     one_of(boundary, "boundary", BOUNDARIES)
@@ -949,6 +996,16 @@ def affine_flow(shape, *, translation=(0.0, 0.0), rotation=0.0, scale=(1.0, 1.0)
         ``scale=1e-310``: ``A^-1`` holds ``1 / scale``). ``A^-1`` is composed from the
         inverted factors, never divided by ``det A``: ``scale=1e-200`` or shears of
         ``+-89.9999999`` degrees give a finite flow.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lmref.motion import affine_flow, warp
+    >>> affine_flow((2, 3), translation=(1.0, 0.0))[0, 0]  # content moves right: flow = -t
+    array([-1.,  0.])
+    >>> x = np.arange(9.0).reshape(3, 3)
+    >>> bool(np.array_equal(warp(x, affine_flow(x.shape, rotation=90)), np.rot90(x)))
+    True
     """
     H, W = _frame_hw(shape)
     check_alloc((H, W, 2), "shape")
@@ -1033,6 +1090,20 @@ def scale_flow(flow, stride, *, sample="corner"):
     -------
     ndarray, float64, shape (H', W', 2) or (N, H', W', 2)
         ``dx / sw`` and ``dy / sh`` at the sampled positions (NaN passes through).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lmref.motion import scale_flow
+    >>> flow = np.zeros((4, 4, 2))
+    >>> flow[..., 0], flow[..., 1] = 4.0, 2.0
+    >>> small = scale_flow(flow, 2)
+    >>> small.shape
+    (2, 2, 2)
+    >>> small[0, 0]
+    array([2., 1.])
+    >>> scale_flow(np.zeros((5, 5, 2)), 2, sample="center").shape  # floor(5 / 2)
+    (2, 2, 2)
     """
     f = _check_flow(flow)
     sh, sw = as_tuple(stride, "stride", 2, minimum=1, maximum=None)

@@ -177,6 +177,19 @@ def context_span(frames, z, *, layout="seed"):
     ValueError
         ``frames`` not 4- or 5-dimensional or with ``T < 2``; ``z`` as in
         :func:`context_offsets`, or an output beyond the memory guard (too large a ``z``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lmref.temporal import context_span
+    >>> frames = np.arange(3.0).reshape(3, 1, 1, 1)  # (T, C, H, W), frame t holds t
+    >>> span = context_span(frames, 2)  # previous and next frame, clamped at the ends
+    >>> span.shape
+    (3, 2, 1, 1, 1)
+    >>> span[:, :, 0, 0, 0]
+    array([[0., 1.],
+           [0., 2.],
+           [1., 2.]])
     """
     clip, batched = _as_clip(frames)
     z, layout = _check_z(z, layout)
@@ -396,6 +409,17 @@ def log_divide(a, b, eps=1.0, *, absolute=False):
     Returns
     -------
     ndarray, float64, the shape of ``a``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lmref.temporal import log_divide
+    >>> out = log_divide(np.array([3.0, 1.0]), np.array([0.0, 1.0]))
+    >>> bool(np.allclose(out, [np.log(4.0), 0.0]))
+    True
+    >>> out = log_divide(np.array([-3.0]), np.array([0.0]), absolute=True)
+    >>> bool(np.allclose(out, np.log(4.0)))
+    True
     """
     a, b, eps, mode = _log_divide_args(a, b, eps, absolute, check_domain=False)
     return _run_elementwise(a, b, mode, eps)
@@ -620,6 +644,22 @@ def local_multiply(a, b, patch_size, *, dilation=1, normalize="none"):
     ``ours.reshape(N, P, P, H, W)`` equals ``corr``. Its ``max_displacement`` is
     ``dilation * r``. The official fallback (``einsum`` + ``_corr_abs_to_rel``) gives the same
     ``(N, P, P, H, W)`` tensor.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lmref.temporal import local_multiply
+    >>> a = np.ones((1, 1, 2, 2))
+    >>> b = np.arange(4.0).reshape(1, 1, 2, 2)
+    >>> out = local_multiply(a, b, 3)
+    >>> out.shape
+    (1, 9, 2, 2)
+    >>> out[0, 4]  # the centre displacement (0, 0)
+    array([[0., 1.],
+           [2., 3.]])
+    >>> out[0, 5]  # displacement (0, +1): b's right neighbour, 0 outside the frame
+    array([[1., 0.],
+           [3., 0.]])
     """
     a, b, patch, dilation, normalize = _local_multiply_args(a, b, patch_size, dilation, normalize)
     if normalize == "l2":

@@ -266,6 +266,19 @@ def assert_close(actual, desired, *, rtol=None, atol=None, dtype=None, equal_nan
     1.3e-6, 1e-5). The message gives the mismatch count, the worst index with expected and
     actual values there, and whether mismatches sit only at the border (a padding bug) or
     spread.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lmref.testing import assert_close
+    >>> bool(assert_close(np.array([1.0, 2.0]), np.array([1.0, 2.0])))
+    True
+    >>> assert_close(np.array([1.0, 2.5, 3.0]), np.array([1.0, 2.0, 3.0]))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    AssertionError: 1 of 3 elements mismatch (rtol=1e-10, atol=1e-12)
+    worst at index (1,): actual 2.5, desired 2.0 (abs err 0.5)
+    ...
     """
     rep = compare(actual, desired, rtol=rtol, atol=atol, dtype=dtype, equal_nan=equal_nan,
                   suspects=suspects)
@@ -313,6 +326,18 @@ def gradcheck(fn: Callable, inputs: Sequence, grad_outputs, backward: Callable, 
         Which inputs to check (default: every input ``backward`` returns a gradient for).
     max_checks : int or None
         Check at most this many randomly chosen (seeded) elements per input; None checks all.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lmref.conv import conv2d, conv2d_backward
+    >>> from lmref.testing import gradcheck
+    >>> x = np.arange(9.0).reshape(1, 1, 3, 3)
+    >>> w = np.ones((1, 1, 2, 2))
+    >>> report = gradcheck(lambda x, w: conv2d(x, w), [x, w], np.ones((1, 1, 2, 2)),
+    ...                    lambda g, x, w: conv2d_backward(g, x, w)[:2])
+    >>> report.ok, report.checked
+    (True, 13)
     """
     xs = [np.array(x, dtype=np.float64) for x in inputs]
     g_out = tuple(np.asarray(g, np.float64) for g in _as_tuple(grad_outputs))
