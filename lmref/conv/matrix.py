@@ -9,6 +9,7 @@ import scipy.sparse as sp
 from lmref._numba import jit, pjit, prange
 from lmref._validation import as_float64, as_int, check_alloc
 from lmref.conv.geometry import _geometry, _guard, _options_text, _read_positions, _to2d
+# the kernels' serial/parallel threshold, bound here: a test that patches it patches both
 from lmref.conv.kernels import _PARALLEL_MIN_WORK
 
 __all__ = ["conv1d_matrix", "conv2d_matrix"]
