@@ -684,7 +684,7 @@ def arma2d_backward(grad_y, x, weight, a, bias=None, stride=1, padding="same", d
 
 def _conv_output_shape(x, weight, conv_kwargs):
     """Shape of ``conv2d(x, weight, **conv_kwargs)`` without computing it."""
-    from lmref.conv import _geometry
+    from lmref.conv.geometry import _geometry
 
     geom = _geometry(2, x.shape[2:], x.shape[1], weight.shape, conv_kwargs["stride"],
                      conv_kwargs["padding"], conv_kwargs["dilation"], conv_kwargs["groups"],
@@ -708,7 +708,7 @@ def _arma_ar_backward(grad_y, t4, a, workers, rcond):
 def _arma2d_reference(x, weight, a, bias=None, stride=1, padding="same", dilation=1,
                       padding_mode="circular", *, groups=1, workers=_WORKERS, rcond=RCOND):
     """Reference of :func:`arma2d`: the conv reference then the dense circular solve."""
-    from lmref.conv import _conv2d_reference
+    from lmref.conv.reference import _conv2d_reference
 
     t4 = _conv2d_reference(x, weight, bias, **_conv_kwargs(stride, padding, dilation,
                                                            padding_mode, groups))

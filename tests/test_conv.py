@@ -8,16 +8,20 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 
 from lmref import conv
+from lmref.conv import geometry as conv_geometry
+from lmref.conv import kernels as conv_kernels
+from lmref.conv import matrix as conv_matrix
+from lmref.conv import reference as conv_reference
 from lmref.peers import run_peer, torch_available
 from lmref.testing import assert_close, gradcheck
 from lmref.testing.strategies import conv_args
 
 needs_torch = pytest.mark.skipif(not torch_available(), reason="PyTorch (the peer) is not installed")
 
-FNS = {1: (conv.conv1d, conv.conv1d_backward, conv._conv1d_reference,
-           conv._conv1d_backward_reference),
-       2: (conv.conv2d, conv.conv2d_backward, conv._conv2d_reference,
-           conv._conv2d_backward_reference)}
+FNS = {1: (conv.conv1d, conv.conv1d_backward, conv_reference._conv1d_reference,
+           conv_reference._conv1d_backward_reference),
+       2: (conv.conv2d, conv.conv2d_backward, conv_reference._conv2d_reference,
+           conv_reference._conv2d_backward_reference)}
 
 
 def _sweep():
@@ -85,9 +89,13 @@ def test_parallel_and_serial_drivers_agree_bitwise(nd, rng, monkeypatch):
         return ((fwd(x, w, b, **kw),) + bwd(g, x, w, b, **kw)
                 + (matrix(x.shape[1:], w, **kw).toarray(),))
 
-    monkeypatch.setattr(conv, "_PARALLEL_MIN_WORK", 1 << 62)
+    def threshold(work):  # the kernels' drivers and the matrix's each read their own name
+        for module in (conv_kernels, conv_matrix):
+            monkeypatch.setattr(module, "_PARALLEL_MIN_WORK", work)
+
+    threshold(1 << 62)
     serial = everything()
-    monkeypatch.setattr(conv, "_PARALLEL_MIN_WORK", 0)
+    threshold(0)
     parallel = everything()
     for a, p in zip(serial, parallel, strict=True):
         np.testing.assert_array_equal(a, p)
@@ -100,16 +108,17 @@ def test_channel_vector_weight_grad_matches_reference(case, rng, monkeypatch):
     repeats its last channel) and 1-channel kernel (groups 2: 3 channels) sum alike, and so do
     jobs of one kernel row and of all kernel rows."""
     nd, mode, pad, s, d, groups, spatial, k = case
-    monkeypatch.setattr(conv, "_WGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(conv_kernels, "_WGRAD_MIN_CHANNELS", 1)
     fwd, bwd, _, ref_bwd = FNS[nd]
     x, w, b = _data(rng, nd, groups, spatial, k)
     kw = dict(stride=s, padding=pad, dilation=d, groups=groups, padding_mode=mode)
     g = rng.standard_normal(fwd(x, w, b, **kw).shape)
     grad_w = bwd(g, x, w, b, **kw)[1]
     assert_close(grad_w, ref_bwd(g, x, w, b, **kw)[1])
-    for partial_min, min_blocks in itertools.product((1, conv._WGRAD_BLOCK + 1), (1, 1 << 30)):
-        monkeypatch.setattr(conv, "_WGRAD_PARTIAL_MIN", partial_min)  # block / 1-channel
-        monkeypatch.setattr(conv, "_WGRAD_MIN_BLOCKS", min_blocks)  # all rows / 1 row a job
+    for partial_min, min_blocks in itertools.product((1, conv_kernels._WGRAD_BLOCK + 1),
+                                                     (1, 1 << 30)):
+        monkeypatch.setattr(conv_kernels, "_WGRAD_PARTIAL_MIN", partial_min)  # block / 1-channel
+        monkeypatch.setattr(conv_kernels, "_WGRAD_MIN_BLOCKS", min_blocks)  # all rows / 1 row a job
         np.testing.assert_array_equal(bwd(g, x, w, b, **kw)[1], grad_w)
 
 
@@ -127,9 +136,9 @@ def test_channel_vector_weight_grad_parallel_equals_serial_bitwise(nd, kw, rng, 
     x, w, b = _data(rng, nd, groups, spatial, k, c_in=16 * groups, c_out=11 * groups)
     fwd, bwd, _, ref_bwd = FNS[nd]
     g = rng.standard_normal(fwd(x, w, b, **kw).shape)
-    monkeypatch.setattr(conv, "_PARALLEL_MIN_WORK", 1 << 62)
+    monkeypatch.setattr(conv_kernels, "_PARALLEL_MIN_WORK", 1 << 62)
     serial = bwd(g, x, w, b, **kw)
-    monkeypatch.setattr(conv, "_PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(conv_kernels, "_PARALLEL_MIN_WORK", 0)
     parallel = bwd(g, x, w, b, **kw)
     for a, p in zip(serial, parallel, strict=True):
         np.testing.assert_array_equal(a, p)
@@ -147,7 +156,7 @@ def test_weight_grad_nan_reaches_the_taps_that_read_it(rng):
         x[0, 3, 3, 4] = np.inf
         g = rng.standard_normal((2, 5, 7, 9))
         got = conv.conv2d_backward(g, x, w, padding=1)[1]
-        want = conv._conv2d_backward_reference(g, x, w, padding=1)[1]
+        want = conv_reference._conv2d_backward_reference(g, x, w, padding=1)[1]
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
         # pixel (0, 8), the last column, is read by kernel rows 0-1 and columns 1-2 only
         assert np.isnan(got[:, 2, 0:2, 1:3]).all()
@@ -174,15 +183,15 @@ def test_channel_vector_input_grad_matches_reference(case, rng, monkeypatch):
     default), forced on the sweep's few channels; a partial block of output channels (6, or 3
     a group) sums exactly as the full block with zero channels written out."""
     nd, mode, pad, s, d, groups, spatial, k = case
-    monkeypatch.setattr(conv, "_IGRAD_MIN_CHANNELS", 1)
-    monkeypatch.setattr(conv, "_IGRAD_MIN_OUT_CHANNELS", 1)
+    monkeypatch.setattr(conv_kernels, "_IGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(conv_kernels, "_IGRAD_MIN_OUT_CHANNELS", 1)
     fwd, bwd, _, ref_bwd = FNS[nd]
     x, w, b = _data(rng, nd, groups, spatial, k)
     kw = dict(stride=s, padding=pad, dilation=d, groups=groups, padding_mode=mode)
     g = rng.standard_normal(fwd(x, w, b, **kw).shape)
     grad_x = bwd(g, x, w, b, **kw)[0]
     assert_close(grad_x, ref_bwd(g, x, w, b, **kw)[0])
-    g2, w2 = _zero_channel_padded(g, w, groups, conv._IGRAD_BLOCK)
+    g2, w2 = _zero_channel_padded(g, w, groups, conv_kernels._IGRAD_BLOCK)
     np.testing.assert_array_equal(bwd(g2, x, w2, None, **kw)[0], grad_x)
 
 
@@ -202,15 +211,15 @@ def test_channel_vector_input_grad_parallel_equals_serial_bitwise(nd, kw, rng, m
     x, w, b = _data(rng, nd, groups, spatial, k, c_in=16 * groups, c_out=21 * groups)
     fwd, bwd, _, ref_bwd = FNS[nd]
     g = rng.standard_normal(fwd(x, w, b, **kw).shape)
-    monkeypatch.setattr(conv, "_PARALLEL_MIN_WORK", 1 << 62)
+    monkeypatch.setattr(conv_kernels, "_PARALLEL_MIN_WORK", 1 << 62)
     serial = bwd(g, x, w, b, **kw)[0]
-    monkeypatch.setattr(conv, "_PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(conv_kernels, "_PARALLEL_MIN_WORK", 0)
     parallel = bwd(g, x, w, b, **kw)[0]
     np.testing.assert_array_equal(serial, parallel)
-    g2, w2 = _zero_channel_padded(g, w, groups, conv._IGRAD_BLOCK)
+    g2, w2 = _zero_channel_padded(g, w, groups, conv_kernels._IGRAD_BLOCK)
     np.testing.assert_array_equal(bwd(g2, x, w2, None, **kw)[0], serial)
     assert_close(serial, ref_bwd(g, x, w, b, **kw)[0])
-    monkeypatch.setattr(conv, "_IGRAD_MIN_CHANNELS", 1 << 30)  # the column-vector kernels
+    monkeypatch.setattr(conv_kernels, "_IGRAD_MIN_CHANNELS", 1 << 30)  # the column-vector kernels
     assert_close(bwd(g, x, w, b, **kw)[0], serial)
 
 
@@ -225,7 +234,8 @@ def test_input_grad_nan_reaches_the_pixels_that_read_it(rng):
         g[0, 8, 3, 4] = np.inf
         for mode in ("zeros", "reflect"):
             got = conv.conv2d_backward(g, x, w, padding=1, padding_mode=mode)[0]
-            want = conv._conv2d_backward_reference(g, x, w, padding=1, padding_mode=mode)[0]
+            want = conv_reference._conv2d_backward_reference(g, x, w, padding=1,
+                                                             padding_mode=mode)[0]
             np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
             np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
             assert_close(got, want)
@@ -242,11 +252,11 @@ def test_conv2d_property_vs_reference(case):
     (x, w), kw = case
     bias = kw.pop("bias")
     out = conv.conv2d(x, w, bias, **kw)
-    assert_close(out, conv._conv2d_reference(x, w, bias, **kw))
+    assert_close(out, conv_reference._conv2d_reference(x, w, bias, **kw))
     g = np.random.default_rng(0).standard_normal(out.shape)
     grads = conv.conv2d_backward(g, x, w, bias, **kw)
     assert (grads[2] is None) == (bias is None)
-    for a, r in zip(grads, conv._conv2d_backward_reference(g, x, w, bias, **kw)):
+    for a, r in zip(grads, conv_reference._conv2d_backward_reference(g, x, w, bias, **kw)):
         if r is not None:
             assert_close(a, r)
 
@@ -269,7 +279,8 @@ def test_float32_and_int_inputs_give_float64(rng):
     w = rng.integers(-3, 4, size=(3, 2, 3, 3))
     out = conv.conv2d(x, w, padding=1)
     assert out.dtype == np.float64
-    assert_close(out, conv._conv2d_reference(x.astype(np.float64), w.astype(np.float64), padding=1))
+    assert_close(out, conv_reference._conv2d_reference(x.astype(np.float64),
+                                                       w.astype(np.float64), padding=1))
 
 
 def test_nan_propagates_to_the_outputs_that_read_it(rng):
@@ -414,7 +425,7 @@ def test_conv_transpose2d_vs_torch_and_reference(kw, rng):
     except ValueError as exc:  # padding larger than the output: torch refuses it too
         assert "empty" in str(exc)
         return
-    assert_close(out, conv._conv_transpose2d_reference(x, w, b, **kw))
+    assert_close(out, conv_reference._conv_transpose2d_reference(x, w, b, **kw))
     g = rng.standard_normal(out.shape)
     t_out, t_grads = run_peer(torch_conv.conv_transpose2d, (x, w, b), kw, g)
     assert_close(out, t_out, rtol=1e-9, atol=1e-10)
@@ -598,23 +609,23 @@ def test_channel_vector_input_grad_computes_only_kept_rows_bitwise(stride, paddi
     x = rng.standard_normal((2, c_in, 9, 11))
     w = rng.standard_normal((c_out, 16, 3, 4))
     w[0, 1, 2, 3] = np.inf  # no zero of the padding ever meets it
-    geom = conv._geometry(2, x.shape[2:], c_in, w.shape, stride, padding, dilation, groups,
-                          "zeros")
+    geom = conv_geometry._geometry(2, x.shape[2:], c_in, w.shape, stride, padding, dilation,
+                                   groups, "zeros")
     g = rng.standard_normal((2, c_out) + geom.out_hw)
-    got = conv._input_grad(g, w, geom, 2, c_in)
+    got = conv_kernels._input_grad(g, w, geom, 2, c_in)
     # the full padded layout: every padded row, unpacked plane by plane, then cropped
     hp, wp = geom.padded_hw
     gt = np.empty((2, groups) + geom.out_hw + (8,))
-    conv._igrad_gt_serial(g, gt)
+    conv_kernels._igrad_gt_serial(g, gt)
     wt = np.zeros((groups, 3, 8, 4, 16))
     wt[:] = w.reshape(groups, 8, 16, 3, 4).transpose(0, 3, 1, 4, 2)
     gx = np.empty((2, groups, hp, wp * 16))
-    conv._igrad_serial(gt, wt.reshape(groups, 3, 8, 4 * 16), 4, *geom.stride, *geom.dilation,
-                       0, gx)
+    conv_kernels._igrad_serial(gt, wt.reshape(groups, 3, 8, 4 * 16), 4, *geom.stride,
+                               *geom.dilation, 0, gx)
     full = gx.reshape(2, groups, hp, wp, 16).transpose(0, 1, 4, 2, 3).reshape(2, c_in, hp, wp)
     (t, _), (l, _) = geom.pads
     np.testing.assert_array_equal(got, full[:, :, t:t + 9, l:l + 11])
-    want = conv._conv2d_backward_reference(g, x, w, stride=stride, padding=padding,
-                                           dilation=dilation, groups=groups)[0]
+    want = conv_reference._conv2d_backward_reference(g, x, w, stride=stride, padding=padding,
+                                                     dilation=dilation, groups=groups)[0]
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     assert_close(got, want)

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 
 from lmref import conv
+from lmref.conv import geometry as conv_geometry
+from lmref.conv import kernels as conv_kernels
+from lmref.conv import reference as conv_reference
 from lmref.testing import assert_close
 
 ONES5 = np.ones((1, 1, 5, 5))
@@ -99,14 +102,14 @@ def test_stride_phases_are_not_a_python_loop():
 @pytest.mark.parametrize("sw", [2, 3, 7, 8, 9, 40])
 def test_split_and_merge_columns_are_inverse_and_match_the_definition(sw, rng):
     xp = rng.standard_normal((2, 3, 4, 17))
-    xr = conv._split_columns(xp, sw)
+    xr = conv_kernels._split_columns(xp, sw)
     p, m = xr.shape[3:]
     assert p == min(sw, 17) and m == -(-17 // sw)
     for q in range(p):
         for j in range(m):
             if q + j * sw < 17:
                 np.testing.assert_array_equal(xr[..., q, j], xp[..., q + j * sw])
-    np.testing.assert_array_equal(conv._merge_columns(xr, sw, 17), xp)
+    np.testing.assert_array_equal(conv_kernels._merge_columns(xr, sw, 17), xp)
 
 
 def _compact_cases():
@@ -135,8 +138,8 @@ def test_compacted_layout_equals_the_ordinary_one(case, c_in, rng, monkeypatch):
     out = fwd(x, w, **kw)
     g = rng.standard_normal(out.shape)
     gx, gw, _ = bwd(g, x, w, **kw)
-    monkeypatch.setattr(conv, "_COMPACT_RATIO", 0)
-    monkeypatch.setattr(conv, "_COMPACT_SLACK", -1)
+    monkeypatch.setattr(conv_geometry, "_COMPACT_RATIO", 0)
+    monkeypatch.setattr(conv_geometry, "_COMPACT_SLACK", -1)
     np.testing.assert_array_equal(fwd(x, w, **kw), out)
     cgx, cgw, _ = bwd(g, x, w, **kw)
     np.testing.assert_array_equal(cgw, gw)
@@ -145,15 +148,16 @@ def test_compacted_layout_equals_the_ordinary_one(case, c_in, rng, monkeypatch):
         np.testing.assert_array_equal(cgx, gx)
     else:
         assert_close(cgx, gx)
-    ref = conv._conv1d_backward_reference if nd == 1 else conv._conv2d_backward_reference
+    ref = conv_reference._conv1d_backward_reference if nd == 1 \
+        else conv_reference._conv2d_backward_reference
     assert_close(cgx, ref(g, x, w, **kw)[0])
     if mode == "zeros" and not isinstance(pad, (str, tuple)):
         wt = w  # a conv weight (C_out, C_in, ...) is the transpose's (C_in, C_out, ...)
         tkw = dict(stride=s, padding=pad, dilation=d)
-        monkeypatch.setattr(conv, "_COMPACT_SLACK", 10**9)
+        monkeypatch.setattr(conv_geometry, "_COMPACT_SLACK", 10**9)
         t = conv.conv_transpose1d(out, wt, **tkw) if nd == 1 else conv.conv_transpose2d(
             out, wt, **tkw)
-        monkeypatch.setattr(conv, "_COMPACT_SLACK", -1)
+        monkeypatch.setattr(conv_geometry, "_COMPACT_SLACK", -1)
         t2 = conv.conv_transpose1d(out, wt, **tkw) if nd == 1 else conv.conv_transpose2d(
             out, wt, **tkw)
         assert_close(t2, t)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lmref import conv
+from lmref.conv import reference as conv_reference
 from lmref.peers import run_peer, torch_available
 from lmref.testing import assert_close
 
@@ -61,7 +62,8 @@ def test_conv_backward_grad_x_with_nonfinite_tap_is_the_exact_sum(case, value, r
     kw = dict(stride=s, dilation=d, padding=pad, padding_mode=mode)
     fwd = conv.conv1d if nd == 1 else conv.conv2d
     bwd = conv.conv1d_backward if nd == 1 else conv.conv2d_backward
-    ref = conv._conv1d_backward_reference if nd == 1 else conv._conv2d_backward_reference
+    ref = conv_reference._conv1d_backward_reference if nd == 1 \
+        else conv_reference._conv2d_backward_reference
     g = rng.standard_normal(fwd(x, np.nan_to_num(w), **kw).shape)
     got = bwd(g, x, w, **kw)[0]
     want = ref(g, x, w, **kw)[0]
@@ -77,9 +79,9 @@ def test_conv_transpose2d_with_nonfinite_tap_is_the_exact_sum(s, p, op, d, c, va
     w = _poisoned_weight(rng, (c, 9, 3, 2), value, (2, 1))
     kw = dict(stride=s, padding=p, output_padding=op, dilation=d)
     got = conv.conv_transpose2d(x, w, **kw)
-    assert_same_nonfinite(got, conv._conv_transpose2d_reference(x, w, **kw))
+    assert_same_nonfinite(got, conv_reference._conv_transpose2d_reference(x, w, **kw))
     one_d = conv.conv_transpose1d(x[:, :, 0], w[:, :, 0], **kw)
-    assert_same_nonfinite(one_d, conv._conv_transpose2d_reference(
+    assert_same_nonfinite(one_d, conv_reference._conv_transpose2d_reference(
         x[:, :, :1], w[:, :, :1], stride=(1, s), padding=(0, p), output_padding=(0, op),
         dilation=(1, d))[:, :, 0])
 

@@ -1,6 +1,6 @@
 """CUDA twins of :func:`lmref.conv.conv2d` and :func:`lmref.conv.conv2d_backward`.
 
-Same arguments, validation and geometry (``lmref.conv``'s own ``_check_arrays``,
+Same arguments, validation and geometry (``lmref.conv.geometry``'s own ``_check_arrays``,
 ``_geometry`` and padding index maps), PyTorch semantics (cross-correlation, stride, int /
 tuple / "valid" / "same" padding with TensorFlow's split for "same", padding modes zeros /
 circular / reflect / replicate, dilation, groups); float64 results equal the CPU's to rounding.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmref import conv as _cpu
+from lmref.conv import geometry as _cpu  # the CPU path's checks, geometry and padding maps
 from lmref.cuda._runtime import Session, blocks, threads
 
 __all__ = ["conv2d", "conv2d_backward"]

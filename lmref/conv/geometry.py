@@ -1,0 +1,401 @@
+"""Geometry of a convolution, shared by every path (fast kernels, plain references, sparse
+matrix and :mod:`lmref.cuda.conv`): argument checks, padding and output sizes, memory guards,
+the plan the kernels run on (:func:`_plan`), and padding as index maps (the padded input
+:func:`_pad` and its adjoint :func:`_unpad_adjoint`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from lmref._numba import jit, pjit, prange
+from lmref._padding import resolve_padding, same_pads
+from lmref._validation import (INT64_MAX, as_float64, as_int, as_tuple, check_alloc, max_bytes,
+                               one_of)
+
+__all__ = ["conv_output_size", "same_padding", "PADDING_MODES"]
+
+PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
+
+
+# ----------------------------------------------------------------------------------------------
+# geometry: argument checks, padding and output sizes (shared by every path)
+# ----------------------------------------------------------------------------------------------
+
+def conv_output_size(size, kernel_size, stride=1, pad_before=0, pad_after=0, dilation=1):
+    """Output length of a convolution along one axis (``ValueError`` if it would be < 1).
+
+    Exact for any Python int (a stride of ``2**63`` is valid: the output has one pixel).
+    """
+    size = as_int(size, "size", minimum=1, maximum=None)
+    kernel_size = as_int(kernel_size, "kernel_size", minimum=1, maximum=None)
+    stride = as_int(stride, "stride", minimum=1, maximum=None)
+    dilation = as_int(dilation, "dilation", minimum=1, maximum=None)
+    pad_before = as_int(pad_before, "pad_before", minimum=0, maximum=None)
+    pad_after = as_int(pad_after, "pad_after", minimum=0, maximum=None)
+    return _out_size(size, kernel_size, stride, pad_before, pad_after, dilation, "axis")
+
+
+def _out_size(size, k, stride, before, after, dilation, axis):
+    span = dilation * (k - 1) + 1
+    padded = size + before + after
+    if span > padded:
+        raise ValueError(
+            f"kernel larger than padded input along {axis}: kernel_size {k} with dilation "
+            f"{dilation} spans {span} but the padded input has size {padded} ({size} + "
+            f"{before} + {after})")
+    return (padded - span) // stride + 1
+
+
+def same_padding(size, kernel_size, stride=1, dilation=1, *, extra="after"):
+    """``(before, after)`` padding of ``padding="same"`` along one axis (TensorFlow's rule).
+
+    The output size is ``ceil(size / stride)``; the extra pixel of an odd total goes after
+    (bottom/right, ``padding="same"`` / ``"same_upper"``) or, with ``extra="before"``, before
+    (``padding="same_lower"``, ONNX ``SAME_LOWER``).
+    """
+    size = as_int(size, "size", minimum=1, maximum=None)
+    kernel_size = as_int(kernel_size, "kernel_size", minimum=1, maximum=None)
+    stride = as_int(stride, "stride", minimum=1, maximum=None)
+    dilation = as_int(dilation, "dilation", minimum=1, maximum=None)
+    one_of(extra, "extra", ("after", "before"))
+    return same_pads(size, kernel_size, stride, dilation, extra=extra)
+
+
+def _same_padding(size, k, stride, dilation):
+    return same_pads(size, k, stride, dilation)
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Everything about one convolution except the data, always in 2-D form.
+
+    A 1-D convolution is the 2-D one with a height-1 input and kernel (stride, dilation and
+    padding 1, 1 and 0 along that axis), so both share the kernels below. :func:`_geometry`
+    holds exact Python ints (any size); :func:`_plan` turns it into what the kernels run on.
+    ``maps``: explicit per-axis source indices of the (compacted) padded input (``-1``: a
+    zero), set when an axis is computed on its read positions only (see :func:`_plan`).
+    """
+
+    in_hw: tuple[int, int]
+    k_hw: tuple[int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    pads: tuple[tuple[int, int], tuple[int, int]]
+    groups: int
+    mode: str
+    out_hw: tuple[int, int]
+    maps: tuple | None = None
+
+    @property
+    def padded_hw(self):
+        if self.maps is not None:
+            return tuple(len(m) for m in self.maps)
+        return tuple(n + a + b for n, (a, b) in zip(self.in_hw, self.pads))
+
+    @property
+    def has_padding(self):
+        return self.maps is not None or any(a or b for a, b in self.pads)
+
+
+def _is_pairs(padding, nd):
+    """Whether ``padding`` is already ``nd`` ``(before, after)`` pairs of Python ints >= 0."""
+    return type(padding) is tuple and len(padding) == nd and all(
+        type(p) is tuple and len(p) == 2 and type(p[0]) is int and type(p[1]) is int
+        and p[0] >= 0 and p[1] >= 0 for p in padding)
+
+
+def _parse_padding(padding, nd, in_sizes, k_sizes, strides, dilations):
+    """Per-axis ``(before, after)`` padding (:func:`lmref._padding.resolve_padding`; a plain
+    int and resolved pairs, the common spellings, are taken as they are)."""
+    if type(padding) is int and padding >= 0:
+        return ((padding, padding),) * nd
+    if _is_pairs(padding, nd):
+        return padding
+    return resolve_padding(padding, nd, sizes=in_sizes, kernel_sizes=k_sizes, strides=strides,
+                           dilations=dilations, maximum=None)
+
+
+def _check_mode_pads(mode, pads, in_sizes, source=""):
+    """``source`` says where a derived padding came from (``'same'`` with the dilation)."""
+    axes = ("height", "width") if len(pads) == 2 else ("length",)
+    for (a, b), n, ax in zip(pads, in_sizes, axes):
+        if mode == "reflect" and max(a, b) >= n:
+            raise ValueError(
+                f"padding_mode='reflect' needs padding < input size (as in PyTorch): padding "
+                f"({a}, {b}) along {ax} of size {n}{source}")
+        if mode == "circular" and max(a, b) > n:
+            raise ValueError(
+                f"padding_mode='circular' needs padding <= input size (as in PyTorch): padding "
+                f"({a}, {b}) along {ax} of size {n}{source}")
+
+
+def _int_tuple(value, name, nd, minimum=1):
+    """:func:`as_tuple` (any size) with a fast path for a plain int or a tuple of them, the
+    common spellings (validation dominates a small convolution)."""
+    if type(value) is int and value >= minimum:
+        return (value,) * nd
+    if type(value) is tuple and len(value) == nd and all(
+            type(v) is int and v >= minimum for v in value):
+        return value
+    return as_tuple(value, name, nd, minimum=minimum, maximum=None)
+
+
+def _groups(groups):
+    if type(groups) is int and 1 <= groups <= INT64_MAX:
+        return groups
+    return as_int(groups, "groups", minimum=1)
+
+
+def _geometry(nd, in_sizes, c_in, weight_shape, stride, padding, dilation, groups, padding_mode,
+              *, x_name="x"):
+    """Validate the options of a ``nd``-D convolution and return its (2-D) geometry.
+
+    Exact Python-int arithmetic: strides, dilations and paddings of any size are accepted. A
+    stride is irrelevant where the output has one position and a dilation where the kernel
+    has one tap: both are stored as 1 there (the same convolution).
+    """
+    groups = _groups(groups)
+    mode = one_of(padding_mode, "padding_mode", PADDING_MODES)
+    c_out, c_in_g = weight_shape[0], weight_shape[1]
+    k_sizes = tuple(int(k) for k in weight_shape[2:])
+    if c_out % groups:
+        raise ValueError(f"groups={groups} must divide the number of output channels "
+                         f"weight.shape[0]={c_out}")
+    if c_in % groups:
+        raise ValueError(f"groups={groups} must divide the number of input channels "
+                         f"{x_name}.shape[1]={c_in}")
+    if c_in_g * groups != c_in:
+        raise ValueError(
+            f"channel mismatch: {x_name} has {c_in} input channels, so weight.shape[1] must be "
+            f"C_in / groups = {c_in // groups}, got weight of shape {tuple(weight_shape)}")
+    strides = _int_tuple(stride, "stride", nd)
+    dilations = _int_tuple(dilation, "dilation", nd)
+    in_sizes = tuple(int(n) for n in in_sizes)
+    pads = _parse_padding(padding, nd, in_sizes, k_sizes, strides, dilations)
+    source = (f" (padding={padding!r} with stride={strides}, dilation={dilations})"
+              if isinstance(padding, str) else "")
+    _check_mode_pads(mode, pads, in_sizes, source)
+    axes = ("height", "width") if nd == 2 else ("length",)
+    out = tuple(_out_size(n, k, s, a, b, d, ax) for n, k, s, (a, b), d, ax
+                in zip(in_sizes, k_sizes, strides, pads, dilations, axes))
+    strides = tuple(1 if o == 1 else s for s, o in zip(strides, out))
+    dilations = tuple(1 if k == 1 else d for d, k in zip(dilations, k_sizes))
+    if nd == 1:  # lift to 2-D with a height-1 axis
+        return _Geometry((1,) + in_sizes, (1,) + k_sizes, (1,) + strides,
+                         (1,) + dilations, ((0, 0),) + pads, groups, mode, (1,) + out)
+    return _Geometry(in_sizes, k_sizes, strides, dilations, pads, groups, mode, out)
+
+
+def _options_text(geom, nd, **extra):
+    """``"stride=(s, s), padding=((t, b), (l, r)), dilation=(d, d)"``: the user's options."""
+    lo = 2 - nd
+    opts = {"stride": geom.stride[lo:], "padding": geom.pads[lo:],
+            "dilation": geom.dilation[lo:], **extra}
+    return ", ".join(f"{k}={v}" for k, v in opts.items())
+
+
+def _describe_call(fn, x_shape, geom, nd, **extra):
+    """``"conv2d(stride=..., padding=..., dilation=...) on x of shape (N, C, H, W)"``: the
+    user's arguments, for memory-guard messages."""
+    return f"{fn}({_options_text(geom, nd, **extra)}) on x of shape {tuple(x_shape)}"
+
+
+def _guard(shape, what, call):
+    """:func:`check_alloc` naming the call's arguments (``call``) and the buffer (``what``).
+
+    ``call`` may be a zero-argument callable returning the description: it is formatted only
+    when the guard fails (on small inputs formatting costs more than the convolution).
+    """
+    if math.prod(int(s) for s in shape) * 8 <= max_bytes():
+        return
+    check_alloc(shape, f"{call() if callable(call) else call}: {what}")
+
+
+#: an axis whose padded length exceeds ``_COMPACT_RATIO * out * k + _COMPACT_SLACK`` is run on
+#: its read positions only (huge strides / dilations over huge padding; see :func:`_plan`)
+_COMPACT_RATIO = 4
+_COMPACT_SLACK = 256
+
+
+def _source(i, n, mode):
+    """Source index of input-relative positions ``i`` (``-1`` where the padding is a zero)."""
+    if mode == "zeros":
+        return np.where((i >= 0) & (i < n), i, -1)
+    if mode == "circular":
+        return i % n
+    if mode == "replicate":
+        return np.clip(i, 0, n - 1)
+    # reflect (pad < n, checked): mirror about the first and the last pixel
+    i = np.abs(i)
+    return np.where(i > n - 1, 2 * (n - 1) - i, i)
+
+
+def _read_positions(n, k, s, d, before, out, mode):
+    """Source of every read ``(tap a, output i)``, ordered ``a * out + i`` (exact ints)."""
+    if (out - 1) * s + (k - 1) * d + before < 2**62:
+        pos = np.arange(out, dtype=np.int64)[None, :] * s \
+            + np.arange(k, dtype=np.int64)[:, None] * d - before
+    else:  # beyond int64: Python ints (only zero padding can be this large)
+        pos = np.arange(out).astype(object)[None, :] * s \
+            + np.arange(k).astype(object)[:, None] * d - before
+    return np.asarray(_source(pos.ravel(), n, mode), dtype=np.int64)
+
+
+def _plan(geom, n_batch, c_in, call):
+    """The geometry the kernels run on, after guarding the padded input's size.
+
+    Where an axis's padded length is much larger than ``out * k`` (a huge stride or dilation
+    over huge padding), that axis is computed on a compacted input holding only the read
+    positions, tap-major: ``xc[a * out + i] = xpad[i * s + a * d]``, which the same kernels
+    read with stride 1 and dilation ``out``. Every output reads the same values in the same
+    order (forward and weight gradient bit for bit); input-gradient terms that meet at one
+    pixel are folded back in position order (the same exact sum).
+    """
+    hw = geom.padded_hw
+    limits = [_COMPACT_RATIO * o * k + _COMPACT_SLACK for o, k in zip(geom.out_hw, geom.k_hw)]
+    compact = [p > lim for p, lim in zip(hw, limits)]
+    sizes = tuple(o * k if c else p for o, k, c, p in zip(geom.out_hw, geom.k_hw, compact, hw))
+    if geom.has_padding or any(compact):  # else the kernels read x itself
+        _guard((n_batch, c_in) + sizes, "the padded input", call)
+    sw = 1 if compact[1] else geom.stride[1]
+    if sw > 1:
+        _guard((n_batch, c_in, sizes[0], min(sw, sizes[1]), -(-sizes[1] // sw)),
+               "the stride-phase buffer of the padded input", call)
+    if not any(compact):
+        return geom
+    maps, strides, dilations = [], [], []
+    for ax in range(2):
+        n, k, s, d = geom.in_hw[ax], geom.k_hw[ax], geom.stride[ax], geom.dilation[ax]
+        (before, after), out = geom.pads[ax], geom.out_hw[ax]
+        if compact[ax]:
+            maps.append(_read_positions(n, k, s, d, before, out, geom.mode))
+            strides.append(1)
+            dilations.append(out if k > 1 else 1)
+        else:
+            maps.append(_pad_index(n, before, after, geom.mode))
+            strides.append(s)
+            dilations.append(d)
+    return replace(geom, stride=tuple(strides), dilation=tuple(dilations), maps=tuple(maps))
+
+
+def _lift(x, nd):
+    """``(x, unbatched)``: an unbatched input ``(C, *spatial)`` gets a batch axis of 1, as in
+    PyTorch (the result drops it again)."""
+    try:
+        ndim = np.ndim(x)
+    except Exception:  # ragged lists and the like: as_float64 names them
+        return x, False
+    if ndim == nd + 1 and not isinstance(x, (str, bytes)):
+        return np.asarray(x)[None], True
+    return x, False
+
+
+def _check_arrays(nd, x, weight, bias, *, x_name="x", weight_name="weight"):
+    """Convert ``x``, ``weight`` and ``bias`` to float64 after checking ndim and shapes."""
+    layout = "(N, C_in, L)" if nd == 1 else "(N, C_in, H, W)"
+    wlayout = "(C_out, C_in // groups, k)" if nd == 1 else "(C_out, C_in // groups, kH, kW)"
+    x = as_float64(x, f"{x_name} {layout}", ndim=nd + 2)
+    weight = as_float64(weight, f"{weight_name} {wlayout}", ndim=nd + 2)
+    if bias is not None:
+        bias = as_float64(bias, "bias (C_out,)", ndim=1)
+        if bias.shape[0] != weight.shape[0]:
+            raise ValueError(f"bias must have shape ({weight.shape[0]},) (one value per output "
+                             f"channel), got {bias.shape}")
+    return x, weight, bias
+
+
+def _check_grad_out(grad_out, nd, n_batch, c_out, geom, unbatched=False):
+    g = as_float64(grad_out, "grad_out", ndim=nd + 1 if unbatched else nd + 2)
+    expected = (n_batch, c_out) + geom.out_hw[2 - nd:]
+    if unbatched:
+        expected = expected[1:]
+    if g.shape != expected:
+        raise ValueError(f"grad_out must have the output's shape {expected}, got {g.shape}")
+    return g[None] if unbatched else g
+
+
+def _to2d(a, nd):
+    """View a 1-D-convolution array ``(A, B, L)`` as ``(A, B, 1, L)``."""
+    return a if nd == 2 else a[:, :, None, :]
+
+
+def _from2d(a, nd):
+    return a if nd == 2 else a[:, :, 0, :]
+
+
+# ----------------------------------------------------------------------------------------------
+# padding as index maps: padded position -> source index (-1: a zero)
+# ----------------------------------------------------------------------------------------------
+
+def _pad_index(n, before, after, mode):
+    """Source index of every padded position along one axis (``-1`` where the value is 0)."""
+    return _source(np.arange(-before, n + after, dtype=np.int64), n, mode)
+
+
+def _pad_maps(geom):
+    if geom.maps is not None:
+        return geom.maps
+    return tuple(_pad_index(n, a, b, geom.mode) for n, (a, b) in zip(geom.in_hw, geom.pads))
+
+
+def _pad(x, geom):
+    """Pad ``(N, C, H, W)`` once per ``geom`` (returns ``x`` itself when there is no padding)."""
+    if not geom.has_padding:
+        return x
+    n, c, h, w = x.shape
+    if geom.mode == "zeros" and geom.maps is None:
+        (t, b), (l, r) = geom.pads
+        xp = np.zeros((n, c, h + t + b, w + l + r))
+        xp[:, :, t:t + h, l:l + w] = x
+        return xp
+    ih, iw = _pad_maps(geom)
+    xp = np.empty((n, c, len(ih), len(iw)))
+    _gather_padded(np.ascontiguousarray(x), ih, iw, xp)
+    return xp
+
+
+@jit
+def _gather_padded(x, ih, iw, out):
+    """``out[n, c, i, j] = x[n, c, ih[i], iw[j]]``, 0 where either index is -1 (one pass, the
+    copy a fancy index would make without its temporaries)."""
+    for n in range(out.shape[0]):
+        for c in range(out.shape[1]):
+            for i in range(out.shape[2]):
+                r = ih[i]
+                if r < 0:
+                    out[n, c, i, :] = 0.0
+                    continue
+                for j in range(out.shape[3]):
+                    q = iw[j]
+                    out[n, c, i, j] = x[n, c, r, q] if q >= 0 else 0.0
+
+
+def _unpad_adjoint(gp, geom):
+    """Adjoint of :func:`_pad`: every padded position sends its value back to its source."""
+    if not geom.has_padding:
+        return gp
+    h, w = geom.in_hw
+    if geom.mode == "zeros" and geom.maps is None:
+        (t, b), (l, r) = geom.pads
+        return np.ascontiguousarray(gp[:, :, t:t + h, l:l + w])
+    ih, iw = _pad_maps(geom)
+    n, c, hp, wp = gp.shape
+    cols = np.zeros((n * c * hp, w, 1))
+    _fold_axis(np.ascontiguousarray(gp.reshape(n * c * hp, wp, 1)), iw, cols)
+    out = np.zeros((n * c, h, w))
+    _fold_axis(cols.reshape(n * c, hp, w), ih, out)
+    return out.reshape(n, c, h, w)
+
+
+@pjit
+def _fold_axis(src, index, out):
+    """``out[b, index[p], q] += src[b, p, q]`` for ``index[p] >= 0``, ``p`` ascending."""
+    for b in prange(src.shape[0]):
+        for p in range(src.shape[1]):
+            k = index[p]
+            if k >= 0:
+                for q in range(src.shape[2]):
+                    out[b, k, q] += src[b, p, q]

@@ -1,0 +1,870 @@
+"""The numba kernels of the fast paths and their drivers: forward, weight gradient and input
+gradient on a padded input split into column-stride phases, the channels-last weight- and
+input-gradient kernels for many input channels, and the three building blocks
+:func:`_forward`, :func:`_input_grad` and :func:`_weight_grad` on 4-D float64 arrays.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from lmref._numba import jit, pjit, prange
+from lmref.conv.geometry import _pad, _pad_maps, _unpad_adjoint
+
+__all__: list[str] = []  # private module
+
+
+# ----------------------------------------------------------------------------------------------
+# numba kernels on a padded input (2-D form; 1-D runs as height 1)
+#
+# Layout trick for the column stride ``sw``: the padded input is split into ``sw`` column
+# phases, ``xr[n, c, r, p, m] = xp[n, c, r, p + m * sw]``, so kernel column ``b`` reads the
+# contiguous run ``xr[n, c, r, phase[b], shift[b] + j]`` (``phase, shift = divmod``-like of
+# ``b * dw``) for output columns ``j``: every inner loop is unit-stride and vectorises.
+# Jobs own disjoint outputs (prange-safe) and block 4 channels (register reuse of the loaded
+# row); each output is accumulated in the fixed order (channel pair, kernel row, kernel column)
+# as ``acc += (w0 * u + w1 * v)``, the same in every block shape and thread count.
+# ----------------------------------------------------------------------------------------------
+
+_BLOCK = 4
+#: below this many multiply-adds the serial driver runs (no thread start-up)
+_PARALLEL_MIN_WORK = 1 << 21
+
+
+@jit
+def _forward_rows4(xr, w, phase, shift, n, o0, ci0, ih0, dh, acc):
+    """``acc[k] += sum_{c, a, b} w[o0 + k, c, a, b] * row(c, a, b)``, ``k < 4``, one output row."""
+    c_in_g, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    wo = acc.shape[1]
+    a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
+    for c in range(0, c_in_g - 1, 2):
+        for a in range(kh):
+            r = ih0 + a * dh
+            for b in range(kw):
+                s = shift[b]
+                u_row = xr[n, ci0 + c, r, phase[b], s:s + wo]
+                v_row = xr[n, ci0 + c + 1, r, phase[b], s:s + wo]
+                w00, w01 = w[o0, c, a, b], w[o0, c + 1, a, b]
+                w10, w11 = w[o0 + 1, c, a, b], w[o0 + 1, c + 1, a, b]
+                w20, w21 = w[o0 + 2, c, a, b], w[o0 + 2, c + 1, a, b]
+                w30, w31 = w[o0 + 3, c, a, b], w[o0 + 3, c + 1, a, b]
+                for j in range(wo):
+                    u = u_row[j]
+                    v = v_row[j]
+                    a0[j] += w00 * u + w01 * v
+                    a1[j] += w10 * u + w11 * v
+                    a2[j] += w20 * u + w21 * v
+                    a3[j] += w30 * u + w31 * v
+    if c_in_g % 2:
+        c = c_in_g - 1
+        for a in range(kh):
+            r = ih0 + a * dh
+            for b in range(kw):
+                s = shift[b]
+                u_row = xr[n, ci0 + c, r, phase[b], s:s + wo]
+                w00, w10, w20, w30 = w[o0, c, a, b], w[o0 + 1, c, a, b], w[o0 + 2, c, a, b], \
+                    w[o0 + 3, c, a, b]
+                for j in range(wo):
+                    u = u_row[j]
+                    a0[j] += w00 * u
+                    a1[j] += w10 * u
+                    a2[j] += w20 * u
+                    a3[j] += w30 * u
+
+
+@jit
+def _forward_rows1(xr, w, phase, shift, n, o, ci0, ih0, dh, acc):
+    """One output channel of :func:`_forward_rows4` (same summation order)."""
+    c_in_g, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    wo = acc.shape[0]
+    for c in range(0, c_in_g - 1, 2):
+        for a in range(kh):
+            r = ih0 + a * dh
+            for b in range(kw):
+                s = shift[b]
+                u_row = xr[n, ci0 + c, r, phase[b], s:s + wo]
+                v_row = xr[n, ci0 + c + 1, r, phase[b], s:s + wo]
+                w0, w1 = w[o, c, a, b], w[o, c + 1, a, b]
+                for j in range(wo):
+                    acc[j] += w0 * u_row[j] + w1 * v_row[j]
+    if c_in_g % 2:
+        c = c_in_g - 1
+        for a in range(kh):
+            r = ih0 + a * dh
+            for b in range(kw):
+                s = shift[b]
+                u_row = xr[n, ci0 + c, r, phase[b], s:s + wo]
+                w0 = w[o, c, a, b]
+                for j in range(wo):
+                    acc[j] += w0 * u_row[j]
+
+
+@jit
+def _blocks(count):
+    return (count + _BLOCK - 1) // _BLOCK
+
+
+@jit
+def _forward_jobs(n_batch, c_out, groups):
+    return n_batch * groups * _blocks(c_out // groups)
+
+
+@jit
+def _forward_job(xr, w, bias, phase, shift, sh, dh, groups, out, job):
+    """Output planes ``out[n, o0:o0 + 4]`` (fewer at the end of a group)."""
+    c_out, c_in_g = w.shape[0], w.shape[1]
+    ho, wo = out.shape[2], out.shape[3]
+    c_out_g = c_out // groups
+    nblk = _blocks(c_out_g)
+    n = job // (groups * nblk)
+    rem = job - n * (groups * nblk)
+    grp = rem // nblk
+    o0 = grp * c_out_g + (rem - grp * nblk) * _BLOCK
+    nb = min(_BLOCK, (grp + 1) * c_out_g - o0)
+    acc = np.empty((_BLOCK, wo))
+    for i in range(ho):
+        acc[:] = 0.0
+        if nb == _BLOCK:
+            _forward_rows4(xr, w, phase, shift, n, o0, grp * c_in_g, i * sh, dh, acc)
+        else:
+            for k in range(nb):
+                _forward_rows1(xr, w, phase, shift, n, o0 + k, grp * c_in_g, i * sh, dh, acc[k])
+        for k in range(nb):
+            bv = bias[o0 + k]
+            for j in range(wo):
+                out[n, o0 + k, i, j] = acc[k, j] + bv
+
+
+@jit
+def _forward_serial(xr, w, bias, phase, shift, sh, dh, groups, out):
+    for job in range(_forward_jobs(out.shape[0], w.shape[0], groups)):
+        _forward_job(xr, w, bias, phase, shift, sh, dh, groups, out, job)
+
+
+@pjit
+def _forward_parallel(xr, w, bias, phase, shift, sh, dh, groups, out):
+    for job in prange(_forward_jobs(out.shape[0], w.shape[0], groups)):
+        _forward_job(xr, w, bias, phase, shift, sh, dh, groups, out, job)
+
+
+@jit
+def _input_grad_rows4(g, w, phase, shift, n, ci0, c, o_lo, o_hi, r, p, sh, dh, acc):
+    """``acc[k, m] = sum_{o, a, b} w[o, c + k, a, b] * g[n, o, i, m - shift[b]]``, ``k < 4``,
+    over the taps ``(a, b)`` that send output ``(i, .)`` to padded row ``r`` and column
+    phase ``p`` (``i * sh + a * dh == r``, ``phase[b] == p``) and the columns ``m`` where
+    ``g[n, o, i, m - shift[b]]`` exists: only terms of the exact sum are added (an Inf or NaN
+    weight never meets a zero that is not in ``g``: no ``0 * inf``).
+    """
+    kh, kw = w.shape[2], w.shape[3]
+    ho, wo, wq = g.shape[2], g.shape[3], acc.shape[1]
+    for o in range(o_lo, o_hi, 2):
+        pair = o + 1 < o_hi
+        for a in range(kh):
+            t = r - a * dh
+            i = t // sh
+            if t < 0 or i * sh != t or i >= ho:
+                continue
+            for b in range(kw):
+                if phase[b] != p:
+                    continue
+                s = shift[b]
+                cnt = min(wo, wq - s)
+                if cnt <= 0:
+                    continue
+                u_row = g[n, o, i, :cnt]
+                a0, a1 = acc[0, s:s + cnt], acc[1, s:s + cnt]
+                a2, a3 = acc[2, s:s + cnt], acc[3, s:s + cnt]
+                w00, w10, w20, w30 = w[o, c, a, b], w[o, c + 1, a, b], w[o, c + 2, a, b], \
+                    w[o, c + 3, a, b]
+                if pair:
+                    v_row = g[n, o + 1, i, :cnt]
+                    w01, w11, w21, w31 = w[o + 1, c, a, b], w[o + 1, c + 1, a, b], \
+                        w[o + 1, c + 2, a, b], w[o + 1, c + 3, a, b]
+                    for m in range(cnt):
+                        u = u_row[m]
+                        v = v_row[m]
+                        a0[m] += w00 * u + w01 * v
+                        a1[m] += w10 * u + w11 * v
+                        a2[m] += w20 * u + w21 * v
+                        a3[m] += w30 * u + w31 * v
+                else:
+                    for m in range(cnt):
+                        u = u_row[m]
+                        a0[m] += w00 * u
+                        a1[m] += w10 * u
+                        a2[m] += w20 * u
+                        a3[m] += w30 * u
+
+
+@jit
+def _input_grad_rows1(g, w, phase, shift, n, c, o_lo, o_hi, r, p, sh, dh, acc):
+    """One input channel of :func:`_input_grad_rows4` (same summation order)."""
+    kh, kw = w.shape[2], w.shape[3]
+    ho, wo, wq = g.shape[2], g.shape[3], acc.shape[0]
+    for o in range(o_lo, o_hi, 2):
+        pair = o + 1 < o_hi
+        for a in range(kh):
+            t = r - a * dh
+            i = t // sh
+            if t < 0 or i * sh != t or i >= ho:
+                continue
+            for b in range(kw):
+                if phase[b] != p:
+                    continue
+                s = shift[b]
+                cnt = min(wo, wq - s)
+                if cnt <= 0:
+                    continue
+                u_row = g[n, o, i, :cnt]
+                dst = acc[s:s + cnt]
+                w0 = w[o, c, a, b]
+                if pair:
+                    v_row = g[n, o + 1, i, :cnt]
+                    w1 = w[o + 1, c, a, b]
+                    for m in range(cnt):
+                        dst[m] += w0 * u_row[m] + w1 * v_row[m]
+                else:
+                    for m in range(cnt):
+                        dst[m] += w0 * u_row[m]
+
+
+@jit
+def _input_grad_jobs(n_batch, c_in, groups):
+    return n_batch * groups * _blocks(c_in // groups)
+
+
+@jit
+def _input_grad_job(g, w, phase, shift, sh, dh, groups, gr, job):
+    """Input-gradient planes ``gr[n, ci0:ci0 + 4]`` (fewer at the end of a group), row by row."""
+    c_out, c_in_g = w.shape[0], w.shape[1]
+    hp, sw, wq = gr.shape[2], gr.shape[3], gr.shape[4]
+    c_out_g = c_out // groups
+    nblk = _blocks(c_in_g)
+    n = job // (groups * nblk)
+    rem = job - n * (groups * nblk)
+    grp = rem // nblk
+    c = (rem - grp * nblk) * _BLOCK
+    nb = min(_BLOCK, c_in_g - c)
+    ci0 = grp * c_in_g + c
+    o_lo, o_hi = grp * c_out_g, (grp + 1) * c_out_g
+    acc = np.empty((_BLOCK, wq))
+    for r in range(hp):
+        for p in range(sw):
+            acc[:] = 0.0
+            if nb == _BLOCK:
+                _input_grad_rows4(g, w, phase, shift, n, ci0, c, o_lo, o_hi, r, p, sh, dh,
+                                  acc)
+            else:
+                for k in range(nb):
+                    _input_grad_rows1(g, w, phase, shift, n, c + k, o_lo, o_hi, r, p, sh, dh,
+                                      acc[k])
+            for k in range(nb):
+                for m in range(wq):
+                    gr[n, ci0 + k, r, p, m] = acc[k, m]
+
+
+@jit
+def _input_grad_serial(g, w, phase, shift, sh, dh, groups, gr):
+    for job in range(_input_grad_jobs(gr.shape[0], gr.shape[1], groups)):
+        _input_grad_job(g, w, phase, shift, sh, dh, groups, gr, job)
+
+
+@pjit
+def _input_grad_parallel(g, w, phase, shift, sh, dh, groups, gr):
+    for job in prange(_input_grad_jobs(gr.shape[0], gr.shape[1], groups)):
+        _input_grad_job(g, w, phase, shift, sh, dh, groups, gr, job)
+
+
+@jit
+def _weight_grad_rows1(g, xr, phase, shift, sh, dh, n, i, two, o, ci, acc):
+    """``acc[t] += g[n, o, i] * row(i, t) (+ g[n, o, i + 1] * row(i + 1, t))``: the
+    summation order of the four-channel update in :func:`_weight_grad_job`."""
+    kh, kw, wo = acc.shape[0] // shift.shape[0], shift.shape[0], acc.shape[1]
+    h = g[n, o, i]
+    e = g[n, o, i + 1 if two else i]
+    for a in range(kh):
+        r = i * sh + a * dh
+        for b in range(kw):
+            s, t = shift[b], a * kw + b
+            u_row = xr[n, ci, r, phase[b], s:s + wo]
+            p = acc[t]
+            if two:
+                v_row = xr[n, ci, r + sh, phase[b], s:s + wo]
+                for j in range(wo):
+                    p[j] += h[j] * u_row[j] + e[j] * v_row[j]
+            else:
+                for j in range(wo):
+                    p[j] += h[j] * u_row[j]
+
+
+@jit
+def _weight_grad_job(g, xr, phase, shift, sh, dh, groups, gw, job):
+    """``gw[o0:o0 + 4, c] = sum_{n, i, j} g[n, o, i, j] * row(c, a, b)[j]``.
+
+    Partial sums per output column, two output rows per update (a vectorisable update with
+    few stores), reduced over the columns at the end in a fixed order.
+    """
+    n_batch, c_out, ho, wo = g.shape
+    c_in_g, kh, kw = gw.shape[1], gw.shape[2], gw.shape[3]
+    c_out_g = c_out // groups
+    nblk = _blocks(c_out_g)
+    blk = job // c_in_g
+    c = job - blk * c_in_g
+    grp = blk // nblk
+    o0 = grp * c_out_g + (blk - grp * nblk) * _BLOCK
+    nb = min(_BLOCK, (grp + 1) * c_out_g - o0)
+    ci = grp * c_in_g + c
+    acc = np.zeros((_BLOCK, kh * kw, wo))
+    for n in range(n_batch):
+        for i in range(0, ho, 2):
+            two = i + 1 < ho
+            if nb == _BLOCK and two:
+                # four output channels, rows i and i + 1 (inlined: a call here is slower)
+                h0, h1, h2, h3 = g[n, o0, i], g[n, o0 + 1, i], g[n, o0 + 2, i], \
+                    g[n, o0 + 3, i]
+                e0, e1, e2, e3 = g[n, o0, i + 1], g[n, o0 + 1, i + 1], g[n, o0 + 2, i + 1], \
+                    g[n, o0 + 3, i + 1]
+                for a in range(kh):
+                    r = i * sh + a * dh
+                    for b in range(kw):
+                        s, t = shift[b], a * kw + b
+                        u_row = xr[n, ci, r, phase[b], s:s + wo]
+                        v_row = xr[n, ci, r + sh, phase[b], s:s + wo]
+                        p0, p1, p2, p3 = acc[0, t], acc[1, t], acc[2, t], acc[3, t]
+                        for j in range(wo):
+                            u = u_row[j]
+                            v = v_row[j]
+                            p0[j] += h0[j] * u + e0[j] * v
+                            p1[j] += h1[j] * u + e1[j] * v
+                            p2[j] += h2[j] * u + e2[j] * v
+                            p3[j] += h3[j] * u + e3[j] * v
+            else:
+                for k in range(nb):
+                    _weight_grad_rows1(g, xr, phase, shift, sh, dh, n, i, two, o0 + k, ci,
+                                       acc[k])
+    for k in range(nb):
+        for a in range(kh):
+            for b in range(kw):
+                s = 0.0
+                for j in range(wo):
+                    s += acc[k, a * kw + b, j]
+                gw[o0 + k, c, a, b] = s
+
+
+@jit
+def _weight_grad_jobs(c_out, c_in_g, groups):
+    return groups * _blocks(c_out // groups) * c_in_g
+
+
+@jit
+def _weight_grad_serial(g, xr, phase, shift, sh, dh, groups, gw):
+    for job in range(_weight_grad_jobs(gw.shape[0], gw.shape[1], groups)):
+        _weight_grad_job(g, xr, phase, shift, sh, dh, groups, gw, job)
+
+
+@pjit
+def _weight_grad_parallel(g, xr, phase, shift, sh, dh, groups, gw):
+    for job in prange(_weight_grad_jobs(gw.shape[0], gw.shape[1], groups)):
+        _weight_grad_job(g, xr, phase, shift, sh, dh, groups, gw, job)
+
+
+# ----------------------------------------------------------------------------------------------
+# weight gradient with the input channels as the vector dimension (C_in / groups >= 16)
+#
+# ``gw[o, c, a, b] = sum_{n, i, j} g[n, o, i, j] * xpad[n, c, i*sh + a*dh, j*sw + b*dw]``.
+# The padded input is stored channels last, one block per group, each padded row flattened:
+# ``xf[n, grp, r, p * C_in_g + c] = xpad[n, grp * C_in_g + c, r, p]``. Output column ``j``
+# reads ``xf[n, grp, r, (j*sw + b*dw) * C_in_g + c]``: with ``dw == 1`` the ``kw * C_in_g``
+# values ``(b, c)`` are one contiguous run, laid out like the partial sums ``acc[..., b *
+# C_in_g + c]``, so one long unit-stride loop updates a whole kernel row (``dw > 1``: one run of
+# ``C_in_g`` per kernel column, the same updates). An update adds four output columns of one
+# output row,
+# ``acc += ((g0 * u0 + g1 * u1) + (g2 * u2 + g3 * u3))`` with the scalars ``gt = g[n, o, i,
+# j0 + t]``; the ``wo % 4`` leftover columns are added one at a time (``acc += g * u``). So
+# every ``gw[o, c, a, b]`` is summed in one fixed order (sample, output row, column group,
+# leftover column), the same in the 8-channel block and in the 1-channel kernel, for any
+# thread count. A job owns a block of 8 output channels (fewer at the end of a group) and one
+# or all kernel rows: disjoint entries of ``gw``, so jobs run in any order.
+# ----------------------------------------------------------------------------------------------
+
+#: the channel-vector weight-gradient kernels run when C_in / groups reaches this
+_WGRAD_MIN_CHANNELS = 16
+#: output channels per weight-gradient job (each loaded input run feeds 8 accumulators)
+_WGRAD_BLOCK = 8
+#: a partial block with fewer channels than this runs the 1-channel kernel per channel
+_WGRAD_PARTIAL_MIN = 6
+#: a job keeps all kernel rows (its input rows stay in cache) when there are this many blocks
+#: of output channels and a block's partial sums are at most this many doubles; otherwise each
+#: kernel row is a job of its own (more jobs, smaller partial sums)
+_WGRAD_MIN_BLOCKS = 8
+_WGRAD_MAX_ACC = 8 * 1024
+
+
+@jit
+def _wgrad_rows8(g, xf, n, grp, i, r, o0, nb, kw, sw, dw, acc):
+    """``acc[k, b * C + c] += sum_j g[n, o_k, i, j] * xf[n, grp, r, (j*sw + b*dw) * C + c]``
+    for ``k < 8`` and ``o_k = o0 + min(k, nb - 1)``: output row ``i`` of sample ``n`` and the
+    kernel row that reads padded row ``r``. A partial block (``nb < 8``) repeats its last
+    channel in the rows ``k >= nb`` of ``acc``, which the caller ignores."""
+    wo = g.shape[3]
+    span = acc.shape[1]
+    c_in_g = span // kw
+    fold = kw if dw == 1 else 1  # kernel columns per contiguous run
+    run = fold * c_in_g
+    row = xf[n, grp, r]
+    g0, g1, g2, g3 = g[n, o0, i], g[n, o0 + min(1, nb - 1), i], \
+        g[n, o0 + min(2, nb - 1), i], g[n, o0 + min(3, nb - 1), i]
+    g4, g5, g6, g7 = g[n, o0 + min(4, nb - 1), i], g[n, o0 + min(5, nb - 1), i], \
+        g[n, o0 + min(6, nb - 1), i], g[n, o0 + min(7, nb - 1), i]
+    full = wo - wo % 4
+    for j0 in range(0, full, 4):
+        s00, s01, s02, s03 = g0[j0], g0[j0 + 1], g0[j0 + 2], g0[j0 + 3]
+        s10, s11, s12, s13 = g1[j0], g1[j0 + 1], g1[j0 + 2], g1[j0 + 3]
+        s20, s21, s22, s23 = g2[j0], g2[j0 + 1], g2[j0 + 2], g2[j0 + 3]
+        s30, s31, s32, s33 = g3[j0], g3[j0 + 1], g3[j0 + 2], g3[j0 + 3]
+        s40, s41, s42, s43 = g4[j0], g4[j0 + 1], g4[j0 + 2], g4[j0 + 3]
+        s50, s51, s52, s53 = g5[j0], g5[j0 + 1], g5[j0 + 2], g5[j0 + 3]
+        s60, s61, s62, s63 = g6[j0], g6[j0 + 1], g6[j0 + 2], g6[j0 + 3]
+        s70, s71, s72, s73 = g7[j0], g7[j0 + 1], g7[j0 + 2], g7[j0 + 3]
+        for b in range(0, kw, fold):
+            lo = b * c_in_g
+            q0 = (j0 * sw + b * dw) * c_in_g
+            q1, q2, q3 = q0 + sw * c_in_g, q0 + 2 * sw * c_in_g, q0 + 3 * sw * c_in_g
+            x0, x1 = row[q0:q0 + run], row[q1:q1 + run]
+            x2, x3 = row[q2:q2 + run], row[q3:q3 + run]
+            p0, p1 = acc[0, lo:lo + run], acc[1, lo:lo + run]
+            p2, p3 = acc[2, lo:lo + run], acc[3, lo:lo + run]
+            p4, p5 = acc[4, lo:lo + run], acc[5, lo:lo + run]
+            p6, p7 = acc[6, lo:lo + run], acc[7, lo:lo + run]
+            for m in range(run):
+                u0 = x0[m]
+                u1 = x1[m]
+                u2 = x2[m]
+                u3 = x3[m]
+                p0[m] += (s00 * u0 + s01 * u1) + (s02 * u2 + s03 * u3)
+                p1[m] += (s10 * u0 + s11 * u1) + (s12 * u2 + s13 * u3)
+                p2[m] += (s20 * u0 + s21 * u1) + (s22 * u2 + s23 * u3)
+                p3[m] += (s30 * u0 + s31 * u1) + (s32 * u2 + s33 * u3)
+                p4[m] += (s40 * u0 + s41 * u1) + (s42 * u2 + s43 * u3)
+                p5[m] += (s50 * u0 + s51 * u1) + (s52 * u2 + s53 * u3)
+                p6[m] += (s60 * u0 + s61 * u1) + (s62 * u2 + s63 * u3)
+                p7[m] += (s70 * u0 + s71 * u1) + (s72 * u2 + s73 * u3)
+    for j in range(full, wo):
+        s0, s1, s2, s3 = g0[j], g1[j], g2[j], g3[j]
+        s4, s5, s6, s7 = g4[j], g5[j], g6[j], g7[j]
+        for b in range(0, kw, fold):
+            lo = b * c_in_g
+            q0 = (j * sw + b * dw) * c_in_g
+            x0 = row[q0:q0 + run]
+            p0, p1 = acc[0, lo:lo + run], acc[1, lo:lo + run]
+            p2, p3 = acc[2, lo:lo + run], acc[3, lo:lo + run]
+            p4, p5 = acc[4, lo:lo + run], acc[5, lo:lo + run]
+            p6, p7 = acc[6, lo:lo + run], acc[7, lo:lo + run]
+            for m in range(run):
+                u0 = x0[m]
+                p0[m] += s0 * u0
+                p1[m] += s1 * u0
+                p2[m] += s2 * u0
+                p3[m] += s3 * u0
+                p4[m] += s4 * u0
+                p5[m] += s5 * u0
+                p6[m] += s6 * u0
+                p7[m] += s7 * u0
+
+
+@jit
+def _wgrad_rows1(g, xf, n, grp, i, r, o, kw, sw, dw, acc):
+    """One output channel of :func:`_wgrad_rows8` (``acc`` is ``(kw * C,)``), same summation
+    order."""
+    wo = g.shape[3]
+    span = acc.shape[0]
+    c_in_g = span // kw
+    fold = kw if dw == 1 else 1
+    run = fold * c_in_g
+    row = xf[n, grp, r]
+    gr = g[n, o, i]
+    full = wo - wo % 4
+    for j0 in range(0, full, 4):
+        s0, s1, s2, s3 = gr[j0], gr[j0 + 1], gr[j0 + 2], gr[j0 + 3]
+        for b in range(0, kw, fold):
+            lo = b * c_in_g
+            q0 = (j0 * sw + b * dw) * c_in_g
+            q1, q2, q3 = q0 + sw * c_in_g, q0 + 2 * sw * c_in_g, q0 + 3 * sw * c_in_g
+            x0, x1 = row[q0:q0 + run], row[q1:q1 + run]
+            x2, x3 = row[q2:q2 + run], row[q3:q3 + run]
+            p = acc[lo:lo + run]
+            for m in range(run):
+                p[m] += (s0 * x0[m] + s1 * x1[m]) + (s2 * x2[m] + s3 * x3[m])
+    for j in range(full, wo):
+        s0 = gr[j]
+        for b in range(0, kw, fold):
+            lo = b * c_in_g
+            q0 = (j * sw + b * dw) * c_in_g
+            x0 = row[q0:q0 + run]
+            p = acc[lo:lo + run]
+            for m in range(run):
+                p[m] += s0 * x0[m]
+
+
+@jit
+def _wgrad_jobs(c_out, groups, kh, rows):
+    return groups * ((c_out // groups + _WGRAD_BLOCK - 1) // _WGRAD_BLOCK) * (kh // rows)
+
+
+@jit
+def _wgrad_job(g, xf, sh, sw, dh, dw, rows, partial_min, gw, job):
+    """``gw[o0:o0 + 8, :, a0:a0 + rows]`` (fewer channels at the end of a group): one block
+    of output channels, all input channels of its group, ``rows`` kernel rows (a divisor of
+    ``kh``). A partial block of ``nb >= partial_min`` channels runs the 8-channel kernel, a
+    smaller one the 1-channel kernel per channel (same sums either way)."""
+    n_batch, c_out, ho = g.shape[0], g.shape[1], g.shape[2]
+    groups = xf.shape[1]
+    c_in_g, kh, kw = gw.shape[1], gw.shape[2], gw.shape[3]
+    c_out_g = c_out // groups
+    nblk = (c_out_g + _WGRAD_BLOCK - 1) // _WGRAD_BLOCK
+    nrow = kh // rows
+    blk = job // nrow
+    a0 = (job - blk * nrow) * rows
+    grp = blk // nblk
+    o0 = grp * c_out_g + (blk - grp * nblk) * _WGRAD_BLOCK
+    nb = min(_WGRAD_BLOCK, (grp + 1) * c_out_g - o0)
+    acc = np.zeros((rows, _WGRAD_BLOCK, kw * c_in_g))
+    for n in range(n_batch):
+        for i in range(ho):
+            for t in range(rows):
+                r = i * sh + (a0 + t) * dh
+                if nb >= partial_min:
+                    _wgrad_rows8(g, xf, n, grp, i, r, o0, nb, kw, sw, dw, acc[t])
+                else:
+                    for k in range(nb):
+                        _wgrad_rows1(g, xf, n, grp, i, r, o0 + k, kw, sw, dw, acc[t, k])
+    for k in range(nb):
+        for t in range(rows):
+            for b in range(kw):
+                for c in range(c_in_g):
+                    gw[o0 + k, c, a0 + t, b] = acc[t, k, b * c_in_g + c]
+
+
+@jit
+def _wgrad_serial(g, xf, sh, sw, dh, dw, rows, partial_min, gw):
+    for job in range(_wgrad_jobs(g.shape[1], xf.shape[1], gw.shape[2], rows)):
+        _wgrad_job(g, xf, sh, sw, dh, dw, rows, partial_min, gw, job)
+
+
+@pjit
+def _wgrad_parallel(g, xf, sh, sw, dh, dw, rows, partial_min, gw):
+    for job in prange(_wgrad_jobs(g.shape[1], xf.shape[1], gw.shape[2], rows)):
+        _wgrad_job(g, xf, sh, sw, dh, dw, rows, partial_min, gw, job)
+
+
+def _wgrad_rows_per_job(w_shape, groups):
+    """Kernel rows per job of :func:`_wgrad_job`: all of them or one (shape only)."""
+    c_out, c_in_g, kh, kw = w_shape
+    blocks = groups * -(-(c_out // groups) // _WGRAD_BLOCK)
+    if blocks >= _WGRAD_MIN_BLOCKS and _WGRAD_BLOCK * kh * kw * c_in_g <= _WGRAD_MAX_ACC:
+        return kh
+    return 1
+
+
+@jit
+def _channels_last_row(x, ih, iw, xt, nr):
+    """``xt[n, q, r, p, c] = x[n, q * C_g + c, ih[r], iw[p]]`` (0 where an index is -1) for
+    ``(n, r) = divmod(nr, Hp)``."""
+    groups, hp, wp, c_g = xt.shape[1], xt.shape[2], xt.shape[3], xt.shape[4]
+    n = nr // hp
+    r = nr - n * hp
+    h = ih[r]
+    for q in range(groups):
+        dst = xt[n, q, r]
+        for p in range(wp):
+            w = iw[p]
+            out = dst[p]
+            if h < 0 or w < 0:
+                for c in range(c_g):
+                    out[c] = 0.0
+            else:
+                for c in range(c_g):
+                    out[c] = x[n, q * c_g + c, h, w]
+
+
+@jit
+def _channels_last_serial(x, ih, iw, xt):
+    for nr in range(xt.shape[0] * xt.shape[2]):
+        _channels_last_row(x, ih, iw, xt, nr)
+
+
+@pjit
+def _channels_last_parallel(x, ih, iw, xt):
+    for nr in prange(xt.shape[0] * xt.shape[2]):
+        _channels_last_row(x, ih, iw, xt, nr)
+
+
+# ----------------------------------------------------------------------------------------------
+# input gradient with the input channels as the vector dimension (C_in / groups >= 16)
+#
+# ``gxpad[n, c, r, q] = sum_{o, a, b: r = i*sh + a*dh, q = j*sw + b*dw} w[o, c, a, b] *
+# g[n, o, i, j]``. The result is built channels last, one block per group, each padded row
+# flattened: ``gx[n, grp, r, q * C_in_g + c]``; the weights are stored as ``wt[grp, a, o,
+# b * C_in_g + c] = w[grp * C_out_g + o, c, a, b]`` and ``g`` channels last, ``gt[n, grp, i,
+# j, o]``, both with the output channels of a group zero-padded to a multiple of 8. Output
+# column ``j`` of kernel row ``a`` updates the run ``gx[n, grp, r, (j*sw + b*dw) * C_in_g +
+# c]``: with ``dw == 1`` the ``kw * C_in_g`` entries ``(b, c)`` are one contiguous run, laid
+# out like ``wt[grp, a, o]`` (``dw > 1``: one run of ``C_in_g`` per kernel column). An update
+# adds 8 output channels at once,
+# ``acc += ((s0 * w0 + s1 * w1) + (s2 * w2 + s3 * w3)) + ((s4 * w4 + s5 * w5) + (s6 * w6 +
+# s7 * w7))`` with ``st = g[n, o0 + t, i, j]``; padded channels add ``0 * 0``. So every entry
+# is summed in one fixed order (block of 8 output channels, kernel row, kernel column run,
+# output column) whatever the number of channels or threads; there is no remainder path. A job owns
+# one padded row of one sample and group: disjoint outputs, so jobs run in any order. With zero
+# padding only the rows that are kept are computed (the padding's rows are dropped anyway), and
+# the unpacking to planes goes row by row (one source row in cache, each plane's row written
+# contiguously): copies, so the result is the same bits as computing and cropping every row.
+# ----------------------------------------------------------------------------------------------
+
+#: the channel-vector input-gradient kernels run when C_in / groups reaches this ...
+_IGRAD_MIN_CHANNELS = 16
+#: ... and C_out / groups this (fewer would mostly add zero-padded channels)
+_IGRAD_MIN_OUT_CHANNELS = 8
+#: output channels summed per update (the group's channels are zero-padded to a multiple)
+_IGRAD_BLOCK = 8
+
+
+@jit
+def _igrad_job(gt, wt, kw, sh, sw, dh, dw, r0, gx, job):
+    """Padded row ``r0 + rr`` into ``gx[n, grp, rr]`` for ``(n, grp, rr) = job`` (row-major;
+    ``gx`` holds the padded rows from ``r0`` on that are needed)."""
+    ho, wo, cpad = gt.shape[2], gt.shape[3], gt.shape[4]
+    groups, kh, span = wt.shape[0], wt.shape[1], wt.shape[3]
+    rows = gx.shape[2]
+    c_in_g = span // kw
+    fold = kw if dw == 1 else 1  # kernel columns per contiguous run
+    run = fold * c_in_g
+    n = job // (groups * rows)
+    rem = job - n * (groups * rows)
+    grp = rem // rows
+    row = gx[n, grp, rem - grp * rows]
+    r = r0 + rem - grp * rows
+    for m in range(row.shape[0]):
+        row[m] = 0.0
+    for ob in range(0, cpad, _IGRAD_BLOCK):
+        for a in range(kh):
+            t = r - a * dh
+            i = t // sh
+            if t < 0 or i * sh != t or i >= ho:
+                continue
+            wa = wt[grp, a]
+            w0, w1, w2, w3 = wa[ob], wa[ob + 1], wa[ob + 2], wa[ob + 3]
+            w4, w5, w6, w7 = wa[ob + 4], wa[ob + 5], wa[ob + 6], wa[ob + 7]
+            gi = gt[n, grp, i]
+            for b in range(0, kw, fold):
+                lo = b * c_in_g
+                x0, x1 = w0[lo:lo + run], w1[lo:lo + run]
+                x2, x3 = w2[lo:lo + run], w3[lo:lo + run]
+                x4, x5 = w4[lo:lo + run], w5[lo:lo + run]
+                x6, x7 = w6[lo:lo + run], w7[lo:lo + run]
+                for j in range(wo):
+                    s = gi[j]
+                    s0, s1, s2, s3 = s[ob], s[ob + 1], s[ob + 2], s[ob + 3]
+                    s4, s5, s6, s7 = s[ob + 4], s[ob + 5], s[ob + 6], s[ob + 7]
+                    q0 = (j * sw + b * dw) * c_in_g
+                    p = row[q0:q0 + run]
+                    for m in range(run):
+                        p[m] += ((s0 * x0[m] + s1 * x1[m]) + (s2 * x2[m] + s3 * x3[m])) + \
+                            ((s4 * x4[m] + s5 * x5[m]) + (s6 * x6[m] + s7 * x7[m]))
+
+
+@jit
+def _igrad_serial(gt, wt, kw, sh, sw, dh, dw, r0, gx):
+    for job in range(gx.shape[0] * gx.shape[1] * gx.shape[2]):
+        _igrad_job(gt, wt, kw, sh, sw, dh, dw, r0, gx, job)
+
+
+@pjit
+def _igrad_parallel(gt, wt, kw, sh, sw, dh, dw, r0, gx):
+    for job in prange(gx.shape[0] * gx.shape[1] * gx.shape[2]):
+        _igrad_job(gt, wt, kw, sh, sw, dh, dw, r0, gx, job)
+
+
+@jit
+def _igrad_gt_row(g, gt, ni):
+    """``gt[n, q, i, j, o] = g[n, q * C_g + o, i, j]`` (``gt`` zero beyond ``C_g``) for
+    ``(n, i) = divmod(ni, Ho)``."""
+    groups, ho, wo, cpad = gt.shape[1], gt.shape[2], gt.shape[3], gt.shape[4]
+    c_g = g.shape[1] // groups
+    n = ni // ho
+    i = ni - n * ho
+    for q in range(groups):
+        dst = gt[n, q, i]
+        for j in range(wo):
+            out = dst[j]
+            for o in range(c_g):
+                out[o] = g[n, q * c_g + o, i, j]
+            for o in range(c_g, cpad):
+                out[o] = 0.0
+
+
+@jit
+def _igrad_gt_serial(g, gt):
+    for ni in range(gt.shape[0] * gt.shape[2]):
+        _igrad_gt_row(g, gt, ni)
+
+
+@pjit
+def _igrad_gt_parallel(g, gt):
+    for ni in prange(gt.shape[0] * gt.shape[2]):
+        _igrad_gt_row(g, gt, ni)
+
+
+@jit
+def _igrad_unpack_row(gx, top, left, out, job):
+    """``out[n, q * C_g + c, h, x] = gx[n, q, top + h, (left + x) * C_g + c]`` for one row
+    ``(n, q, h) = job`` (row-major) of every channel of group ``q``: the source row stays in
+    cache while each channel's row is written contiguously."""
+    groups = gx.shape[1]
+    c_all, h_out, w_out = out.shape[1], out.shape[2], out.shape[3]
+    c_g = c_all // groups
+    n = job // (groups * h_out)
+    rem = job - n * (groups * h_out)
+    q = rem // h_out
+    h = rem - q * h_out
+    src = gx[n, q, top + h]
+    for c in range(c_g):
+        dst = out[n, q * c_g + c, h]
+        for x in range(w_out):
+            dst[x] = src[(left + x) * c_g + c]
+
+
+@jit
+def _igrad_unpack_serial(gx, top, left, out):
+    for job in range(out.shape[0] * gx.shape[1] * out.shape[2]):
+        _igrad_unpack_row(gx, top, left, out, job)
+
+
+@pjit
+def _igrad_unpack_parallel(gx, top, left, out):
+    for job in prange(out.shape[0] * gx.shape[1] * out.shape[2]):
+        _igrad_unpack_row(gx, top, left, out, job)
+
+
+def _igrad_channels_last(g, w, geom, n_batch, c_in):
+    """:func:`_input_grad` with the channel-vector kernels (``C_in / groups >= 16``)."""
+    groups = geom.groups
+    c_out, c_in_g, kh, kw = w.shape
+    c_out_g = c_out // groups
+    cpad = -(-c_out_g // _IGRAD_BLOCK) * _IGRAD_BLOCK
+    hp, wp = geom.padded_hw
+    ho, wo = g.shape[2], g.shape[3]
+    parallel = _macs(g.size, w[0].size) >= _PARALLEL_MIN_WORK
+    gt = np.empty((n_batch, groups, ho, wo, cpad))
+    (_igrad_gt_parallel if parallel else _igrad_gt_serial)(g, gt)
+    wt = np.zeros((groups, kh, cpad, kw, c_in_g))
+    wt[:, :, :c_out_g] = w.reshape(groups, c_out_g, c_in_g, kh, kw).transpose(0, 3, 1, 4, 2)
+    cropped = geom.mode == "zeros" and geom.maps is None  # zero padding: its rows are dropped
+    r0, rows = (geom.pads[0][0], geom.in_hw[0]) if cropped else (0, hp)
+    gx = np.empty((n_batch, groups, rows, wp * c_in_g))  # only the rows that are kept
+    (_igrad_parallel if parallel else _igrad_serial)(
+        gt, wt.reshape(groups, kh, cpad, kw * c_in_g), kw, geom.stride[0], geom.stride[1],
+        geom.dilation[0], geom.dilation[1], r0, gx)
+    unpack = _igrad_unpack_parallel if parallel else _igrad_unpack_serial
+    if cropped:
+        out = np.empty((n_batch, c_in) + tuple(geom.in_hw))
+        unpack(gx, 0, geom.pads[1][0], out)
+        return out
+    gp = np.empty((n_batch, c_in, hp, wp))
+    unpack(gx, 0, 0, gp)
+    return _unpad_adjoint(gp, geom)
+
+
+# ----------------------------------------------------------------------------------------------
+# the three building blocks on 4-D float64 arrays
+# ----------------------------------------------------------------------------------------------
+
+def _column_phases(geom):
+    """``(phase, shift)`` of every kernel column in the stride-split layout."""
+    sw, dw, kw = geom.stride[1], geom.dilation[1], geom.k_hw[1]
+    offsets = np.arange(kw, dtype=np.int64) * dw
+    return offsets % sw, offsets // sw
+
+
+def _split_columns(xp, sw):
+    """``(N, C, Hp, Wp) -> (N, C, Hp, P, ceil(Wp / sw))``, ``[..., p, m] = xp[..., p + m sw]``.
+
+    Only the ``P = min(sw, Wp)`` phases that exist are stored (a stride larger than the padded
+    width would otherwise allocate ``sw`` mostly empty phases); one vectorised copy.
+    """
+    if sw == 1:
+        return xp[:, :, :, None, :]
+    n, c, hp, wp = xp.shape
+    if sw >= wp:  # one column per phase
+        return np.ascontiguousarray(xp[:, :, :, :, None])
+    m, full = -(-wp // sw), wp // sw
+    xr = np.zeros((n, c, hp, sw, m))
+    xr[..., :full] = xp[..., :full * sw].reshape(n, c, hp, full, sw).transpose(0, 1, 2, 4, 3)
+    if full < m:
+        xr[..., :wp - full * sw, full] = xp[..., full * sw:]
+    return xr
+
+
+def _merge_columns(gr, sw, wp):
+    """Inverse of :func:`_split_columns` (entries past ``wp`` are never read)."""
+    if sw == 1:
+        return gr[:, :, :, 0, :]
+    n, c, hp, p, m = gr.shape
+    if sw >= wp:
+        return gr[..., 0]
+    gp = np.empty((n, c, hp, m, sw))
+    gp[...] = gr.transpose(0, 1, 2, 4, 3)
+    return gp.reshape(n, c, hp, m * sw)[..., :wp]
+
+
+def _macs(*shape):
+    return int(np.prod(np.asarray(shape, dtype=np.float64)))
+
+
+def _forward(x, w, bias, geom):
+    n, c_out = x.shape[0], w.shape[0]
+    xr = _split_columns(_pad(x, geom), geom.stride[1])
+    out = np.empty((n, c_out) + geom.out_hw)
+    b = np.zeros(c_out) if bias is None else bias
+    phase, shift = _column_phases(geom)
+    run = _forward_parallel if _macs(out.size, w[0].size) >= _PARALLEL_MIN_WORK \
+        else _forward_serial
+    run(xr, w, b, phase, shift, geom.stride[0], geom.dilation[0], geom.groups, out)
+    return out
+
+
+def _input_grad(g, w, geom, n_batch, c_in):
+    if w.shape[1] >= _IGRAD_MIN_CHANNELS and w.shape[0] // geom.groups >= _IGRAD_MIN_OUT_CHANNELS:
+        return _igrad_channels_last(g, w, geom, n_batch, c_in)
+    sw = geom.stride[1]
+    hp, wp = geom.padded_hw
+    wq = -(-wp // sw)
+    phase, shift = _column_phases(geom)
+    gr = np.empty((n_batch, c_in, hp, min(sw, wp), wq))
+    run = _input_grad_parallel if _macs(g.size, w[0].size) >= _PARALLEL_MIN_WORK \
+        else _input_grad_serial
+    run(g, w, phase, shift, geom.stride[0], geom.dilation[0], geom.groups, gr)
+    return _unpad_adjoint(np.ascontiguousarray(_merge_columns(gr, sw, wp)), geom)
+
+
+def _weight_grad(g, x, w_shape, geom):
+    work = _macs(g.size, np.prod(w_shape[1:]))
+    if w_shape[1] >= _WGRAD_MIN_CHANNELS:  # channels-last kernels (input channels as lanes)
+        n, c_in = x.shape[0], x.shape[1]
+        hp, wp = geom.padded_hw
+        c_in_g = c_in // geom.groups
+        ih, iw = _pad_maps(geom)
+        xt = np.empty((n, geom.groups, hp, wp, c_in_g))
+        parallel = work >= _PARALLEL_MIN_WORK
+        (_channels_last_parallel if parallel else _channels_last_serial)(x, ih, iw, xt)
+        gw = np.empty(w_shape)
+        (_wgrad_parallel if parallel else _wgrad_serial)(
+            g, xt.reshape(n, geom.groups, hp, wp * c_in_g), geom.stride[0], geom.stride[1],
+            geom.dilation[0], geom.dilation[1], _wgrad_rows_per_job(w_shape, geom.groups),
+            _WGRAD_PARTIAL_MIN, gw)
+        return gw
+    xr = _split_columns(_pad(x, geom), geom.stride[1])
+    gw = np.empty(w_shape)
+    phase, shift = _column_phases(geom)
+    run = _weight_grad_parallel if work >= _PARALLEL_MIN_WORK else _weight_grad_serial
+    run(g, xr, phase, shift, geom.stride[0], geom.dilation[0], geom.groups, gw)
+    return gw
