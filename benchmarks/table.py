@@ -2,9 +2,11 @@
 
 ``python -m benchmarks.table [bench_conv bench_motion ...]`` (from the repository root) runs
 every asv benchmark class of the named modules (default: all CPU ones) outside asv, in this
-process: ``setup`` (data, JIT warm-up), then the median of up to 25 calls of each ``time_*``
-method (at most ~2 s per case), and prints one Markdown row per case with the lmref and
-torch times and the speed-up (torch time / lmref time). asv remains the tool to track
+process: ``setup`` of every peer (data, JIT warm-up), then the peers' calls of each
+``time_*`` method *interleaved* (lmref, torch, lmref, torch, ...: both sample the same machine
+state, which matters on a shared or throttled machine) for up to 41 rounds (at most ~2 s per
+peer), and prints one Markdown row per case with the medians of the lmref and torch times and
+the speed-up (torch time / lmref time). asv remains the tool to track
 speed over commits; this is the quick side-by-side view with the machine and date.
 """
 import datetime
@@ -19,17 +21,20 @@ import numpy as np
 
 CPU_MODULES = ("bench_conv", "bench_compose", "bench_motion", "bench_arma", "bench_blockmatch",
                "bench_layers", "bench_temporal")
-MAX_RUNS, MAX_SECONDS = 25, 2.0
+MAX_RUNS, MAX_SECONDS = 41, 2.0
 
 
-def _median_ms(fn) -> float:
-    times = []
+def _median_ms(*fns) -> list[float]:
+    """Median ms of each function, their calls interleaved round by round."""
+    times = [[] for _ in fns]
     start = time.perf_counter()
-    while len(times) < MAX_RUNS and (len(times) < 3 or time.perf_counter() - start < MAX_SECONDS):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+    while len(times[0]) < MAX_RUNS and (
+            len(times[0]) < 5 or time.perf_counter() - start < MAX_SECONDS * len(fns)):
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return [1e3 * float(np.median(ts)) for ts in times]
 
 
 def _cases(cls):
@@ -41,14 +46,23 @@ def _cases(cls):
     return None, list(itertools.product(*params))
 
 
-def _time_case(cls, method, args) -> float | str:
+def _call(cls, method, args):
+    """A set-up benchmark's ``time_*`` call, or why it skipped."""
     bench = cls()
     try:
         if hasattr(bench, "setup"):
             bench.setup(*args)
     except NotImplementedError as exc:
         return f"skipped ({exc})"
-    return _median_ms(lambda: getattr(bench, method)(*args))
+    return lambda: getattr(bench, method)(*args)
+
+
+def _time_peers(cls, method, cases) -> list:
+    """Interleaved medians (ms) of the cases that set up, the skip reasons of the others."""
+    calls = [_call(cls, method, args) for args in cases]
+    ready = [c for c in calls if callable(c)]
+    ms = iter(_median_ms(*ready)) if ready else iter(())
+    return [next(ms) if callable(c) else c for c in calls]
 
 
 def _fmt(v) -> str:
@@ -64,9 +78,9 @@ def _rows(module):
         for method, args in itertools.product(methods, rest):
             label = ", ".join(map(str, args))
             if peers is None:
-                yield name, method, label, _time_case(cls, method, args), "-", "-"
+                yield name, method, label, _time_peers(cls, method, [args])[0], "-", "-"
                 continue
-            ms = {p: _time_case(cls, method, (p, *args)) for p in peers}
+            ms = dict(zip(peers, _time_peers(cls, method, [(p, *args) for p in peers])))
             mine, other = ms.get("lmref", "-"), ms.get("torch", "-")
             ratio = (f"{other / mine:.2f}x" if isinstance(mine, float)
                      and isinstance(other, float) else "-")
