@@ -34,8 +34,9 @@ def _prepare(s, x, kernel_size, stride, padding, dilation, ceil_mode):
         return s.constant((name, geometry), build)
 
     def windows():  # rows first/stop, cols first/stop, and the steps (int64-safe, as the CPU)
-        rows = table("pool rows", lambda: np.stack([g.windows()[0].first, g.windows()[0].stop]))
-        cols = table("pool cols", lambda: np.stack([g.windows()[1].first, g.windows()[1].stop]))
+        rows, cols = (table(f"pool windows {a}",
+                            lambda a=a: np.stack([g.windows()[a].first, g.windows()[a].stop]))
+                      for a in range(2))
         return rows[0], rows[1], cols[0], cols[1], min(g.d[0], g.spatial[0]), \
             min(g.d[1], g.spatial[1])
 
