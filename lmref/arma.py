@@ -543,13 +543,18 @@ def ar_solve(t, a, *, workers=_WORKERS, rcond=RCOND):
     -------
     ndarray, float64, shape of ``t``
 
+    Raises
+    ------
+    ValueError
+        even kernel sizes, kernel larger than the image, channel mismatch, NaN/Inf, or a
+        non-invertible kernel.
+
     Notes
     -----
     Transforms. Where a side of the grid is not a power of two, ``scipy.fft``'s: the result is
     bit for bit ``irfft2(rfft2(t) * (1 / A))`` (tested). On power-of-two grids (``H`` and
-    ``W``; ``1`` counts, so 1-D solves of power-of-two length too), lmref's own radix-2 FFT
-    (~2x faster than scipy's there), whose rounding differs: with ``Y*`` the exact solve with the
-    same computed ``1 / A``, ``u = 2**-53`` and ``L = log2(H W)``, per channel ``c``
+    ``W``; ``1`` counts, so 1-D solves of power-of-two length too), lmref's own radix-2 FFT,
+    whose rounding differs: with ``Y*`` the exact solve with the same computed ``1 / A``, ``u = 2**-53`` and ``L = log2(H W)``, per channel ``c``
     ``||Y_c - Y*_c||_F <= (20 L + 3) u max_k |1 / A_c[k]| ||T_c||_F`` to first order, barring
     underflow and overflow (Higham, *Accuracy and Stability of Numerical Algorithms*, Thm. 24.2,
     ``eta <= 10 u`` per radix-2 stage with the twiddles' error, for the forward and the inverse
@@ -557,12 +562,6 @@ def ar_solve(t, a, *, workers=_WORKERS, rcond=RCOND):
     to lie within twice this of each other). Batch entries ``2k`` and ``2k + 1`` share one
     complex transform (``t[2k] + i t[2k + 1]``), so an entry's error scales with the norm of
     the pair, not of the entry alone.
-
-    Raises
-    ------
-    ValueError
-        even kernel sizes, kernel larger than the image, channel mismatch, NaN/Inf, or a
-        non-invertible kernel.
 
     Examples
     --------
@@ -589,7 +588,8 @@ def ar_solve_backward(grad_y, y, a, *, workers=_WORKERS, rcond=RCOND):
     ``grad_t`` solves ``a^T * grad_t = grad_y`` (eq. 11b; ``a^T`` the reversed kernel, so in
     frequency ``G / conj(A)``, eq. 12b) and ``a^T * grad_a = -y^T * grad_y`` (eq. 11a), i.e.
     ``grad_a[d] = -sum_{n, i} grad_t[n, i] y[n, i - d]`` (circular), restricted to the kernel's
-    taps and summed over the batch.
+    taps and summed over the batch. The transforms of ``grad_t``, and their rounding, are
+    those of :func:`ar_solve` (with ``conj(1 / A)``).
 
     Parameters
     ----------
@@ -874,7 +874,8 @@ def arma2d(x, weight, a, bias=None, stride=1, padding="same", dilation=1,
     The moving-average part is :func:`lmref.conv.conv2d` (PyTorch semantics: a
     cross-correlation, ``weight`` OIHW); ``dilation`` dilates it (the paper's *dilated ARMA*),
     never the AR kernel. Defaults follow the paper's layer: ``'same'`` output size and circular
-    padding, matching the circular AR solve. ``a`` is ``(C_out, kh, kw)``.
+    padding, matching the circular AR solve (its transforms and their rounding as in
+    :func:`ar_solve`). ``a`` is ``(C_out, kh, kw)``.
 
     Returns
     -------
