@@ -291,21 +291,19 @@ def _adjoint_solve(g4, inv_spec, workers, keep_spectrum=False, finite_name=None)
 # power-of-two grids: lmref's own radix-2 FFT solve
 # ----------------------------------------------------------------------------------------------
 # scipy's pocketfft (built for the baseline x86-64 SIMD) spends ~2x MKL's time on the batched
-# 64 x 64 transforms of an ARMA layer. On power-of-two grids the solve runs here instead, one
-# image at a time: its even and odd rows form the complex ``(H / 2, W)`` image
-# ``z[r] = t[2r] + i t[2r + 1]``, whose 2-D DFT ``Z`` gives the image's (the real-input split:
-# ``X[k] = Ze[k] + w^k Zo[k]``, ``X[k + H/2] = Ze[k] - w^k Zo[k]``, ``w = exp(-2 pi i / H)``, with
-# ``Ze``, ``Zo`` from ``Z[k]`` and ``conj(Z[-k])``); after the product by ``1 / A`` the inverse
-# split and an inverse ``(H / 2, W)`` DFT give the solution's even and odd rows. Each 1-D
-# transform runs along the rows' axis of a split (real, imaginary) ``(n, m)`` block, every
+# 64 x 64 transforms of an ARMA layer. On power-of-two grids the solve runs here instead: two
+# real images of one channel (batch entries 2k and 2k + 1) form one complex image
+# ``z = t[2k] + i t[2k + 1]``; as the circular solve maps real images to real images and is
+# complex-linear, ``ifft2(fft2(z) / A) = y[2k] + i y[2k + 1]`` (full spectrum of ``1 / A``). Each
+# 1-D transform runs along the rows' axis of a split (real, imaginary) ``(n, m)`` block, every
 # butterfly a loop over the ``m`` contiguous columns (SIMD); the second axis is transposed in
 # between. Forward transforms are decimation in frequency (natural order in, bit-reversed out),
 # inverse ones decimation in time (bit-reversed in, natural out), and ``1 / A`` is stored in the
 # bit-reversed, transposed order of the spectrum, so no permutation pass is needed.
 
 def _radix2_grid(spatial):
-    """Whether both sides of the grid are powers of two, ``H >= 2`` (1-D solves: scipy's)."""
-    return spatial[0] >= 2 and all(s & (s - 1) == 0 for s in spatial)
+    """Whether both sides of the grid are powers of two (1 included: the 1-D solves)."""
+    return all(s & (s - 1) == 0 for s in spatial)
 
 
 @functools.cache
@@ -321,53 +319,42 @@ def _bit_reversal(n):
 
 
 @functools.cache
-def _twiddles(n, sign=-1):
-    """``(cos, sin)`` of ``sign 2 pi k / n``, ``k < n / 2`` (read-only, shared): -1 for the
-    forward transforms, +1 for the inverse ones."""
-    w = np.exp(sign * 2j * np.pi * np.arange(n // 2) / n)
+def _twiddles(n):
+    """``(cos, sin)`` of ``-2 pi k / n``, ``k < n / 2`` (read-only, shared)."""
+    w = np.exp(-2j * np.pi * np.arange(n // 2) / n)
     re, im = np.ascontiguousarray(w.real), np.ascontiguousarray(w.imag)
     re.flags.writeable = im.flags.writeable = False
     return re, im
 
 
-@functools.cache
-def _partners(n):
-    """``p[i]``: the bit-reversed position of bin ``-rev(i) mod n`` (its conjugate partner)."""
-    rev = _bit_reversal(n)
-    out = rev[(n - rev) % n]
-    out.flags.writeable = False
-    return out
-
-
-def _split_layout_spectrum(inv_spec, spatial, adjoint):
-    """``1 / A`` (or its conjugate, ``adjoint``) for :func:`_split_multiply`: ``(C, 4, W, H/2)``,
-    at ``[c, :, i, j]`` the real and imaginary parts of bins ``(j, rev_W(i))`` and
-    ``(j + H/2, rev_W(i))``, the full spectrum from the half one by Hermitian symmetry (one
-    array: fewer pointers for the compiler's aliasing checks, so the row loops vectorise)."""
+def _pair_layout_spectrum(inv_spec, spatial, adjoint):
+    """``1 / A`` (or its conjugate, ``adjoint``) as split ``(C, W, H)`` arrays: the full spectrum
+    from the half one by Hermitian symmetry, in the transposed, bit-reversed order of
+    :func:`_radix2_pair`'s spectrum (``[c, i, j]`` = bin ``(rev_H(j), rev_W(i))``)."""
     h, w = spatial
-    out = np.empty((inv_spec.shape[0], 4, w, h // 2))
-    _gather_spectrum(np.ascontiguousarray(inv_spec), _bit_reversal(w), -1.0 if adjoint else 1.0,
-                     out)
-    return out
+    shape = (inv_spec.shape[0], w, h)
+    invr, invi = np.empty(shape), np.empty(shape)
+    _gather_spectrum(np.ascontiguousarray(inv_spec), _bit_reversal(h), _bit_reversal(w),
+                     -1.0 if adjoint else 1.0, invr, invi)
+    return invr, invi
 
 
 @jit
-def _gather_spectrum(half, rev_w, sign, out):
-    """Body of :func:`_split_layout_spectrum`: bin ``(kh, kw)`` with ``kw > W / 2`` is
+def _gather_spectrum(half, rev_h, rev_w, sign, invr, invi):
+    """Body of :func:`_pair_layout_spectrum`: bin ``(kh, kw)`` with ``kw > W / 2`` is
     ``conj(half[-kh, W - kw])``; ``sign`` -1 conjugates every bin."""
-    m, w = out.shape[3], rev_w.size
-    h = 2 * m
+    h, w = rev_h.size, rev_w.size
     for c in range(half.shape[0]):
         for i in range(w):
             kw = rev_w[i]
-            for j in range(m):
-                for q, kh in ((0, j), (2, j + m)):
-                    if kw <= w // 2:
-                        v = half[c, kh, kw]
-                        out[c, q, i, j], out[c, q + 1, i, j] = v.real, sign * v.imag
-                    else:
-                        v = half[c, (h - kh) % h, w - kw]
-                        out[c, q, i, j], out[c, q + 1, i, j] = v.real, -sign * v.imag
+            for j in range(h):
+                kh = rev_h[j]
+                if kw <= w // 2:
+                    v = half[c, kh, kw]
+                    invr[c, i, j], invi[c, i, j] = v.real, sign * v.imag
+                else:
+                    v = half[c, (h - kh) % h, w - kw]
+                    invr[c, i, j], invi[c, i, j] = v.real, -sign * v.imag
 
 
 @jit
@@ -378,9 +365,8 @@ def _rotate(xr, xi, wr, wi):
 
 @jit
 def _dif_rows(re, im, twr, twi):
-    """In-place unscaled radix-2 DFT with the twiddles ``tw`` (:func:`_twiddles`: its sign is the
-    transform's) along axis 0 of the split complex ``(n, m)`` block, decimation in frequency:
-    natural order in, bit-reversed out.
+    """In-place radix-2 DFT (sign -1, ``tw`` = :func:`_twiddles`) along axis 0 of the split
+    complex ``(n, m)`` block, decimation in frequency: natural order in, bit-reversed out.
 
     Two radix-2 stages per pass over the block (four rows at a time, the same operations as
     one stage after the other: half the loads and stores), one single stage at the end when
@@ -420,15 +406,16 @@ def _dif_rows(re, im, twr, twi):
 
 @jit
 def _dit_rows(re, im, twr, twi):
-    """As :func:`_dif_rows` by decimation in time: bit-reversed order in, natural out."""
+    """In-place unscaled inverse DFT along axis 0 (conjugate twiddles), decimation in time:
+    bit-reversed order in, natural out; two stages per pass as in :func:`_dif_rows`."""
     n, m = re.shape
     half, step = 1, n // 2
     while 4 * half <= n:  # stages ``half`` and ``2 half`` on rows r0 < r1 < r2 < r3
         for start in range(0, n, 4 * half):
             for j in range(half):
-                war, wai = twr[j * step], twi[j * step]
-                wbr, wbi = twr[j * step // 2], twi[j * step // 2]
-                wcr, wci = twr[(j + half) * step // 2], twi[(j + half) * step // 2]
+                war, wai = twr[j * step], -twi[j * step]
+                wbr, wbi = twr[j * step // 2], -twi[j * step // 2]
+                wcr, wci = twr[(j + half) * step // 2], -twi[(j + half) * step // 2]
                 r0 = start + j
                 r1, r2, r3 = r0 + half, r0 + 2 * half, r0 + 3 * half
                 for c in range(m):
@@ -447,7 +434,7 @@ def _dit_rows(re, im, twr, twi):
         step //= 4
     if half < n:  # the last stage, ``half = n / 2``
         for j in range(half):
-            wr, wi = twr[j * step], twi[j * step]
+            wr, wi = twr[j * step], -twi[j * step]
             for c in range(m):
                 br, bi = _rotate(re[j + half, c], im[j + half, c], wr, wi)
                 ar, ai = re[j, c], im[j, c]
@@ -464,128 +451,66 @@ def _transpose_into(src, dst):
 
 
 @jit
-def _split_bin(zr, zi, pr, pi, wr, wi, lo_r, lo_i, hi_r, hi_i):
-    """``4 (Ye + i Yo)`` at one bin of :func:`_split_multiply`, from ``Z`` and its partner ``P``.
-
-    ``2 Ze = Z + conj(P)``, ``2 Zo = (Z - conj(P)) / i``, ``X`` (times 2) at rows ``k`` and
-    ``k + H/2`` by the butterfly with ``w^k``, each times its ``1 / A``, then the inverse split
-    ``2 Ye = Y[k] + Y[k + H/2]``, ``2 Yo = conj(w^k) (Y[k] - Y[k + H/2])``; the powers of two
-    are left to the final scale (exact).
-    """
-    er, ei = zr + pr, zi - pi
-    tr, ti = _rotate(zi + pi, pr - zr, wr, wi)
-    y1r, y1i = _rotate(er + tr, ei + ti, lo_r, lo_i)
-    y2r, y2i = _rotate(er - tr, ei - ti, hi_r, hi_i)
-    dr, di = _rotate(y1r - y2r, y1i - y2i, wr, -wi)
-    return y1r + y2r - di, y1i + y2i + dr
-
-
-@jit
-def _split_row(re, im, i, ip, c, inv, tw, partner, out_r, out_i):
-    """Row ``i`` of :func:`_split_multiply` into ``out``; ``ip`` is its partner row, in which
-    the partner of column ``j`` is ``-j mod M`` (copied into ``partner`` in that order first,
-    so that the main loop reads every array forwards)."""
-    m = re.shape[1]
-    for j in range(m):
-        jp = (m - j) & (m - 1)
-        partner[0, j], partner[1, j] = re[ip, jp], im[ip, jp]
-    for j in range(m):
-        out_r[j], out_i[j] = _split_bin(re[i, j], im[i, j], partner[0, j], partner[1, j],
-                                        tw[0, j], tw[1, j], inv[c, 0, i, j], inv[c, 1, i, j],
-                                        inv[c, 2, i, j], inv[c, 3, i, j])
-
-
-@jit
-def _split_multiply(re, im, c, inv, part_w, tw):
-    """In place on the spectrum ``Z`` of ``z[r] = t[2r] + i t[2r+1]`` (``(W, H/2)`` blocks, ``W``
-    bit-reversed, ``H/2`` natural): ``4 DFT(Y)`` packed the same way, ``Y = DFT(t) / A``. A row
-    and its conjugate partner row are read together before either is written; ``tw`` holds the
-    split's twiddles ``exp(-2 pi i k / H)``, ``k < H/2``, as rows (real, imaginary)."""
-    w, m = re.shape
-    rows_r, rows_i, partner = np.empty((2, m)), np.empty((2, m)), np.empty((2, m))
-    for i in range(w):
-        ip = part_w[i]
-        if ip < i:
-            continue  # done with its partner
-        _split_row(re, im, i, ip, c, inv, tw, partner, rows_r[0], rows_i[0])
-        _split_row(re, im, ip, i, c, inv, tw, partner, rows_r[1], rows_i[1])
-        re[i], im[i] = rows_r[0], rows_i[0]
-        re[ip], im[ip] = rows_r[1], rows_i[1]
-
-
-@jit
-def _radix2_image(t, out, p, inv, tables, dc):
-    """Image ``p`` = (entry ``p // C``, channel ``p % C``) of :func:`_radix2_solve`: the complex
-    ``(H/2, W)`` image of its even and odd rows, its 2-D DFT (``dc[p]`` = the DC bin: the sums
-    of the even and of the odd rows), :func:`_split_multiply`, the inverse DFT, scaled by
-    ``1 / (2 H W)`` (the split's powers of two and the inverse's ``1 / (H W / 2)``)."""
-    nc, h, w = t.shape[1], t.shape[2], t.shape[3]
-    n, c, m = p // nc, p % nc, h // 2
-    fm, im_fm, fw, im_fw, bm, im_bm, bw, im_bw, tw, part_w, rev_m = tables
-    re, im = np.empty((m, w)), np.empty((m, w))
-    re_t, im_t = np.empty((w, m)), np.empty((w, m))
-    for r in range(m):  # rows in bit-reversed order: the H/2 transform's output is natural
+def _radix2_pair(t, out, p, invr, invi, thr, thi, twr, twi, dc):
+    """Pair ``p`` = (batch pair ``p // C``, channel ``p % C``) of :func:`_radix2_solve`: the
+    complex image of entries ``2k``, ``2k + 1`` (zeros for a missing last one), its 2-D DFT
+    (``dc[p]`` = the DC bin), times ``1 / A``, the inverse DFT scaled by ``1 / (H W)``."""
+    nb, nc, h, w = t.shape
+    k, c = p // nc, p % nc
+    n0, n1 = 2 * k, 2 * k + 1
+    re, im = np.empty((h, w)), np.empty((h, w))
+    re_t, im_t = np.empty((w, h)), np.empty((w, h))
+    for i in range(h):
         for j in range(w):
-            re[rev_m[r], j] = t[n, c, 2 * r, j]
-            im[rev_m[r], j] = t[n, c, 2 * r + 1, j]
-    _dit_rows(re, im, fm, im_fm)
+            re[i, j] = t[n0, c, i, j]
+            im[i, j] = t[n1, c, i, j] if n1 < nb else 0.0
+    _dif_rows(re, im, thr, thi)
     _transpose_into(re, re_t)
     _transpose_into(im, im_t)
-    _dif_rows(re_t, im_t, fw, im_fw)
+    _dif_rows(re_t, im_t, twr, twi)
     dc[p, 0], dc[p, 1] = re_t[0, 0], im_t[0, 0]
-    _split_multiply(re_t, im_t, c, inv, part_w, tw)
-    _dit_rows(re_t, im_t, bw, im_bw)
+    for i in range(w):
+        for j in range(h):
+            xr, xi, vr, vi = re_t[i, j], im_t[i, j], invr[c, i, j], invi[c, i, j]
+            re_t[i, j] = xr * vr - xi * vi
+            im_t[i, j] = xr * vi + xi * vr
+    _dit_rows(re_t, im_t, twr, twi)
     _transpose_into(re_t, re)
     _transpose_into(im_t, im)
-    _dif_rows(re, im, bm, im_bm)
-    scale = 0.5 / (h * w)
-    for r in range(m):
+    _dit_rows(re, im, thr, thi)
+    scale = 1.0 / (h * w)
+    for i in range(h):
         for j in range(w):
-            out[n, c, 2 * r, j] = re[rev_m[r], j] * scale
-            out[n, c, 2 * r + 1, j] = im[rev_m[r], j] * scale
+            out[n0, c, i, j] = re[i, j] * scale
+            if n1 < nb:
+                out[n1, c, i, j] = im[i, j] * scale
 
 
 @jit
-def _radix2_serial(t, out, inv, tables, dc):
+def _radix2_serial(t, out, invr, invi, thr, thi, twr, twi, dc):
     for p in range(dc.shape[0]):
-        _radix2_image(t, out, p, inv, tables, dc)
+        _radix2_pair(t, out, p, invr, invi, thr, thi, twr, twi, dc)
 
 
 @pjit
-def _radix2_parallel(t, out, inv, tables, dc):
+def _radix2_parallel(t, out, invr, invi, thr, thi, twr, twi, dc):
     for p in prange(dc.shape[0]):
-        _radix2_image(t, out, p, inv, tables, dc)
-
-
-def _radix2_tables(spatial):
-    """Forward and inverse twiddles of ``H/2`` and ``W``, those of ``H`` (the split), the
-    partner rows of the ``W`` spectrum and the bit reversal of ``H/2``, for
-    :func:`_radix2_image`."""
-    h, w = spatial
-    return (*_twiddles(h // 2), *_twiddles(w), *_twiddles(h // 2, 1), *_twiddles(w, 1),
-            _split_twiddles(h), _partners(w), _bit_reversal(h // 2))
-
-
-@functools.cache
-def _split_twiddles(h):
-    """:func:`_twiddles` of ``h`` as one ``(2, h / 2)`` array (read-only, shared)."""
-    out = np.stack(_twiddles(h))
-    out.flags.writeable = False
-    return out
+        _radix2_pair(t, out, p, invr, invi, thr, thi, twr, twi, dc)
 
 
 def _radix2_solve(t4, inv_spec, workers, adjoint=False, finite_name=None):
     """:func:`_solve_spectrum` (``adjoint``: with ``conj(1 / A)``, as :func:`_adjoint_solve`) on a
     power-of-two grid by lmref's radix-2 FFT; see the section's notes and :func:`ar_solve` for
-    its rounding. Images run on several threads from _PARALLEL_FFT_MIN reals on (the same
-    per-image code either way, so the same bits)."""
+    its rounding. Pairs run on several threads from _PARALLEL_FFT_MIN reals on (the same
+    per-pair code either way, so the same bits)."""
     nb, nc, h, w = t4.shape
     t4 = np.ascontiguousarray(t4)
+    invr, invi = _pair_layout_spectrum(inv_spec, (h, w), adjoint)
     out = np.empty(t4.shape)
-    dc = np.empty((nb * nc, 2))
+    dc = np.empty(((nb + 1) // 2 * nc, 2))
     parallel = workers > 1 and t4.size >= _PARALLEL_FFT_MIN
-    (_radix2_parallel if parallel else _radix2_serial)(
-        t4, out, _split_layout_spectrum(inv_spec, (h, w), adjoint), _radix2_tables((h, w)), dc)
+    (_radix2_parallel if parallel else _radix2_serial)(t4, out, invr, invi, *_twiddles(h),
+                                                      *_twiddles(w), dc)
     if finite_name is not None:
         _finite_through(dc, t4, finite_name)
     return out
@@ -627,15 +552,16 @@ def ar_solve(t, a, *, workers=_WORKERS, rcond=RCOND):
     Notes
     -----
     Transforms. Where a side of the grid is not a power of two, ``scipy.fft``'s: the result is
-    bit for bit ``irfft2(rfft2(t) * (1 / A))`` (tested); 1-D solves too. On power-of-two
-    grids (``H >= 2`` and ``W``), lmref's own radix-2 FFT, one image at a time, whose rounding
-    differs: with ``Y*`` the exact solve with the same computed ``1 / A``, ``u = 2**-53`` and
-    ``L = log2(H W)``, per channel ``c``
+    bit for bit ``irfft2(rfft2(t) * (1 / A))`` (tested). On power-of-two grids (``H`` and
+    ``W``; ``1`` counts, so 1-D solves of power-of-two length too), lmref's own radix-2 FFT,
+    whose rounding differs: with ``Y*`` the exact solve with the same computed ``1 / A``, ``u = 2**-53`` and ``L = log2(H W)``, per channel ``c``
     ``||Y_c - Y*_c||_F <= (20 L + 3) u max_k |1 / A_c[k]| ||T_c||_F`` to first order, barring
     underflow and overflow (Higham, *Accuracy and Stability of Numerical Algorithms*, Thm. 24.2,
     ``eta <= 10 u`` per radix-2 stage with the twiddles' error, for the forward and the inverse
     2-D transforms, plus ``3 u`` for the product by ``1 / A``; the result and scipy's are tested
-    to lie within twice this of each other); the same holds for each image ``(n, c)`` alone.
+    to lie within twice this of each other). Batch entries ``2k`` and ``2k + 1`` share one
+    complex transform (``t[2k] + i t[2k + 1]``), so an entry's error scales with the norm of
+    the pair, not of the entry alone.
 
     Examples
     --------

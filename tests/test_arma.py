@@ -161,7 +161,7 @@ def test_radix2_transforms_are_dfts_in_bit_reversed_order(rng):
         rev = arma._bit_reversal(n)
         bound = 10 * max(math.log2(n), 1) * 2.0 ** -53 * np.linalg.norm(np.fft.fft(x, axis=0))
         assert np.linalg.norm(re + 1j * im - np.fft.fft(x, axis=0)[rev]) <= bound
-        arma._dit_rows(re, im, *arma._twiddles(n, 1))
+        arma._dit_rows(re, im, *arma._twiddles(n))
         assert np.linalg.norm((re + 1j * im) / n - x) <= 2 * bound / math.sqrt(n)
 
 
