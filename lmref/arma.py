@@ -100,6 +100,10 @@ _WORKERS = 2
 #: not depend on it): below it a transform takes well under 0.1 ms, and handing half of it to
 #: a second thread costs more than it saves (3x slower for a (1, 4, 16, 16) solve)
 _PARALLEL_FFT_MIN = 2 ** 15
+#: largest grid (pixels) of lmref's radix-2 solve: its blocks (two per image pair, split real
+#: and imaginary) stay cache-resident up to 256 x 256 (1.3-2x scipy's speed); at 512 x 512 and
+#: beyond scipy's is faster (0.7x)
+_RADIX2_MAX_PIXELS = 1 << 16
 #: the spatial grad_a runs its channels on several threads from this many multiply-adds on
 #: (~0.1 ms of work; below it waking the threads costs more, 3 ms a call on the loaded machine)
 _PARALLEL_MIN_MACS = 1 << 18
@@ -302,8 +306,9 @@ def _adjoint_solve(g4, inv_spec, workers, keep_spectrum=False, finite_name=None)
 # bit-reversed, transposed order of the spectrum, so no permutation pass is needed.
 
 def _radix2_grid(spatial):
-    """Whether both sides of the grid are powers of two (1 included: the 1-D solves)."""
-    return all(s & (s - 1) == 0 for s in spatial)
+    """Whether both sides of the grid are powers of two (1 included: the 1-D solves), with at
+    most _RADIX2_MAX_PIXELS pixels."""
+    return all(s & (s - 1) == 0 for s in spatial) and spatial[0] * spatial[1] <= _RADIX2_MAX_PIXELS
 
 
 @functools.cache
@@ -551,17 +556,20 @@ def ar_solve(t, a, *, workers=_WORKERS, rcond=RCOND):
 
     Notes
     -----
-    Transforms. Where a side of the grid is not a power of two, ``scipy.fft``'s: the result is
-    bit for bit ``irfft2(rfft2(t) * (1 / A))`` (tested). On power-of-two grids (``H`` and
-    ``W``; ``1`` counts, so 1-D solves of power-of-two length too), lmref's own radix-2 FFT,
-    whose rounding differs: with ``Y*`` the exact solve with the same computed ``1 / A``, ``u = 2**-53`` and ``L = log2(H W)``, per channel ``c``
+    Transforms. Where a side of the grid is not a power of two, or beyond 65536 pixels,
+    ``scipy.fft``'s: the result is bit for bit ``irfft2(rfft2(t) * (1 / A))`` (tested). On
+    power-of-two grids (``H`` and ``W``; ``1`` counts, so 1-D solves of power-of-two length
+    too) up to 65536 pixels, lmref's own radix-2 FFT, whose rounding differs: with ``Y*`` the
+    exact solve with the same computed ``1 / A``, ``u = 2**-53`` and ``L = log2(H W)``, per
+    channel ``c``
     ``||Y_c - Y*_c||_F <= (20 L + 3) u max_k |1 / A_c[k]| ||T_c||_F`` to first order, barring
     underflow and overflow (Higham, *Accuracy and Stability of Numerical Algorithms*, Thm. 24.2,
     ``eta <= 10 u`` per radix-2 stage with the twiddles' error, for the forward and the inverse
     2-D transforms, plus ``3 u`` for the product by ``1 / A``; the result and scipy's are tested
     to lie within twice this of each other). Batch entries ``2k`` and ``2k + 1`` share one
     complex transform (``t[2k] + i t[2k + 1]``), so an entry's error scales with the norm of
-    the pair, not of the entry alone.
+    the pair, not of the entry alone: its last bits depend on its partner (solving a slice of
+    the batch may round differently), and an overflow in one entry reaches the other.
 
     Examples
     --------

@@ -166,8 +166,10 @@ def test_radix2_transforms_are_dfts_in_bit_reversed_order(rng):
 
 
 def test_ar_solve_other_grids_are_bitwise_scipys(rng):
-    """Grids with a side that is not a power of two keep scipy's transforms bit for bit."""
-    for shape in ((2, 3, 6, 8), (3, 2, 8, 5), (1, 2, 1, 12)):
+    """Grids with a side that is not a power of two, or beyond _RADIX2_MAX_PIXELS, keep
+    scipy's transforms bit for bit."""
+    assert arma._RADIX2_MAX_PIXELS == 256 * 256
+    for shape in ((2, 3, 6, 8), (3, 2, 8, 5), (1, 2, 1, 12), (1, 1, 512, 256)):
         t = rng.standard_normal(shape)
         a = _stable_kernels(rng, shape[1], 1 if shape[2] == 1 else 3)
         expected, _ = _scipy_solve(t, a)
