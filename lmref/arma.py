@@ -539,7 +539,8 @@ def ar_solve(t, a, *, workers=_WORKERS, rcond=RCOND):
     a : array_like, ``(C, kh, kw)`` or 1-D ``(C, k)``
         AR kernels, odd sizes, no larger than the image, origin at the centre.
     workers : int
-        Threads of the transforms (results do not depend on it).
+        Threads of scipy's transforms; above 1, the radix-2 path (see Notes) runs on numba's
+        threads. Results do not depend on it.
     rcond : float
         The kernel is refused (``ValueError``) when ``min |DFT(a)| <= rcond * max |DFT(a)|`` on
         the grid (condition number of the system ``>= 1 / rcond``; default 1e-12).
