@@ -456,19 +456,64 @@ def _transpose_into(src, dst):
 
 
 @jit
+def _sum_squares(x, shift):
+    """``sum (x * shift)**2`` of a flat array, in eight interleaved partial sums (it only picks
+    a power of two: any order will do, and this one vectorises)."""
+    n = x.size
+    acc = np.zeros(8)
+    for i in range(0, n - 7, 8):
+        for lane in range(8):
+            y = x[i + lane] * shift
+            acc[lane] += y * y
+    total = 0.0
+    for lane in range(8):
+        total += acc[lane]
+    for i in range(n - n % 8, n):
+        y = x[i] * shift
+        total += y * y
+    return total
+
+
+@jit
+def _norm_exponent(image):
+    """``e`` with ``||image||_F`` about ``2**e`` (``2**(e - 1) <= norm < 2**e`` up to rounding;
+    0 for a zero or non-finite image), clamped to +-1000 so that ``2**-e`` is a normal float.
+    Where the squares overflow or underflow, the norm is taken of the image scaled by the power
+    of two of its largest magnitude."""
+    x = image.ravel()
+    sumsq = _sum_squares(x, 1.0)
+    if 2.0 ** -960 < sumsq < math.inf:
+        e = math.frexp(math.sqrt(sumsq))[1]
+    else:
+        top = 0.0
+        for v in x:
+            top = max(top, abs(v))
+        if top == 0.0 or not math.isfinite(top):
+            return 0
+        shift = math.ldexp(1.0, -math.frexp(top)[1])
+        e = math.frexp(top)[1] + math.frexp(math.sqrt(_sum_squares(x, shift)))[1]
+    return min(max(e, -1000), 1000)
+
+
+@jit
 def _radix2_pair(t, out, p, invr, invi, thr, thi, twr, twi, dc):
     """Pair ``p`` = (batch pair ``p // C``, channel ``p % C``) of :func:`_radix2_solve`: the
-    complex image of entries ``2k``, ``2k + 1`` (zeros for a missing last one), its 2-D DFT
-    (``dc[p]`` = the DC bin), times ``1 / A``, the inverse DFT scaled by ``1 / (H W)``."""
+    complex image of entries ``2k``, ``2k + 1`` (zeros for a missing last one), each scaled by
+    the power of two that brings its norm to about ``[1/2, 1)`` (exact; so each entry's error scales
+    with its own norm, not its partner's), its 2-D DFT (``dc[p]`` = the DC bin), times
+    ``1 / A``, the inverse DFT scaled by ``1 / (H W)`` and each entry's scale undone."""
     nb, nc, h, w = t.shape
     k, c = p // nc, p % nc
     n0, n1 = 2 * k, 2 * k + 1
+    e0 = _norm_exponent(t[n0, c])
+    e1 = _norm_exponent(t[n1, c]) if n1 < nb else 0
+    s0, s1 = math.ldexp(1.0, -e0), math.ldexp(1.0, -e1)
     re, im = np.empty((h, w)), np.empty((h, w))
     re_t, im_t = np.empty((w, h)), np.empty((w, h))
     for i in range(h):
         for j in range(w):
-            re[i, j] = t[n0, c, i, j]
-            im[i, j] = t[n1, c, i, j] if n1 < nb else 0.0
+            re[i, j] = t[n0, c, i, j] * s0
+            im[i, j] = t[n1, c, i, j] * s1 if n1 < nb else 0.0
     _dif_rows(re, im, thr, thi)
     _transpose_into(re, re_t)
     _transpose_into(im, im_t)
@@ -484,11 +529,12 @@ def _radix2_pair(t, out, p, invr, invi, thr, thi, twr, twi, dc):
     _transpose_into(im_t, im)
     _dit_rows(re, im, thr, thi)
     scale = 1.0 / (h * w)
+    u0, u1 = math.ldexp(1.0, e0), math.ldexp(1.0, e1)
     for i in range(h):
         for j in range(w):
-            out[n0, c, i, j] = re[i, j] * scale
+            out[n0, c, i, j] = re[i, j] * scale * u0
             if n1 < nb:
-                out[n1, c, i, j] = im[i, j] * scale
+                out[n1, c, i, j] = im[i, j] * scale * u1
 
 
 @jit
@@ -562,15 +608,17 @@ def ar_solve(t, a, *, workers=_WORKERS, rcond=RCOND):
     power-of-two grids (``H`` and ``W``; ``1`` counts, so 1-D solves of power-of-two length
     too) up to 65536 pixels, lmref's own radix-2 FFT, whose rounding differs: with ``Y*`` the
     exact solve with the same computed ``1 / A``, ``u = 2**-53`` and ``L = log2(H W)``, per
-    channel ``c``
-    ``||Y_c - Y*_c||_F <= (20 L + 3) u max_k |1 / A_c[k]| ||T_c||_F`` to first order, barring
-    underflow and overflow (Higham, *Accuracy and Stability of Numerical Algorithms*, Thm. 24.2,
-    ``eta <= 10 u`` per radix-2 stage with the twiddles' error, for the forward and the inverse
-    2-D transforms, plus ``3 u`` for the product by ``1 / A``; the result and scipy's are tested
-    to lie within twice this of each other). Batch entries ``2k`` and ``2k + 1`` share one
-    complex transform (``t[2k] + i t[2k + 1]``), so an entry's error scales with the norm of
-    the pair, not of the entry alone: its last bits depend on its partner (solving a slice of
-    the batch may round differently), and an overflow in one entry reaches the other.
+    batch entry ``n`` and channel ``c``
+    ``||Y[n,c] - Y*[n,c]||_F <= 3 (20 L + 3) u max_k |1 / A_c[k]| ||T[n,c]||_F`` to first
+    order, barring underflow and overflow (Higham, *Accuracy and Stability of Numerical
+    Algorithms*, Thm. 24.2, ``eta <= 10 u`` per radix-2 stage with the twiddles' error, for the
+    forward and the inverse 2-D transforms, plus ``3 u`` for the product by ``1 / A``; the
+    result and scipy's are tested to lie within this of each other). Batch entries ``2k`` and
+    ``2k + 1`` share one complex transform (``t[2k] / s + i t[2k + 1] / s'``, each scaled by
+    the power of two ``s`` that brings its norm into ``[1/2, 1)``: exact, and the reason an
+    entry's bound is its own norm's, the factor 3 covering its partner's share): an entry's
+    last bits depend on its partner, so solving a slice of the batch may round differently
+    (within the bound).
 
     Examples
     --------
