@@ -119,6 +119,77 @@ def test_ar_solve_workers_do_not_change_results(rng, shape):     # threading thr
     assert (math.prod(shape) >= arma._PARALLEL_FFT_MIN) == (shape[0] == 4)
 
 
+def _scipy_solve(t, a):
+    """The scipy path of :func:`arma.ar_solve`, ``irfft2(rfft2(t) * (1 / A))``, and ``1 / A``."""
+    from scipy import fft
+
+    inv = 1.0 / arma._kernel_spectrum(a, t.shape[2:], 0.0, 1)
+    return fft.irfft2(fft.rfft2(t) * inv, s=t.shape[2:]), inv
+
+
+def _radix2_bound(t, inv):
+    """ar_solve's stated bound per entry and channel:
+    ``3 (20 log2(H W) + 3) u max|1 / A_c| ||T[n, c]||_F``."""
+    levels = math.log2(t.shape[2] * t.shape[3])
+    norms = np.sqrt((t * t).sum(axis=(2, 3)))
+    return 3 * (20 * levels + 3) * 2.0 ** -53 * np.abs(inv).max(axis=(1, 2)) * norms
+
+
+@pytest.mark.parametrize("shape,k,ratio", [
+    ((3, 4, 64, 64), 3, 0.8), ((2, 3, 8, 16), 3, 0.8), ((5, 2, 4, 4), 3, 0.8),
+    ((1, 2, 32, 8), 5, 0.8), ((1, 1, 2, 2), 1, 0.8), ((2, 2, 16, 16), 3, 0.999999)])
+def test_ar_solve_radix2_grid_within_the_stated_bound(rng, shape, k, ratio):
+    """Power-of-two grids: lmref's radix-2 solve is within ar_solve's stated bound of scipy's
+    (itself far closer to the exact solve with the same ``1 / A``), entry by entry: odd
+    batches, a batch of one, a nearly singular kernel (ratio 0.999999), and entries of very
+    different sizes in one batch (a pair shares one complex transform: the small entry's
+    error must still scale with its own norm)."""
+    t = rng.standard_normal(shape) * np.exp(rng.uniform(-3, 3, shape[:2] + (1, 1)))
+    t[::4] *= 1e12
+    t[1::4] *= 1e-12
+    a = _stable_kernels(rng, shape[1], k, ratio=ratio)
+    y = arma.ar_solve(t, a)
+    expected, inv = _scipy_solve(t, a)
+    err = np.sqrt(((y - expected) ** 2).sum(axis=(2, 3)))
+    assert (err <= _radix2_bound(t, inv)).all()
+    if ratio < 0.9:
+        assert_close(y, arma.ar_solve_dense(t, a))
+
+
+def test_radix2_transforms_are_dfts_in_bit_reversed_order(rng):
+    """_dif_rows is the DFT along axis 0 with bit-reversed output, _dit_rows the unscaled
+    inverse from bit-reversed input (against numpy.fft, within the radix-2 bound)."""
+    for n in (1, 2, 4, 8, 32, 128):
+        x = rng.standard_normal((n, 5)) + 1j * rng.standard_normal((n, 5))
+        re, im = x.real.copy(), x.imag.copy()
+        arma._dif_rows(re, im, *arma._twiddles(n))
+        rev = arma._bit_reversal(n)
+        bound = 10 * max(math.log2(n), 1) * 2.0 ** -53 * np.linalg.norm(np.fft.fft(x, axis=0))
+        assert np.linalg.norm(re + 1j * im - np.fft.fft(x, axis=0)[rev]) <= bound
+        arma._dit_rows(re, im, *arma._twiddles(n))
+        assert np.linalg.norm((re + 1j * im) / n - x) <= 2 * bound / math.sqrt(n)
+
+
+def test_ar_solve_other_grids_are_bitwise_scipys(rng):
+    """Grids with a side that is not a power of two, or beyond _RADIX2_MAX_PIXELS, keep
+    scipy's transforms bit for bit."""
+    assert arma._RADIX2_MAX_PIXELS == 256 * 256
+    for shape in ((2, 3, 6, 8), (3, 2, 8, 5), (1, 2, 1, 12), (1, 1, 512, 256)):
+        t = rng.standard_normal(shape)
+        a = _stable_kernels(rng, shape[1], 1 if shape[2] == 1 else 3)
+        expected, _ = _scipy_solve(t, a)
+        assert np.array_equal(arma.ar_solve(t, a).view(np.int64), expected.view(np.int64))
+
+
+def test_radix2_solve_pairs_do_not_depend_on_threads(rng):
+    """An odd batch above the threading threshold: serial and parallel pair loops agree."""
+    t = rng.standard_normal((5, 4, 64, 32))
+    a = _stable_kernels(rng, 4, 3)
+    assert t.size >= arma._PARALLEL_FFT_MIN
+    y = arma.ar_solve(t, a, workers=1)
+    assert np.array_equal(y.view(np.int64), arma.ar_solve(t, a, workers=2).view(np.int64))
+
+
 def test_ar_solve_inputs_untouched_output_fresh(rng):
     t = rng.standard_normal((1, 2, 5, 5))
     a = _stable_kernels(rng, 2, 3)
@@ -292,13 +363,16 @@ def test_non_finite_y_found_on_the_spectral_grad_a_path(rng):
 
 def test_overflow_from_finite_inputs_is_not_refused():
     """A finite t whose spectrum overflows passes the check (as before): the check is of the
-    input, not of the arithmetic."""
-    t = np.full((1, 1, 4, 4), 1.5e308)
+    input, not of the arithmetic (scipy's transforms: a 3 x 4 grid). On power-of-two grids the
+    radix-2 path scales each image by a power of two first: no overflow, the exact answer."""
     a = np.zeros((1, 3, 3))
     a[0, 1, 1] = 1.0
     with np.errstate(over="ignore", invalid="ignore"):
-        y = arma.ar_solve(t, a)
+        y = arma.ar_solve(np.full((1, 1, 3, 4), 1.5e308), a)
     assert not np.isfinite(y).all()
+    t = np.full((2, 1, 4, 4), 1.5e308)
+    t[1] = 1e-300
+    np.testing.assert_array_equal(arma.ar_solve(t, a), t)
 
 
 @pytest.mark.parametrize("spatial", [(64, 64), (60, 60), (7, 9), (97, 101), (1, 11), (5, 6),
