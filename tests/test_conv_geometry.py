@@ -138,3 +138,13 @@ def test_options_that_are_not_plain_take_the_full_path(rng, cold):
                                      stride, 1, 1, 1, "zeros") is None
         np.testing.assert_array_equal(conv.conv2d(x, w, stride=stride, padding=1), want)
     assert conv_geometry._conv_memo.cache_info().currsize == 1  # stride=2 only
+
+
+@pytest.mark.parametrize("padding", [((1, 2), (3, 0)), ((0, 0), (0, 4)), 2])
+def test_zero_padding_is_numpys(padding, rng):
+    x = rng.standard_normal((2, 3, 5, 4))
+    geom = conv_geometry._geometry(2, (5, 4), 3, (1, 3, 2, 2), 1, padding, 1, 1, "zeros")
+    (t, b), (l, r) = geom.pads
+    got = conv_geometry._pad(x, geom)
+    np.testing.assert_array_equal(got, np.pad(x, ((0, 0), (0, 0), (t, b), (l, r))))
+    assert geom.padded_hw == got.shape[2:] and geom.has_padding

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -91,13 +91,14 @@ class _Geometry:
     out_hw: tuple[int, int]
     maps: tuple | None = None
 
-    @property
+    # cached: a memoised plan serves many calls, each of which asks several times
+    @cached_property
     def padded_hw(self):
         if self.maps is not None:
             return tuple(len(m) for m in self.maps)
         return tuple(n + a + b for n, (a, b) in zip(self.in_hw, self.pads))
 
-    @property
+    @cached_property
     def has_padding(self):
         return self.maps is not None or any(a or b for a, b in self.pads)
 
@@ -342,8 +343,9 @@ def _recall(memo, with_output, nd, x_shape, w_shape, *options):
     full path raises the very same error), a guarded buffer (with the output if
     ``with_output``) over :func:`max_bytes` (read on every call, so ``LMREF_MAX_BYTES`` is
     honoured at once; the full path names the buffer), or a compacted axis."""
-    if not all(map(_is_plain, options)):
-        return None
+    for option in options:
+        if type(option) is not int and not _is_plain(option):  # ints: the common spelling
+            return None
     try:
         found = memo(nd, x_shape, w_shape, *options)
     except Exception:  # refused: the full path raises it, with its message and order
@@ -428,12 +430,25 @@ def _pad(x, geom):
     if geom.mode == "zeros" and geom.maps is None:
         (t, b), (l, r) = geom.pads
         xp = np.zeros((n, c, h + t + b, w + l + r))
-        xp[:, :, t:t + h, l:l + w] = x
+        _embed(x, t, l, xp)
         return xp
     ih, iw = _pad_maps(geom)
     xp = np.empty((n, c, len(ih), len(iw)))
     _gather_padded(np.ascontiguousarray(x), ih, iw, xp)
     return xp
+
+
+@jit
+def _embed(x, top, left, out):
+    """``out[n, c, top + i, left + j] = x[n, c, i, j]``, row by row (one call: a NumPy slice
+    assignment costs more than the copy on small inputs)."""
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            for i in range(x.shape[2]):
+                src = x[n, c, i]
+                dst = out[n, c, top + i, left:left + src.shape[0]]
+                for j in range(src.shape[0]):
+                    dst[j] = src[j]
 
 
 @jit

@@ -856,7 +856,7 @@ def _crop_phases(gr, top, left, sw, out):
 
 def _macs(*shape):
     """Multiply-adds of a call (exact ints: only compared with ``_PARALLEL_MIN_WORK``)."""
-    return math.prod(int(s) for s in shape)
+    return math.prod(map(int, shape))
 
 
 def _forward(x, w, bias, geom):
