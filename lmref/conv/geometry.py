@@ -1,7 +1,7 @@
 """Geometry of a convolution, shared by every path (fast kernels, plain references, sparse
 matrix and :mod:`lmref.cuda.conv`): argument checks, padding and output sizes, memory guards,
-the plan the kernels run on (:func:`_plan`), and padding as index maps (the padded input
-:func:`_pad` and its adjoint :func:`_unpad_adjoint`).
+the plan the kernels run on (:func:`_plan`), memoised per call pattern (:func:`_recall`), and
+padding as index maps (the padded input :func:`_pad` and its adjoint :func:`_unpad_adjoint`).
 """
 from __future__ import annotations
 
