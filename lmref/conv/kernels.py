@@ -830,9 +830,10 @@ def _unpad_phases(gr, geom):
     (:func:`_split_columns`' layout). With plain zero padding the adjoint only crops: the kept
     entries are copied straight out of their phases (:func:`_crop_phases`: one copy instead of
     merge, contiguous copy and crop; the same values)."""
-    sw, (hp, wp) = geom.stride[1], geom.padded_hw
+    sw = geom.stride[1]
     if geom.mode != "zeros" or geom.maps is not None:
-        return _unpad_adjoint(np.ascontiguousarray(_merge_columns(gr, sw, wp)), geom)
+        return _unpad_adjoint(np.ascontiguousarray(_merge_columns(gr, sw, geom.padded_hw[1])),
+                              geom)
     out = np.empty(gr.shape[:2] + tuple(geom.in_hw))
     _crop_phases(gr, geom.pads[0][0], geom.pads[1][0], sw, out)
     return out
@@ -855,8 +856,9 @@ def _crop_phases(gr, top, left, sw, out):
 
 
 def _macs(*shape):
-    """Multiply-adds of a call (exact ints: only compared with ``_PARALLEL_MIN_WORK``)."""
-    return math.prod(map(int, shape))
+    """Multiply-adds of a call: the product of sizes (Python ints, exact), compared with
+    ``_PARALLEL_MIN_WORK``."""
+    return math.prod(shape)
 
 
 def _forward(x, w, bias, geom):
