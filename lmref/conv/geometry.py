@@ -447,8 +447,8 @@ def _embed(x, top, left, out):
             for i in range(x.shape[2]):
                 src = x[n, c, i]
                 dst = out[n, c, top + i, left:left + src.shape[0]]
-                for j in range(src.shape[0]):
-                    dst[j] = src[j]
+                for j in range(src.shape[0]):  # as fast as NumPy's copy (a slice assignment
+                    dst[j] = src[j]  # here is slower on large inputs)
 
 
 @jit
