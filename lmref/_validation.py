@@ -25,6 +25,9 @@ INT64_MAX = 2**63 - 1
 
 _UNSET = object()
 
+#: NumPy's float64 dtype (arrays of native float64 share this very object)
+_FLOAT64 = np.dtype(np.float64)
+
 
 def max_bytes() -> int:
     return int(os.environ.get("LMREF_MAX_BYTES", _DEFAULT_MAX_BYTES))
@@ -44,6 +47,11 @@ def as_float64(x, name: str, *, ndim: int | Sequence[int] | None = None,
     complex, object, string and datetime dtypes with a ``TypeError`` naming ``name``. The
     returned array may share memory with ``x``; callers never write into it.
     """
+    if type(x) is np.ndarray and x.dtype is _FLOAT64 and (ndim is None or x.ndim == ndim) \
+            and (x.size or allow_empty):
+        flags = x.flags
+        if flags.c_contiguous and flags.writeable:
+            return x  # what the checks below return for it (small calls: they cost ~1 us)
     if isinstance(x, (str, bytes)) or x is None:
         raise TypeError(f"{name} must be a real array, got {_describe(x)}")
     try:

@@ -629,3 +629,20 @@ def test_channel_vector_input_grad_computes_only_kept_rows_bitwise(stride, paddi
                                                      dilation=dilation, groups=groups)[0]
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     assert_close(got, want)
+
+
+@pytest.mark.parametrize("stride,padding", [
+    (1, 0), (1, (2, 1)), (2, 1), ((1, 3), ((0, 2), (3, 1))), (4, (0, 2)), (9, 1), (2, (1, 4))])
+def test_unpad_of_column_phases_is_the_merged_crop(stride, padding, rng):
+    """The input gradient's crop straight out of the column phases (zero padding) equals the
+    merge into the padded layout followed by the crop, bit for bit, for any stride (also one
+    wider than the padded width: one column per phase)."""
+    geom = conv_geometry._geometry(2, (6, 7), 3, (2, 3, 3, 2), stride, padding, 1, 1, "zeros")
+    hp, wp = geom.padded_hw
+    sw = geom.stride[1]
+    gr = rng.standard_normal((2, 3, hp, min(sw, wp), -(-wp // sw)))
+    merged = np.ascontiguousarray(conv_kernels._merge_columns(gr, sw, wp))
+    want = conv_geometry._unpad_adjoint(merged, geom)
+    got = conv_kernels._unpad_phases(gr, geom)
+    assert got.shape == (2, 3, 6, 7) and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)

@@ -252,6 +252,27 @@ def test_the_singular_sweep_flags_a_silent_solve():
     assert not ok and "returned a 'solution'" in detail
 
 
+def test_as_float64_returns_a_ready_array_itself_and_still_checks_it():
+    """The shortcut for a C-contiguous, writeable float64 array (small calls) returns what the
+    full conversion does, and the ndim and emptiness checks still run."""
+    x = np.ones((2, 3))
+    assert as_float64(x, "x", ndim=2) is x and as_float64(x, "x") is x
+    with pytest.raises(ValueError, match=r"^x must be 3-dimensional, got 2-dimensional array"):
+        as_float64(x, "x", ndim=3)
+    assert as_float64(x, "x", ndim=(1, 2)) is x
+    with pytest.raises(ValueError, match=r"^x must not be empty"):
+        as_float64(np.ones((0, 3)), "x", ndim=2)
+    assert as_float64(np.ones((0, 3)), "x", allow_empty=True).shape == (0, 3)
+    frozen = np.ones((2, 3))
+    frozen.flags.writeable = False
+    subclass = x.view(type("Sub", (np.ndarray,), {}))
+    for view in (frozen, x.T, x[:, ::2], x.astype(">f8"), subclass):
+        got = as_float64(view, "x")
+        assert got is not view and type(got) is np.ndarray and got.flags.writeable
+        assert got.flags.c_contiguous and got.dtype == np.float64
+        np.testing.assert_array_equal(got, np.asarray(view))
+
+
 # --- the sweep's own judgement, on functions with known defects (runs in-process) ---------------
 
 def _good(x, y, *, mode="a", k=2):

@@ -4,14 +4,15 @@ convolutions and their backward (validation in Python, then the kernels of
 """
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 
 import numpy as np
 
 from lmref._padding import resolve_padding
 from lmref._validation import as_float64
-from lmref.conv.geometry import (_check_arrays, _check_grad_out, _describe_call, _from2d,
-                                 _geometry, _groups, _guard, _int_tuple, _lift, _plan, _to2d)
+from lmref.conv.geometry import (_MEMO_SIZE, _check_arrays, _check_grad_out, _conv_memo,
+                                 _describe_call, _from2d, _geometry, _groups, _guard,
+                                 _int_tuple, _lift, _memo, _plan, _recall, _to2d)
 from lmref.conv.kernels import _forward, _input_grad, _weight_grad
 
 __all__ = [
@@ -28,11 +29,14 @@ __all__ = [
 def _conv(nd, x, weight, bias, stride, padding, dilation, groups, padding_mode):
     x, unbatched = _lift(x, nd)
     x, weight, bias = _check_arrays(nd, x, weight, bias)
-    geom = _geometry(nd, x.shape[2:], x.shape[1], weight.shape, stride, padding, dilation,
-                     groups, padding_mode)
-    call = partial(_describe_call, f"conv{nd}d", x.shape[1 if unbatched else 0:], geom, nd)
-    _guard((x.shape[0], weight.shape[0]) + geom.out_hw, "the output", call)
-    plan = _plan(geom, x.shape[0], x.shape[1], call)
+    plan = _recall(_conv_memo, True, nd, x.shape, weight.shape, stride, padding, dilation,
+                   groups, padding_mode)
+    if plan is None:  # the full path: checks and guards that name the call
+        geom = _geometry(nd, x.shape[2:], x.shape[1], weight.shape, stride, padding, dilation,
+                         groups, padding_mode)
+        call = partial(_describe_call, f"conv{nd}d", x.shape[1 if unbatched else 0:], geom, nd)
+        _guard((x.shape[0], weight.shape[0]) + geom.out_hw, "the output", call)
+        plan = _plan(geom, x.shape[0], x.shape[1], call)
     out = _from2d(_forward(_to2d(x, nd), _to2d(weight, nd), bias, plan), nd)
     return out[0] if unbatched else out
 
@@ -41,12 +45,17 @@ def _conv_backward(nd, grad_out, x, weight, bias, stride, padding, dilation, gro
                    padding_mode):
     x, unbatched = _lift(x, nd)
     x, weight, bias = _check_arrays(nd, x, weight, bias)
-    geom = _geometry(nd, x.shape[2:], x.shape[1], weight.shape, stride, padding, dilation,
-                     groups, padding_mode)
-    g = _check_grad_out(grad_out, nd, x.shape[0], weight.shape[0], geom, unbatched)
-    call = partial(_describe_call, f"conv{nd}d_backward", x.shape[1 if unbatched else 0:], geom,
-                   nd)
-    plan = _plan(geom, x.shape[0], x.shape[1], call)
+    plan = _recall(_conv_memo, False, nd, x.shape, weight.shape, stride, padding, dilation,
+                   groups, padding_mode)
+    if plan is None:  # the full path: grad_out is checked before the guards
+        geom = _geometry(nd, x.shape[2:], x.shape[1], weight.shape, stride, padding, dilation,
+                         groups, padding_mode)
+        g = _check_grad_out(grad_out, nd, x.shape[0], weight.shape[0], geom, unbatched)
+        call = partial(_describe_call, f"conv{nd}d_backward", x.shape[1 if unbatched else 0:],
+                       geom, nd)
+        plan = _plan(geom, x.shape[0], x.shape[1], call)
+    else:
+        g = _check_grad_out(grad_out, nd, x.shape[0], weight.shape[0], plan, unbatched)
     g2, w2 = _to2d(g, nd), _to2d(weight, nd)
     grad_x = _from2d(_input_grad(g2, w2, plan, x.shape[0], x.shape[1]), nd)
     grad_w = _from2d(_weight_grad(g2, _to2d(x, nd), w2.shape, plan), nd)
@@ -157,16 +166,17 @@ conv2d_backward.__doc__ += """
 # transposed convolution (the adjoint of conv in its input)
 # ----------------------------------------------------------------------------------------------
 
-def _transpose_geometry(nd, x, weight, stride, padding, output_padding, dilation, groups):
-    """Geometry of the *forward* convolution whose input gradient is this transposed conv.
+def _transpose_sizes(nd, x_shape, w_shape, stride, padding, output_padding, dilation, groups):
+    """Checked options and output sizes of a transposed convolution: ``(groups, strides, pads,
+    out_pads, dilations, sizes)``.
 
     ``padding`` may be per-side pairs: ``(before, after)`` are cropped from the start and the
     end of the full output (ONNX ``pads``); an int or a tuple of ints is symmetric (PyTorch).
     """
     groups = _groups(groups)
-    c_in, c_out_g = weight.shape[0], weight.shape[1]
-    if x.shape[1] != c_in:
-        raise ValueError(f"channel mismatch: x has {x.shape[1]} channels but a transposed "
+    c_in = w_shape[0]
+    if x_shape[1] != c_in:
+        raise ValueError(f"channel mismatch: x has {x_shape[1]} channels but a transposed "
                          f"convolution weight (C_in, C_out // groups, *k) needs C_in = "
                          f"weight.shape[0] = {c_in}")
     if c_in % groups:
@@ -180,7 +190,7 @@ def _transpose_geometry(nd, x, weight, stride, padding, output_padding, dilation
     pads = resolve_padding(padding, nd, maximum=None, strings=())
     out_pads = _int_tuple(output_padding, "output_padding", nd, minimum=0)
     sizes = []
-    for n, k, s, (pb, pa), op, d in zip(x.shape[2:], weight.shape[2:], strides, pads, out_pads,
+    for n, k, s, (pb, pa), op, d in zip(x_shape[2:], w_shape[2:], strides, pads, out_pads,
                                         dilations):
         if op >= max(s, d):
             raise ValueError(f"output_padding must be smaller than stride or dilation (as in "
@@ -192,13 +202,38 @@ def _transpose_geometry(nd, x, weight, stride, padding, output_padding, dilation
                              f"input {n}, kernel {k}, stride {s}, padding {(pb, pa)}, "
                              f"dilation {d}")
         sizes.append(size)
+    return groups, strides, pads, out_pads, dilations, tuple(sizes)
+
+
+def _transpose_geometry(nd, x, weight, stride, padding, output_padding, dilation, groups):
+    """``(geom, plan)`` of the *forward* convolution whose input gradient is this transposed
+    conv (:func:`_transpose_sizes`), after the memory guards."""
+    plan = _recall(_transpose_memo, True, nd, x.shape, weight.shape, stride, padding,
+                   output_padding, dilation, groups)
+    if plan is not None:
+        return plan, plan
+    groups, strides, pads, out_pads, dilations, sizes = _transpose_sizes(
+        nd, x.shape, weight.shape, stride, padding, output_padding, dilation, groups)
+    c_out = weight.shape[1] * groups
+
     def call():
         return f"conv_transpose{nd}d(stride={strides}, padding={pads}, output_padding=" \
                f"{out_pads}, dilation={dilations}) on x of shape {tuple(x.shape)}"
-    _guard((x.shape[0], c_out_g * groups) + tuple(sizes), "the output", call)
-    geom = _geometry(nd, tuple(sizes), c_out_g * groups, weight.shape, strides, pads, dilations,
-                     groups, "zeros", x_name="output")
-    return geom, _plan(geom, x.shape[0], c_out_g * groups, call)
+    _guard((x.shape[0], c_out) + sizes, "the output", call)
+    geom = _geometry(nd, sizes, c_out, weight.shape, strides, pads, dilations, groups, "zeros",
+                     x_name="output")
+    return geom, _plan(geom, x.shape[0], c_out, call)
+
+
+@lru_cache(maxsize=_MEMO_SIZE)
+def _transpose_memo(nd, x_shape, w_shape, stride, padding, output_padding, dilation, groups):
+    """:class:`lmref.conv.geometry._Memo` of :func:`_transpose_geometry` for these shapes."""
+    groups, strides, pads, _, dilations, sizes = _transpose_sizes(
+        nd, x_shape, w_shape, stride, padding, output_padding, dilation, groups)
+    c_out = w_shape[1] * groups
+    geom = _geometry(nd, sizes, c_out, w_shape, strides, pads, dilations, groups, "zeros",
+                     x_name="output")
+    return _memo(geom, (x_shape[0], c_out) + sizes, x_shape[0], c_out)
 
 
 def _check_transpose_bias(bias, c_out):

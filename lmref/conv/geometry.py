@@ -1,12 +1,14 @@
 """Geometry of a convolution, shared by every path (fast kernels, plain references, sparse
 matrix and :mod:`lmref.cuda.conv`): argument checks, padding and output sizes, memory guards,
-the plan the kernels run on (:func:`_plan`), and padding as index maps (the padded input
-:func:`_pad` and its adjoint :func:`_unpad_adjoint`).
+the plan the kernels run on (:func:`_plan`), memoised per call pattern (:func:`_recall`), and
+padding as index maps (the padded input :func:`_pad` and its adjoint :func:`_unpad_adjoint`).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import cached_property, lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -89,13 +91,14 @@ class _Geometry:
     out_hw: tuple[int, int]
     maps: tuple | None = None
 
-    @property
+    # cached: a memoised plan serves many calls, each of which asks several times
+    @cached_property
     def padded_hw(self):
         if self.maps is not None:
             return tuple(len(m) for m in self.maps)
         return tuple(n + a + b for n, (a, b) in zip(self.in_hw, self.pads))
 
-    @property
+    @cached_property
     def has_padding(self):
         return self.maps is not None or any(a or b for a, b in self.pads)
 
@@ -209,9 +212,14 @@ def _guard(shape, what, call):
     ``call`` may be a zero-argument callable returning the description: it is formatted only
     when the guard fails (on small inputs formatting costs more than the convolution).
     """
-    if math.prod(int(s) for s in shape) * 8 <= max_bytes():
+    if _nbytes(shape) <= max_bytes():
         return
     check_alloc(shape, f"{call() if callable(call) else call}: {what}")
+
+
+def _nbytes(shape):
+    """Bytes of a float64 array of ``shape`` (exact Python ints, as :func:`check_alloc`)."""
+    return math.prod(int(s) for s in shape) * 8
 
 
 #: an axis whose padded length exceeds ``_COMPACT_RATIO * out * k + _COMPACT_SLACK`` is run on
@@ -244,6 +252,23 @@ def _read_positions(n, k, s, d, before, out, mode):
     return np.asarray(_source(pos.ravel(), n, mode), dtype=np.int64)
 
 
+def _plan_buffers(geom, n_batch, c_in):
+    """``(compact, buffers)``: per axis whether :func:`_plan` compacts it, and the ``(shape,
+    what)`` of the buffers it guards, in its order."""
+    hw = geom.padded_hw
+    limits = [_COMPACT_RATIO * o * k + _COMPACT_SLACK for o, k in zip(geom.out_hw, geom.k_hw)]
+    compact = [p > lim for p, lim in zip(hw, limits)]
+    sizes = tuple(o * k if c else p for o, k, c, p in zip(geom.out_hw, geom.k_hw, compact, hw))
+    buffers = []
+    if geom.has_padding or any(compact):  # else the kernels read x itself
+        buffers.append(((n_batch, c_in) + sizes, "the padded input"))
+    sw = 1 if compact[1] else geom.stride[1]
+    if sw > 1:
+        buffers.append(((n_batch, c_in, sizes[0], min(sw, sizes[1]), -(-sizes[1] // sw)),
+                        "the stride-phase buffer of the padded input"))
+    return compact, buffers
+
+
 def _plan(geom, n_batch, c_in, call):
     """The geometry the kernels run on, after guarding the padded input's size.
 
@@ -254,16 +279,9 @@ def _plan(geom, n_batch, c_in, call):
     order (forward and weight gradient bit for bit); input-gradient terms that meet at one
     pixel are folded back in position order (the same exact sum).
     """
-    hw = geom.padded_hw
-    limits = [_COMPACT_RATIO * o * k + _COMPACT_SLACK for o, k in zip(geom.out_hw, geom.k_hw)]
-    compact = [p > lim for p, lim in zip(hw, limits)]
-    sizes = tuple(o * k if c else p for o, k, c, p in zip(geom.out_hw, geom.k_hw, compact, hw))
-    if geom.has_padding or any(compact):  # else the kernels read x itself
-        _guard((n_batch, c_in) + sizes, "the padded input", call)
-    sw = 1 if compact[1] else geom.stride[1]
-    if sw > 1:
-        _guard((n_batch, c_in, sizes[0], min(sw, sizes[1]), -(-sizes[1] // sw)),
-               "the stride-phase buffer of the padded input", call)
+    compact, buffers = _plan_buffers(geom, n_batch, c_in)
+    for shape, what in buffers:
+        _guard(shape, what, call)
     if not any(compact):
         return geom
     maps, strides, dilations = [], [], []
@@ -279,6 +297,69 @@ def _plan(geom, n_batch, c_in, call):
             strides.append(s)
             dilations.append(d)
     return replace(geom, stride=tuple(strides), dilation=tuple(dilations), maps=tuple(maps))
+
+
+# ----------------------------------------------------------------------------------------------
+# memoised plans: on small inputs the checks and the geometry above cost more than the
+# convolution, and a loop calls with the same shapes and options again and again
+# ----------------------------------------------------------------------------------------------
+
+#: call patterns (shapes and options) whose plan is remembered
+_MEMO_SIZE = 256
+
+
+class _Memo(NamedTuple):
+    """What a call pattern's checks found: its plan (``None`` where :func:`_plan` compacts an
+    axis: built after the guards, as always) and the bytes of what the guards measure."""
+
+    plan: _Geometry | None
+    out_bytes: int
+    buffer_bytes: int  # the largest buffer :func:`_plan` guards (0: none)
+
+
+def _memo(geom, out_shape, n_batch, c_in):
+    """The :class:`_Memo` of a checked geometry (no guard runs here: the caller's does)."""
+    compact, buffers = _plan_buffers(geom, n_batch, c_in)
+    return _Memo(None if any(compact) else geom, _nbytes(out_shape),
+                 max((_nbytes(shape) for shape, _ in buffers), default=0))
+
+
+def _is_plain(value):
+    """Whether ``value`` is an int, a str, or a tuple of ints and pairs of ints, of exactly these
+    built-in types: the spellings whose checks depend on the value alone. (``True``, ``1.0`` and
+    ``np.int64(1)`` equal ``1`` as cache keys but are checked differently, so they are not
+    plain.)"""
+    kind = type(value)
+    if kind is int or kind is str:
+        return True
+    return kind is tuple and all(
+        type(v) is int or type(v) is tuple and all(type(u) is int for u in v) for v in value)
+
+
+def _recall(memo, with_output, nd, x_shape, w_shape, *options):
+    """The plan of ``memo(nd, x_shape, w_shape, *options)`` (an ``lru_cache`` of
+    :func:`_memo`; the shapes are an array's, tuples of ints), or ``None`` where the caller
+    must take its full path: an option that is not plain, arguments its checks refuse (the
+    full path raises the very same error), a guarded buffer (with the output if
+    ``with_output``) over :func:`max_bytes` (read on every call, so ``LMREF_MAX_BYTES`` is
+    honoured at once; the full path names the buffer), or a compacted axis."""
+    for option in options:
+        if type(option) is not int and not _is_plain(option):  # ints: the common spelling
+            return None
+    try:
+        found = memo(nd, x_shape, w_shape, *options)
+    except Exception:  # refused: the full path raises it, with its message and order
+        return None
+    need = max(found.out_bytes, found.buffer_bytes) if with_output else found.buffer_bytes
+    return found.plan if need <= max_bytes() else None
+
+
+@lru_cache(maxsize=_MEMO_SIZE)
+def _conv_memo(nd, x_shape, w_shape, stride, padding, dilation, groups, padding_mode):
+    """:class:`_Memo` of a ``conv{nd}d`` on ``x`` and ``weight`` of these shapes (2-D form)."""
+    geom = _geometry(nd, x_shape[2:], x_shape[1], w_shape, stride, padding, dilation, groups,
+                     padding_mode)
+    return _memo(geom, (x_shape[0], w_shape[0]) + geom.out_hw, x_shape[0], x_shape[1])
 
 
 def _lift(x, nd):
@@ -349,12 +430,25 @@ def _pad(x, geom):
     if geom.mode == "zeros" and geom.maps is None:
         (t, b), (l, r) = geom.pads
         xp = np.zeros((n, c, h + t + b, w + l + r))
-        xp[:, :, t:t + h, l:l + w] = x
+        _embed(x, t, l, xp)
         return xp
     ih, iw = _pad_maps(geom)
     xp = np.empty((n, c, len(ih), len(iw)))
     _gather_padded(np.ascontiguousarray(x), ih, iw, xp)
     return xp
+
+
+@jit
+def _embed(x, top, left, out):
+    """``out[n, c, top + i, left + j] = x[n, c, i, j]``, row by row (one call: a NumPy slice
+    assignment costs more than the copy on small inputs)."""
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            for i in range(x.shape[2]):
+                src = x[n, c, i]
+                dst = out[n, c, top + i, left:left + src.shape[0]]
+                for j in range(src.shape[0]):  # as fast as NumPy's copy (a slice assignment
+                    dst[j] = src[j]  # here is slower on large inputs)
 
 
 @jit

@@ -5,6 +5,9 @@ input-gradient kernels for many input channels, and the three building blocks
 """
 from __future__ import annotations
 
+import math
+from functools import lru_cache
+
 import numpy as np
 
 from lmref._numba import jit, pjit, prange
@@ -780,7 +783,13 @@ def _igrad_channels_last(g, w, geom, n_batch, c_in):
 
 def _column_phases(geom):
     """``(phase, shift)`` of every kernel column in the stride-split layout."""
-    sw, dw, kw = geom.stride[1], geom.dilation[1], geom.k_hw[1]
+    return _phases(geom.stride[1], geom.dilation[1], geom.k_hw[1])
+
+
+@lru_cache(maxsize=256)
+def _phases(sw, dw, kw):
+    """:func:`_column_phases` of these ints, built once (small calls): shared arrays that the
+    kernels only read."""
     offsets = np.arange(kw, dtype=np.int64) * dw
     return offsets % sw, offsets // sw
 
@@ -816,8 +825,40 @@ def _merge_columns(gr, sw, wp):
     return gp.reshape(n, c, hp, m * sw)[..., :wp]
 
 
+def _unpad_phases(gr, geom):
+    """:func:`_unpad_adjoint` of the padded input's gradient held as column phases ``gr``
+    (:func:`_split_columns`' layout). With plain zero padding the adjoint only crops: the kept
+    entries are copied straight out of their phases (:func:`_crop_phases`: one copy instead of
+    merge, contiguous copy and crop; the same values)."""
+    sw = geom.stride[1]
+    if geom.mode != "zeros" or geom.maps is not None:
+        return _unpad_adjoint(np.ascontiguousarray(_merge_columns(gr, sw, geom.padded_hw[1])),
+                              geom)
+    out = np.empty(gr.shape[:2] + tuple(geom.in_hw))
+    _crop_phases(gr, geom.pads[0][0], geom.pads[1][0], sw, out)
+    return out
+
+
+@jit
+def _crop_phases(gr, top, left, sw, out):
+    """``out[n, c, i, j] = gp[n, c, top + i, left + j]`` where ``gp`` is ``gr`` merged
+    (:func:`_merge_columns`): padded column ``q`` is ``gr[..., q % sw, q // sw]``, so output
+    columns ``j, j + sw, ...`` are consecutive entries of one phase (a slice copy each)."""
+    w = out.shape[3]
+    for n in range(out.shape[0]):
+        for c in range(out.shape[1]):
+            for i in range(out.shape[2]):
+                src, dst = gr[n, c, top + i], out[n, c, i]
+                for j in range(min(sw, w)):
+                    q = left + j
+                    first = q // sw
+                    dst[j::sw] = src[q % sw, first:first + (w - j + sw - 1) // sw]
+
+
 def _macs(*shape):
-    return int(np.prod(np.asarray(shape, dtype=np.float64)))
+    """Multiply-adds of a call: the product of sizes (Python ints, exact), compared with
+    ``_PARALLEL_MIN_WORK``."""
+    return math.prod(shape)
 
 
 def _forward(x, w, bias, geom):
@@ -843,11 +884,11 @@ def _input_grad(g, w, geom, n_batch, c_in):
     run = _input_grad_parallel if _macs(g.size, w[0].size) >= _PARALLEL_MIN_WORK \
         else _input_grad_serial
     run(g, w, phase, shift, geom.stride[0], geom.dilation[0], geom.groups, gr)
-    return _unpad_adjoint(np.ascontiguousarray(_merge_columns(gr, sw, wp)), geom)
+    return _unpad_phases(gr, geom)
 
 
 def _weight_grad(g, x, w_shape, geom):
-    work = _macs(g.size, np.prod(w_shape[1:]))
+    work = _macs(g.size, *w_shape[1:])
     if w_shape[1] >= _WGRAD_MIN_CHANNELS:  # channels-last kernels (input channels as lanes)
         n, c_in = x.shape[0], x.shape[1]
         hp, wp = geom.padded_hw
