@@ -387,8 +387,8 @@ def _max_pool_row(plane, out, r0, r1, dh, cf, cs, dw, kw, sw, left, lo, hi):
     for ow in range(out.shape[0]):
         if ow < lo or ow >= hi:
             out[ow] = _max_window(plane, r0, r1, cf[ow], cs[ow], dh, dw)
-    if lo < hi and kw == 3 and dw == 1:
-        nr = (r1 - 1 - r0) // dh + 1
+    if lo < hi and kw == 3 and dw == 1:  # written out here and in the backward: as a call
+        nr = (r1 - 1 - r0) // dh + 1      # per window it was ~40% slower (measured)
         for ow in range(lo, hi):
             c0 = ow * sw - left
             m = -np.inf
