@@ -613,16 +613,13 @@ def test_channel_vector_input_grad_computes_only_kept_rows_bitwise(stride, paddi
                                    groups, "zeros")
     g = rng.standard_normal((2, c_out) + geom.out_hw)
     got = conv_kernels._input_grad(g, w, geom, 2, c_in)
-    # the full padded layout: every padded row, unpacked plane by plane, then cropped
+    # the full padded layout: every padded row, all its columns, then cropped
     hp, wp = geom.padded_hw
-    gt = np.empty((2, groups) + geom.out_hw + (8,))
-    conv_kernels._igrad_gt_serial(g, gt)
     wt = np.zeros((groups, 3, 8, 4, 16))
     wt[:] = w.reshape(groups, 8, 16, 3, 4).transpose(0, 3, 1, 4, 2)
-    gx = np.empty((2, groups, hp, wp * 16))
-    conv_kernels._igrad_serial(gt, wt.reshape(groups, 3, 8, 4 * 16), 4, *geom.stride,
-                               *geom.dilation, 0, gx)
-    full = gx.reshape(2, groups, hp, wp, 16).transpose(0, 1, 4, 2, 3).reshape(2, c_in, hp, wp)
+    full = np.empty((2, c_in, hp, wp))
+    conv_kernels._igrad_serial(g, wt.reshape(groups, 3, 8, 4 * 16), 4, *geom.stride,
+                               *geom.dilation, 0, 0, wp, full)
     (t, _), (l, _) = geom.pads
     np.testing.assert_array_equal(got, full[:, :, t:t + 9, l:l + 11])
     want = conv_reference._conv2d_backward_reference(g, x, w, stride=stride, padding=padding,
