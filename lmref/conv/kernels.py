@@ -626,9 +626,9 @@ def _channels_last_parallel(x, ih, iw, xt):
 # page fault per 4 KiB on first touch.
 #
 # Speed (measured, 2-core Zen 4 VM): the inner loop issues 9 vector loads (8 weight runs and the
-# sum), 8 multiplies and 8 adds per 8 lanes and runs at about 13 cycles per 8 lanes in
-# isolation (~10 flop/cycle); the whole kernel reaches about the same. Tried and slower, though
-# bitwise the same: two output rows per job sharing the weight loads (16 broadcast scalars:
+# sum), 8 multiplies and 8 adds per 8 lanes: about 10 cycles per 8 lanes in isolation with its
+# operands on cache lines, 15 when they straddle lines (hence :data:`_LINE`). Tried, bitwise
+# the same but not faster: two output rows per job sharing the weight loads (16 broadcasts:
 # spills and more run-time overlap checks), two output columns ``j, j + 1`` per loop sharing
 # them, weights at a compile-time stride (fewer overlap checks: no gain).
 # ----------------------------------------------------------------------------------------------
@@ -639,6 +639,26 @@ _IGRAD_MIN_CHANNELS = 16
 _IGRAD_MIN_OUT_CHANNELS = 8
 #: output channels summed per update (the group's channels are zero-padded to a multiple)
 _IGRAD_BLOCK = 8
+#: bytes of a cache line: the weight runs and the scratch row start on one, so that no vector
+#: load of the inner loop straddles two lines (a straddling 64-byte load costs two; measured:
+#: about 15 instead of 10 cycles per 8 lanes when every operand is off by 8 to 48 bytes)
+_LINE = 64
+
+
+def _zeros_on_lines(shape):
+    """``np.zeros(shape)`` starting on a cache line (numpy only promises 16 bytes)."""
+    size = math.prod(shape)
+    buf = np.zeros(size + _LINE // 8)
+    start = (-buf.ctypes.data % _LINE) // 8
+    return buf[start:start + size].reshape(shape)
+
+
+@jit
+def _empty_on_lines(size):
+    """A 1-D ``np.empty(size)`` starting on a cache line (numba only promises 32 bytes)."""
+    buf = np.empty(size + _LINE // 8)
+    start = (-buf.ctypes.data % _LINE) // 8
+    return buf[start:start + size]
 
 
 @jit
@@ -717,7 +737,7 @@ def _igrad_job(g, wt, kw, sh, sw, dh, dw, r0, left, width, out, job):
     rem = job - n * (groups * rows)
     grp = rem // rows
     h = rem - grp * rows
-    row = np.empty(width * c_in_g)
+    row = _empty_on_lines(width * c_in_g)
     _igrad_row(g, wt, kw, sh, sw, dh, dw, n, grp, r0 + h, np.zeros(g.shape[3]), row)
     _igrad_store_row(row, c_in_g, left, out, n, grp * c_in_g, h)
 
@@ -741,7 +761,7 @@ def _igrad_channels_last(g, w, geom, n_batch, c_in):
     c_out_g = c_out // groups
     cpad = -(-c_out_g // _IGRAD_BLOCK) * _IGRAD_BLOCK
     hp, wp = geom.padded_hw
-    wt = np.zeros((groups, kh, cpad, kw, c_in_g))
+    wt = _zeros_on_lines((groups, kh, cpad, kw, c_in_g))
     wt[:, :, :c_out_g] = w.reshape(groups, c_out_g, c_in_g, kh, kw).transpose(0, 3, 1, 4, 2)
     run = _igrad_parallel if _macs(g.size, w[0].size) >= _PARALLEL_MIN_WORK else _igrad_serial
     args = (np.ascontiguousarray(g), wt.reshape(groups, kh, cpad, kw * c_in_g), kw,
