@@ -223,6 +223,59 @@ def test_channel_vector_input_grad_parallel_equals_serial_bitwise(nd, kw, rng, m
     assert_close(bwd(g, x, w, b, **kw)[0], serial)
 
 
+def _channel_vector_input_grad_in_order(g, w, stride, dilation, groups, padded_hw):
+    """The channel-vector input gradient (full padded planes) written with numpy vector ops in
+    the kernels' summation order: per padded row, block of 8 output channels (zero-padded),
+    kernel row, kernel column run, output column, ``acc += ((s0 w0 + s1 w1) + (s2 w2 + s3 w3))
+    + ((s4 w4 + s5 w5) + (s6 w6 + s7 w7))``. Elementwise IEEE operations: the same bits."""
+    n_batch, c_out, ho, wo = g.shape
+    c_in_g, kh, kw = w.shape[1:]
+    c_out_g, (sh, sw), (dh, dw), (hp, wp) = c_out // groups, stride, dilation, padded_hw
+    cpad = -(-c_out_g // 8) * 8
+    fold = kw if dw == 1 else 1
+    gz = np.zeros((n_batch, groups, cpad, ho, wo))
+    gz[:, :, :c_out_g] = g.reshape(n_batch, groups, c_out_g, ho, wo)
+    wz = np.zeros((groups, kh, cpad, kw, c_in_g))
+    wz[:, :, :c_out_g] = w.reshape(groups, c_out_g, c_in_g, kh, kw).transpose(0, 3, 1, 4, 2)
+    out = np.zeros((n_batch, groups, hp, wp * c_in_g))
+    for n, grp, r in itertools.product(range(n_batch), range(groups), range(hp)):
+        for ob, a in itertools.product(range(0, cpad, 8), range(kh)):
+            t = r - a * dh
+            if t < 0 or t % sh or t // sh >= ho:
+                continue
+            for b in range(0, kw, fold):
+                x = wz[grp, a, ob:ob + 8, b:b + fold].reshape(8, -1)
+                for j in range(wo):
+                    s = gz[n, grp, ob:ob + 8, t // sh, j]
+                    q0 = (j * sw + b * dw) * c_in_g
+                    out[n, grp, r, q0:q0 + x.shape[1]] += \
+                        ((s[0] * x[0] + s[1] * x[1]) + (s[2] * x[2] + s[3] * x[3])) + \
+                        ((s[4] * x[4] + s[5] * x[5]) + (s[6] * x[6] + s[7] * x[7]))
+    return out.reshape(n_batch, groups, hp, wp, c_in_g).transpose(0, 1, 4, 2, 3) \
+        .reshape(n_batch, groups * c_in_g, hp, wp)
+
+
+@pytest.mark.parametrize("c_in,k,stride,padding,dilation,groups", [
+    (13, (4, 4), (2, 2), (1, 1), (1, 1), 1),  # the benchmark's geometry, a partial block
+    (20, (3, 2), (2, 3), (1, 0), (1, 2), 2),  # runs of one kernel column (dilation 2)
+    (24, (3, 3), (1, 1), (1, 1), (1, 1), 1)])  # conv2d_backward's stride 1
+def test_channel_vector_input_grad_summation_order_bitwise(c_in, k, stride, padding, dilation,
+                                                            groups, rng):
+    """conv_transpose2d on the channel-vector kernels (16 output channels a group) gives the
+    bits of its documented summation order, replayed with numpy vector operations; with Inf
+    and NaN inputs too."""
+    x = rng.standard_normal((2, c_in, 5, 6))
+    w = rng.standard_normal((c_in, 16) + k)
+    x[1, 3, 2, 4], w[2, 5, 0, 1] = np.nan, np.inf
+    got = conv.conv_transpose2d(x, w, stride=stride, padding=padding, dilation=dilation,
+                                groups=groups)
+    hp, wp = ((n - 1) * s + d * (kk - 1) + 1 for n, s, d, kk in zip(x.shape[2:], stride,
+                                                                   dilation, k))
+    full = _channel_vector_input_grad_in_order(x, w, stride, dilation, groups, (hp, wp))
+    (t, l), (h, wd) = padding, got.shape[2:]
+    np.testing.assert_array_equal(got, full[:, :, t:t + h, l:l + wd])
+
+
 def test_input_grad_nan_reaches_the_pixels_that_read_it(rng):
     """A NaN output gradient makes exactly the input-gradient pixels whose sums read it NaN
     (and an infinite one gives inf or NaN there), as in the plain reference, in both kernels."""
@@ -613,16 +666,13 @@ def test_channel_vector_input_grad_computes_only_kept_rows_bitwise(stride, paddi
                                    groups, "zeros")
     g = rng.standard_normal((2, c_out) + geom.out_hw)
     got = conv_kernels._input_grad(g, w, geom, 2, c_in)
-    # the full padded layout: every padded row, unpacked plane by plane, then cropped
+    # the full padded layout: every padded row, all its columns, then cropped
     hp, wp = geom.padded_hw
-    gt = np.empty((2, groups) + geom.out_hw + (8,))
-    conv_kernels._igrad_gt_serial(g, gt)
     wt = np.zeros((groups, 3, 8, 4, 16))
     wt[:] = w.reshape(groups, 8, 16, 3, 4).transpose(0, 3, 1, 4, 2)
-    gx = np.empty((2, groups, hp, wp * 16))
-    conv_kernels._igrad_serial(gt, wt.reshape(groups, 3, 8, 4 * 16), 4, *geom.stride,
-                               *geom.dilation, 0, gx)
-    full = gx.reshape(2, groups, hp, wp, 16).transpose(0, 1, 4, 2, 3).reshape(2, c_in, hp, wp)
+    full = np.empty((2, c_in, hp, wp))
+    conv_kernels._igrad_serial(g, wt.reshape(groups, 3, 8, 4 * 16), 4, *geom.stride,
+                               *geom.dilation, 0, 0, wp, full)
     (t, _), (l, _) = geom.pads
     np.testing.assert_array_equal(got, full[:, :, t:t + 9, l:l + 11])
     want = conv_reference._conv2d_backward_reference(g, x, w, stride=stride, padding=padding,

@@ -605,22 +605,33 @@ def _channels_last_parallel(x, ih, iw, xt):
 # input gradient with the input channels as the vector dimension (C_in / groups >= 16)
 #
 # ``gxpad[n, c, r, q] = sum_{o, a, b: r = i*sh + a*dh, q = j*sw + b*dw} w[o, c, a, b] *
-# g[n, o, i, j]``. The result is built channels last, one block per group, each padded row
-# flattened: ``gx[n, grp, r, q * C_in_g + c]``; the weights are stored as ``wt[grp, a, o,
-# b * C_in_g + c] = w[grp * C_out_g + o, c, a, b]`` and ``g`` channels last, ``gt[n, grp, i,
-# j, o]``, both with the output channels of a group zero-padded to a multiple of 8. Output
-# column ``j`` of kernel row ``a`` updates the run ``gx[n, grp, r, (j*sw + b*dw) * C_in_g +
-# c]``: with ``dw == 1`` the ``kw * C_in_g`` entries ``(b, c)`` are one contiguous run, laid
-# out like ``wt[grp, a, o]`` (``dw > 1``: one run of ``C_in_g`` per kernel column). An update
-# adds 8 output channels at once,
+# g[n, o, i, j]``. A job builds one padded row of one sample and group channels last in a
+# scratch row, ``row[q * C_in_g + c]``, then copies the columns that are kept into the planes
+# (each plane's row written contiguously). The weights are stored as ``wt[grp, a, o, b *
+# C_in_g + c] = w[grp * C_out_g + o, c, a, b]``, the output channels of a group zero-padded to
+# a multiple of 8. Output column ``j`` of kernel row ``a`` updates the run ``row[(j*sw + b*dw) *
+# C_in_g + c]``: with ``dw == 1`` the ``kw * C_in_g`` entries ``(b, c)`` are one contiguous run,
+# laid out like ``wt[grp, a, o]`` (``dw > 1``: one run of ``C_in_g`` per kernel column). An
+# update adds 8 output channels at once,
 # ``acc += ((s0 * w0 + s1 * w1) + (s2 * w2 + s3 * w3)) + ((s4 * w4 + s5 * w5) + (s6 * w6 +
-# s7 * w7))`` with ``st = g[n, o0 + t, i, j]``; padded channels add ``0 * 0``. So every entry
-# is summed in one fixed order (block of 8 output channels, kernel row, kernel column run,
-# output column) whatever the number of channels or threads; there is no remainder path. A job owns
-# one padded row of one sample and group: disjoint outputs, so jobs run in any order. With zero
-# padding only the rows that are kept are computed (the padding's rows are dropped anyway), and
-# the unpacking to planes goes row by row (one source row in cache, each plane's row written
-# contiguously): copies, so the result is the same bits as computing and cropping every row.
+# s7 * w7))`` with ``st = g[n, o0 + t, i, j]`` read from the planes of ``g`` (a padded channel
+# reads a row of zeros: it adds ``0 * 0``). So every entry is summed in one fixed order (block
+# of 8 output channels, kernel row, kernel column run, output column) whatever the number of
+# channels or threads; there is no remainder path. Jobs own disjoint outputs, so they run in
+# any order. With zero padding only the rows that are kept are computed (the padding's rows
+# are dropped anyway): copies, so the result is the same bits as computing and cropping every
+# row. Nothing as large as the input or the result is allocated besides the result: a
+# channels-last copy of ``g`` and a channels-last result cost two more passes over memory, two
+# more parallel launches and, where the allocator has given that memory back to the system, a
+# page fault per 4 KiB on first touch.
+#
+# Speed (measured, 2-core Zen 4 VM): the inner loop issues 9 vector loads (8 weight runs and the
+# sum), 8 multiplies and 8 adds per 8 lanes: about 10 cycles per 8 lanes in isolation with its
+# operands on cache lines, 15 when they straddle lines (hence :data:`_LINE`). Tried, bitwise
+# the same but not faster: two output rows per job sharing the weight loads (16 broadcasts:
+# spills and more run-time overlap checks), two output columns ``j, j + 1`` per loop sharing
+# them; weights at a compile-time stride (fewer overlap checks) gained 3-5 %, not worth its
+# chunked layout.
 # ----------------------------------------------------------------------------------------------
 
 #: the channel-vector input-gradient kernels run when C_in / groups reaches this ...
@@ -629,26 +640,50 @@ _IGRAD_MIN_CHANNELS = 16
 _IGRAD_MIN_OUT_CHANNELS = 8
 #: output channels summed per update (the group's channels are zero-padded to a multiple)
 _IGRAD_BLOCK = 8
+#: bytes of a cache line: the weight runs and the scratch row start on one, so that no vector
+#: load of the inner loop straddles two lines (a straddling 64-byte load costs two; measured:
+#: about 15 instead of 10 cycles per 8 lanes when every operand is off by 8 to 48 bytes)
+_LINE = 64
+
+
+def _zeros_on_lines(shape):
+    """``np.zeros(shape)`` starting on a cache line (numpy only promises 16 bytes)."""
+    size = math.prod(shape)
+    buf = np.zeros(size + _LINE // 8)
+    start = (-buf.ctypes.data % _LINE) // 8
+    return buf[start:start + size].reshape(shape)
 
 
 @jit
-def _igrad_job(gt, wt, kw, sh, sw, dh, dw, r0, gx, job):
-    """Padded row ``r0 + rr`` into ``gx[n, grp, rr]`` for ``(n, grp, rr) = job`` (row-major;
-    ``gx`` holds the padded rows from ``r0`` on that are needed)."""
-    ho, wo, cpad = gt.shape[2], gt.shape[3], gt.shape[4]
-    groups, kh, span = wt.shape[0], wt.shape[1], wt.shape[3]
-    rows = gx.shape[2]
+def _empty_on_lines(size):
+    """A 1-D ``np.empty(size)`` starting on a cache line (numba only promises 32 bytes)."""
+    buf = np.empty(size + _LINE // 8)
+    start = (-buf.ctypes.data % _LINE) // 8
+    return buf[start:start + size]
+
+
+@jit
+def _igrad_channel_row(g, n, o, last, i, zero):
+    """``g[n, o, i]``, or the row of zeros for a padded channel (``o >= last``, the end of
+    the group's channels)."""
+    return g[n, o, i] if o < last else zero
+
+
+@jit
+def _igrad_row(g, wt, kw, sh, sw, dh, dw, n, grp, r, zero, row):
+    """Padded row ``r`` of sample ``n`` and group ``grp`` into ``row``, channels last
+    (``row[q * C_in_g + c]``); ``zero`` is a row of ``Wo`` zeros."""
+    ho, wo = g.shape[2], g.shape[3]
+    groups, kh, cpad, span = wt.shape
+    c_out_g = g.shape[1] // groups
     c_in_g = span // kw
     fold = kw if dw == 1 else 1  # kernel columns per contiguous run
     run = fold * c_in_g
-    n = job // (groups * rows)
-    rem = job - n * (groups * rows)
-    grp = rem // rows
-    row = gx[n, grp, rem - grp * rows]
-    r = r0 + rem - grp * rows
     for m in range(row.shape[0]):
         row[m] = 0.0
     for ob in range(0, cpad, _IGRAD_BLOCK):
+        o0 = grp * c_out_g + ob
+        last = (grp + 1) * c_out_g  # channels from here on are the group's zero padding
         for a in range(kh):
             t = r - a * dh
             i = t // sh
@@ -657,7 +692,14 @@ def _igrad_job(gt, wt, kw, sh, sw, dh, dw, r0, gx, job):
             wa = wt[grp, a]
             w0, w1, w2, w3 = wa[ob], wa[ob + 1], wa[ob + 2], wa[ob + 3]
             w4, w5, w6, w7 = wa[ob + 4], wa[ob + 5], wa[ob + 6], wa[ob + 7]
-            gi = gt[n, grp, i]
+            g0 = _igrad_channel_row(g, n, o0, last, i, zero)
+            g1 = _igrad_channel_row(g, n, o0 + 1, last, i, zero)
+            g2 = _igrad_channel_row(g, n, o0 + 2, last, i, zero)
+            g3 = _igrad_channel_row(g, n, o0 + 3, last, i, zero)
+            g4 = _igrad_channel_row(g, n, o0 + 4, last, i, zero)
+            g5 = _igrad_channel_row(g, n, o0 + 5, last, i, zero)
+            g6 = _igrad_channel_row(g, n, o0 + 6, last, i, zero)
+            g7 = _igrad_channel_row(g, n, o0 + 7, last, i, zero)
             for b in range(0, kw, fold):
                 lo = b * c_in_g
                 x0, x1 = w0[lo:lo + run], w1[lo:lo + run]
@@ -665,9 +707,8 @@ def _igrad_job(gt, wt, kw, sh, sw, dh, dw, r0, gx, job):
                 x4, x5 = w4[lo:lo + run], w5[lo:lo + run]
                 x6, x7 = w6[lo:lo + run], w7[lo:lo + run]
                 for j in range(wo):
-                    s = gi[j]
-                    s0, s1, s2, s3 = s[ob], s[ob + 1], s[ob + 2], s[ob + 3]
-                    s4, s5, s6, s7 = s[ob + 4], s[ob + 5], s[ob + 6], s[ob + 7]
+                    s0, s1, s2, s3 = g0[j], g1[j], g2[j], g3[j]
+                    s4, s5, s6, s7 = g4[j], g5[j], g6[j], g7[j]
                     q0 = (j * sw + b * dw) * c_in_g
                     p = row[q0:q0 + run]
                     for m in range(run):
@@ -675,77 +716,43 @@ def _igrad_job(gt, wt, kw, sh, sw, dh, dw, r0, gx, job):
                             ((s4 * x4[m] + s5 * x5[m]) + (s6 * x6[m] + s7 * x7[m]))
 
 
-@jit
-def _igrad_serial(gt, wt, kw, sh, sw, dh, dw, r0, gx):
-    for job in range(gx.shape[0] * gx.shape[1] * gx.shape[2]):
-        _igrad_job(gt, wt, kw, sh, sw, dh, dw, r0, gx, job)
-
-
-@pjit
-def _igrad_parallel(gt, wt, kw, sh, sw, dh, dw, r0, gx):
-    for job in prange(gx.shape[0] * gx.shape[1] * gx.shape[2]):
-        _igrad_job(gt, wt, kw, sh, sw, dh, dw, r0, gx, job)
-
 
 @jit
-def _igrad_gt_row(g, gt, ni):
-    """``gt[n, q, i, j, o] = g[n, q * C_g + o, i, j]`` (``gt`` zero beyond ``C_g``) for
-    ``(n, i) = divmod(ni, Ho)``."""
-    groups, ho, wo, cpad = gt.shape[1], gt.shape[2], gt.shape[3], gt.shape[4]
-    c_g = g.shape[1] // groups
-    n = ni // ho
-    i = ni - n * ho
-    for q in range(groups):
-        dst = gt[n, q, i]
-        for j in range(wo):
-            out = dst[j]
-            for o in range(c_g):
-                out[o] = g[n, q * c_g + o, i, j]
-            for o in range(c_g, cpad):
-                out[o] = 0.0
-
-
-@jit
-def _igrad_gt_serial(g, gt):
-    for ni in range(gt.shape[0] * gt.shape[2]):
-        _igrad_gt_row(g, gt, ni)
-
-
-@pjit
-def _igrad_gt_parallel(g, gt):
-    for ni in prange(gt.shape[0] * gt.shape[2]):
-        _igrad_gt_row(g, gt, ni)
-
-
-@jit
-def _igrad_unpack_row(gx, top, left, out, job):
-    """``out[n, q * C_g + c, h, x] = gx[n, q, top + h, (left + x) * C_g + c]`` for one row
-    ``(n, q, h) = job`` (row-major) of every channel of group ``q``: the source row stays in
-    cache while each channel's row is written contiguously."""
-    groups = gx.shape[1]
-    c_all, h_out, w_out = out.shape[1], out.shape[2], out.shape[3]
-    c_g = c_all // groups
-    n = job // (groups * h_out)
-    rem = job - n * (groups * h_out)
-    q = rem // h_out
-    h = rem - q * h_out
-    src = gx[n, q, top + h]
-    for c in range(c_g):
-        dst = out[n, q * c_g + c, h]
+def _igrad_store_row(row, c_in_g, left, out, n, c0, h):
+    """``out[n, c0 + c, h, x] = row[(left + x) * C_in_g + c]`` for the ``C_in_g`` channels of
+    a group: the source row stays in cache while each plane's row is written contiguously."""
+    w_out = out.shape[3]
+    for c in range(c_in_g):
+        dst = out[n, c0 + c, h]
         for x in range(w_out):
-            dst[x] = src[(left + x) * c_g + c]
+            dst[x] = row[(left + x) * c_in_g + c]
 
 
 @jit
-def _igrad_unpack_serial(gx, top, left, out):
-    for job in range(out.shape[0] * gx.shape[1] * out.shape[2]):
-        _igrad_unpack_row(gx, top, left, out, job)
+def _igrad_job(g, wt, kw, sh, sw, dh, dw, r0, left, width, out, job):
+    """Row ``h`` of the planes ``out[n, grp * C_in_g:(grp + 1) * C_in_g]`` for ``(n, grp, h) =
+    job`` (row-major): padded row ``r0 + h`` of width ``width``, its columns from ``left`` on."""
+    groups, rows = wt.shape[0], out.shape[2]
+    c_in_g = wt.shape[3] // kw
+    n = job // (groups * rows)
+    rem = job - n * (groups * rows)
+    grp = rem // rows
+    h = rem - grp * rows
+    row = _empty_on_lines(width * c_in_g)
+    _igrad_row(g, wt, kw, sh, sw, dh, dw, n, grp, r0 + h, np.zeros(g.shape[3]), row)
+    _igrad_store_row(row, c_in_g, left, out, n, grp * c_in_g, h)
+
+
+@jit
+def _igrad_serial(g, wt, kw, sh, sw, dh, dw, r0, left, width, out):
+    for job in range(out.shape[0] * wt.shape[0] * out.shape[2]):
+        _igrad_job(g, wt, kw, sh, sw, dh, dw, r0, left, width, out, job)
 
 
 @pjit
-def _igrad_unpack_parallel(gx, top, left, out):
-    for job in prange(out.shape[0] * gx.shape[1] * out.shape[2]):
-        _igrad_unpack_row(gx, top, left, out, job)
+def _igrad_parallel(g, wt, kw, sh, sw, dh, dw, r0, left, width, out):
+    for job in prange(out.shape[0] * wt.shape[0] * out.shape[2]):
+        _igrad_job(g, wt, kw, sh, sw, dh, dw, r0, left, width, out, job)
 
 
 def _igrad_channels_last(g, w, geom, n_batch, c_in):
@@ -755,25 +762,17 @@ def _igrad_channels_last(g, w, geom, n_batch, c_in):
     c_out_g = c_out // groups
     cpad = -(-c_out_g // _IGRAD_BLOCK) * _IGRAD_BLOCK
     hp, wp = geom.padded_hw
-    ho, wo = g.shape[2], g.shape[3]
-    parallel = _macs(g.size, w[0].size) >= _PARALLEL_MIN_WORK
-    gt = np.empty((n_batch, groups, ho, wo, cpad))
-    (_igrad_gt_parallel if parallel else _igrad_gt_serial)(g, gt)
-    wt = np.zeros((groups, kh, cpad, kw, c_in_g))
+    wt = _zeros_on_lines((groups, kh, cpad, kw, c_in_g))
     wt[:, :, :c_out_g] = w.reshape(groups, c_out_g, c_in_g, kh, kw).transpose(0, 3, 1, 4, 2)
-    cropped = geom.mode == "zeros" and geom.maps is None  # zero padding: its rows are dropped
-    r0, rows = (geom.pads[0][0], geom.in_hw[0]) if cropped else (0, hp)
-    gx = np.empty((n_batch, groups, rows, wp * c_in_g))  # only the rows that are kept
-    (_igrad_parallel if parallel else _igrad_serial)(
-        gt, wt.reshape(groups, kh, cpad, kw * c_in_g), kw, geom.stride[0], geom.stride[1],
-        geom.dilation[0], geom.dilation[1], r0, gx)
-    unpack = _igrad_unpack_parallel if parallel else _igrad_unpack_serial
-    if cropped:
+    run = _igrad_parallel if _macs(g.size, w[0].size) >= _PARALLEL_MIN_WORK else _igrad_serial
+    args = (np.ascontiguousarray(g), wt.reshape(groups, kh, cpad, kw * c_in_g), kw,
+            geom.stride[0], geom.stride[1], geom.dilation[0], geom.dilation[1])
+    if geom.mode == "zeros" and geom.maps is None:  # zero padding: only the kept rows
         out = np.empty((n_batch, c_in) + tuple(geom.in_hw))
-        unpack(gx, 0, geom.pads[1][0], out)
+        run(*args, geom.pads[0][0], geom.pads[1][0], wp, out)
         return out
     gp = np.empty((n_batch, c_in, hp, wp))
-    unpack(gx, 0, 0, gp)
+    run(*args, 0, 0, wp, gp)
     return _unpad_adjoint(gp, geom)
 
 
