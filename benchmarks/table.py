@@ -6,8 +6,10 @@ process: ``setup`` of every peer (data, JIT warm-up), then the peers' calls of e
 ``time_*`` method *interleaved* (lmref, torch, lmref, torch, ...: both sample the same machine
 state, which matters on a shared or throttled machine) for up to 41 rounds (at most ~2 s per
 peer), and prints one Markdown row per case with the medians of the lmref and torch times and
-the speed-up (torch time / lmref time). asv remains the tool to track
-speed over commits; this is the quick side-by-side view with the machine and date.
+the speed-up (torch time / lmref time); a peer other than torch (block matching's OpenCV
+loop) gets a row of its own, ``<case> vs <peer>``, its time in the torch column. asv remains
+the tool to track speed over commits; this is the quick side-by-side view with the machine
+and date.
 """
 import datetime
 import importlib
@@ -81,10 +83,15 @@ def _rows(module):
                 yield name, method, label, _time_peers(cls, method, [args])[0], "-", "-"
                 continue
             ms = dict(zip(peers, _time_peers(cls, method, [(p, *args) for p in peers])))
-            mine, other = ms.get("lmref", "-"), ms.get("torch", "-")
-            ratio = (f"{other / mine:.2f}x" if isinstance(mine, float)
-                     and isinstance(other, float) else "-")
-            yield name, method, label, mine, other, ratio
+            mine = ms.get("lmref", "-")
+            # torch in the torch column; any other peer (block matching's OpenCV loop) on a
+            # row of its own, its time in that column
+            for peer in ["torch"] + [p for p in peers if p not in ("lmref", "torch")]:
+                other = ms.get(peer, "-")
+                ratio = (f"{other / mine:.2f}x" if isinstance(mine, float)
+                         and isinstance(other, float) else "-")
+                yield name, method, label if peer == "torch" else f"{label} vs {peer}", \
+                    mine, other, ratio
 
 
 def main(argv=None) -> None:

@@ -58,6 +58,17 @@ def test_table_rows_time_every_case_and_report_skips():
     assert rows[1][4].startswith("skipped (no peer here)") and rows[1][5] == "-"
 
 
+def test_table_gives_a_third_peer_a_row_of_its_own():
+    class Three(_Toy):
+        params = (["lmref", "torch", "opencv"], [1])
+
+    rows = list(table._rows(types.SimpleNamespace(Three=Three, __name__="three")))
+    assert [r[:3] for r in rows] == [("Three", "time_toy", "1"),
+                                     ("Three", "time_toy", "1 vs opencv")]
+    assert rows[0][3] == rows[1][3]  # the same lmref median on both rows
+    assert all(isinstance(r[4], float) and r[5].endswith("x") for r in rows)
+
+
 def test_table_cases_without_peer():
     class NoPeer:
         params = [3, 4]
