@@ -277,18 +277,22 @@ def _adjoint_solve(g4, inv_spec, workers, keep_spectrum=False, finite_name=None)
     ``finite_name``, ``g4`` is checked for NaN/Inf through its spectrum. On power-of-two grids
     ``grad_t`` comes from :func:`_radix2_solve` (the spectrum, if asked, from scipy's rfft2).
     """
-    radix2 = _radix2_grid(g4.shape[2:])
-    if radix2:
+    if _radix2_grid(g4.shape[2:]):
         grad_t = _radix2_solve(g4, inv_spec, workers, adjoint=True, finite_name=finite_name)
-        if not keep_spectrum:
-            return grad_t
+        return (grad_t, _adjoint_spectrum(g4, inv_spec, workers)) if keep_spectrum else grad_t
+    spec = _adjoint_spectrum(g4, inv_spec, workers, finite_name)
+    grad_t = _irfft2(spec.copy() if keep_spectrum else spec, g4.shape[2:], workers)
+    return (grad_t, spec) if keep_spectrum else grad_t
+
+
+def _adjoint_spectrum(g4, inv_spec, workers, finite_name=None):
+    """``DFT(grad_t) = rfft2(g4) * conj(1 / A)``; with ``finite_name``, ``g4`` is checked for
+    NaN/Inf through its spectrum."""
     spec = _fft.rfft2(g4, workers=_fft_workers(workers, g4.size))
-    if finite_name is not None and not radix2:
+    if finite_name is not None:
         _finite_through(_dc_bins(spec), g4, finite_name)
     spec *= inv_spec.conj()
-    if not radix2:
-        grad_t = _irfft2(spec.copy() if keep_spectrum else spec, g4.shape[2:], workers)
-    return (grad_t, spec) if keep_spectrum else grad_t
+    return spec
 
 
 # ----------------------------------------------------------------------------------------------

@@ -455,11 +455,13 @@ def _log_eps_difference(a, b, eps):
     against ~8 ns for the C library's scalar ``log`` that the numba kernel calls; both
     faithfully rounded, < 0.6 ulp measured), so the op is numpy's passes rather than one numba
     loop. Elsewhere numpy calls the C library's ``log`` too, and the numba kernel (two threads)
-    gives these same bits. The domain is
-    checked through the result: an element outside it (``x + eps <= 0`` or non-finite) gives a
-    NaN or infinite log, so the sum of ``out`` is non-finite (a sum of finite differences
-    cannot overflow: each is below 1455 in magnitude, ``-log(5e-324) = 744.4``); only then are the inputs
-    checked for the named error (``a + eps`` overflowing to ``inf`` is in the domain, as before).
+    gives these same bits.
+
+    The domain is checked through the result: an element outside it (``x + eps <= 0`` or
+    non-finite) gives a NaN or infinite log, so the sum of ``out`` is non-finite (a sum of
+    finite differences cannot overflow: each is below 1455 in magnitude, ``-log(5e-324) =
+    744.4``); only then are the inputs checked for the named error (``a + eps`` overflowing to
+    ``inf`` is in the domain, as before).
     """
     with np.errstate(all="ignore"):  # outside the domain: refused below, never returned
         out = np.add(a, eps)
