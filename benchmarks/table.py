@@ -9,7 +9,9 @@ peer), and prints one Markdown row per case with the medians of the lmref and to
 the speed-up (torch time / lmref time); a peer other than torch (block matching's OpenCV
 loop) gets a row of its own, ``<case> vs <peer>``, its time in the torch column. asv remains
 the tool to track speed over commits; this is the quick side-by-side view with the machine
-and date.
+and date. ``--faults`` follows each time with the median minor page faults per call
+(``ms/faults``): on a machine where a fresh page costs microseconds (a VM), a row can be bound
+by the allocator giving memory back and taking it again rather than by its arithmetic.
 """
 import datetime
 import importlib
@@ -24,19 +26,43 @@ import numpy as np
 CPU_MODULES = ("bench_conv", "bench_compose", "bench_motion", "bench_arma", "bench_blockmatch",
                "bench_layers", "bench_temporal")
 MAX_RUNS, MAX_SECONDS = 41, 2.0
+#: ``--faults``: each time is followed by the median minor page faults per call, ``ms/faults``
+COUNT_FAULTS = False
 
 
-def _median_ms(*fns) -> list[float]:
-    """Median ms of each function, their calls interleaved round by round."""
+def _minor_faults() -> int:
+    import resource  # POSIX only: imported where --faults asks for it
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _median_ms(*fns) -> list:
+    """Median ms of each function, their calls interleaved round by round (with
+    ``COUNT_FAULTS``, ``(ms, minor page faults per call)`` pairs)."""
     times = [[] for _ in fns]
+    faults = [[] for _ in fns]
     start = time.perf_counter()
     while len(times[0]) < MAX_RUNS and (
             len(times[0]) < 5 or time.perf_counter() - start < MAX_SECONDS * len(fns)):
-        for fn, ts in zip(fns, times):
+        for fn, ts, fs in zip(fns, times, faults):
+            f0 = _minor_faults() if COUNT_FAULTS else 0
             t0 = time.perf_counter()
             fn()
             ts.append(time.perf_counter() - t0)
-    return [1e3 * float(np.median(ts)) for ts in times]
+            fs.append(_minor_faults() - f0 if COUNT_FAULTS else 0)
+    ms = [1e3 * float(np.median(ts)) for ts in times]
+    if COUNT_FAULTS:
+        return [_Timed(t, int(np.median(fs))) for t, fs in zip(ms, faults)]
+    return ms
+
+
+class _Timed(float):
+    """A median time in ms that also carries the median minor page faults per call."""
+
+    def __new__(cls, ms, faults):
+        obj = super().__new__(cls, ms)
+        obj.faults = faults
+        return obj
 
 
 def _cases(cls):
@@ -68,6 +94,8 @@ def _time_peers(cls, method, cases) -> list:
 
 
 def _fmt(v) -> str:
+    if isinstance(v, _Timed):
+        return f"{v:.3f}/{v.faults}"
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
@@ -95,7 +123,10 @@ def _rows(module):
 
 
 def main(argv=None) -> None:
-    names = (argv if argv is not None else sys.argv[1:]) or CPU_MODULES
+    global COUNT_FAULTS
+    args = list(argv if argv is not None else sys.argv[1:])
+    COUNT_FAULTS = "--faults" in args
+    names = [a for a in args if a != "--faults"] or CPU_MODULES
     import numba
 
     try:
@@ -107,7 +138,8 @@ def main(argv=None) -> None:
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, numba "
           f"{numba.__version__} ({numba.get_num_threads()} threads), {peer}, "
           f"{datetime.date.today()}\n")
-    print("| benchmark | method | case | lmref (ms) | torch (ms) | speed-up |")
+    unit = "ms/faults" if COUNT_FAULTS else "ms"
+    print(f"| benchmark | method | case | lmref ({unit}) | torch ({unit}) | speed-up |")
     print("|---|---|---|---|---|---|")
     for name in names:
         module = importlib.import_module(f"benchmarks.{name}")

@@ -76,3 +76,19 @@ def test_table_cases_without_peer():
 
     peers, rest = table._cases(NoPeer)
     assert peers is None and rest == list(itertools.product([3, 4]))
+
+
+def test_table_counts_page_faults_when_asked(monkeypatch):
+    """``--faults``: every time carries the median minor page faults per call; a call that
+    touches freshly mapped memory counts them (here: a 64-page buffer, mapped anew each call)."""
+    import mmap
+
+    def fresh_pages():
+        with mmap.mmap(-1, 64 * mmap.PAGESIZE) as m:
+            for i in range(0, len(m), mmap.PAGESIZE):
+                m[i] = 1
+
+    monkeypatch.setattr(table, "COUNT_FAULTS", True)
+    quiet, touching = table._median_ms(lambda: None, fresh_pages)
+    assert quiet.faults == 0 and touching.faults >= 64
+    assert table._fmt(touching) == f"{float(touching):.3f}/{touching.faults}"
