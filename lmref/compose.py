@@ -283,41 +283,43 @@ _PARALLEL_MIN_WORK = 1 << 20
 
 @jit
 def _fold_rows4(t, x, ah, aw, bh, bw, o0, out):
-    """``out[o0:o0 + 4] += t[o0:o0 + 4] * x`` in the summation order of :func:`_fold_rows1`."""
+    """``out[o0:o0 + 4] += t[o0:o0 + 4] * x`` in the summation order of :func:`_fold_rows1`.
+
+    Plain element indexing, no row views: a view costs a reference-count update per (``t``
+    tap, ``x`` tap), which for a few channels outweighs the arithmetic (-25 % at 4 channels,
+    -7 % at 32)."""
     ph_n, pw_n, c_mid = t.shape[1], t.shape[2], t.shape[3]
     qh_n, qw_n, c_in = x.shape[0], x.shape[1], x.shape[3]
+    o1, o2, o3 = o0 + 1, o0 + 2, o0 + 3
     for ph in range(ph_n):
         for pw in range(pw_n):
-            t0r, t1r, t2r, t3r = t[o0, ph, pw], t[o0 + 1, ph, pw], t[o0 + 2, ph, pw], \
-                t[o0 + 3, ph, pw]
             for qh in range(qh_n):
                 rh = ph * ah + qh * bh
                 for qw in range(qw_n):
                     rw = pw * aw + qw * bw
-                    r0, r1 = out[o0, rh, rw], out[o0 + 1, rh, rw]
-                    r2, r3 = out[o0 + 2, rh, rw], out[o0 + 3, rh, rw]
-                    xq = x[qh, qw]
                     for m in range(0, c_mid - 1, 2):
-                        u_row, v_row = xq[m], xq[m + 1]
-                        a0, b0, a1, b1 = t0r[m], t0r[m + 1], t1r[m], t1r[m + 1]
-                        a2, b2, a3, b3 = t2r[m], t2r[m + 1], t3r[m], t3r[m + 1]
+                        n = m + 1
+                        a0, b0, a1, b1 = t[o0, ph, pw, m], t[o0, ph, pw, n], t[o1, ph, pw, m], \
+                            t[o1, ph, pw, n]
+                        a2, b2, a3, b3 = t[o2, ph, pw, m], t[o2, ph, pw, n], t[o3, ph, pw, m], \
+                            t[o3, ph, pw, n]
                         for i in range(c_in):
-                            u = u_row[i]
-                            v = v_row[i]
-                            r0[i] += a0 * u + b0 * v
-                            r1[i] += a1 * u + b1 * v
-                            r2[i] += a2 * u + b2 * v
-                            r3[i] += a3 * u + b3 * v
+                            u = x[qh, qw, m, i]
+                            v = x[qh, qw, n, i]
+                            out[o0, rh, rw, i] += a0 * u + b0 * v
+                            out[o1, rh, rw, i] += a1 * u + b1 * v
+                            out[o2, rh, rw, i] += a2 * u + b2 * v
+                            out[o3, rh, rw, i] += a3 * u + b3 * v
                     if c_mid % 2:
-                        u_row = xq[c_mid - 1]
-                        a0, a1, a2, a3 = t0r[c_mid - 1], t1r[c_mid - 1], t2r[c_mid - 1], \
-                            t3r[c_mid - 1]
+                        m = c_mid - 1
+                        a0, a1, a2, a3 = t[o0, ph, pw, m], t[o1, ph, pw, m], t[o2, ph, pw, m], \
+                            t[o3, ph, pw, m]
                         for i in range(c_in):
-                            u = u_row[i]
-                            r0[i] += a0 * u
-                            r1[i] += a1 * u
-                            r2[i] += a2 * u
-                            r3[i] += a3 * u
+                            u = x[qh, qw, m, i]
+                            out[o0, rh, rw, i] += a0 * u
+                            out[o1, rh, rw, i] += a1 * u
+                            out[o2, rh, rw, i] += a2 * u
+                            out[o3, rh, rw, i] += a3 * u
 
 
 @jit
@@ -328,22 +330,18 @@ def _fold_rows1(t, x, ah, aw, bh, bw, o, out):
     qh_n, qw_n, c_in = x.shape[0], x.shape[1], x.shape[3]
     for ph in range(ph_n):
         for pw in range(pw_n):
-            tr = t[o, ph, pw]
             for qh in range(qh_n):
                 rh = ph * ah + qh * bh
                 for qw in range(qw_n):
-                    row = out[o, rh, pw * aw + qw * bw]
-                    xq = x[qh, qw]
+                    rw = pw * aw + qw * bw
                     for m in range(0, c_mid - 1, 2):
-                        u_row, v_row = xq[m], xq[m + 1]
-                        a, b = tr[m], tr[m + 1]
+                        a, b = t[o, ph, pw, m], t[o, ph, pw, m + 1]
                         for i in range(c_in):
-                            row[i] += a * u_row[i] + b * v_row[i]
+                            out[o, rh, rw, i] += a * x[qh, qw, m, i] + b * x[qh, qw, m + 1, i]
                     if c_mid % 2:
-                        u_row = xq[c_mid - 1]
-                        a = tr[c_mid - 1]
+                        a = t[o, ph, pw, c_mid - 1]
                         for i in range(c_in):
-                            row[i] += a * u_row[i]
+                            out[o, rh, rw, i] += a * x[qh, qw, c_mid - 1, i]
 
 
 @jit
