@@ -37,7 +37,7 @@ import math
 import numpy as np
 
 from lmref._numba import jit, pjit, prange
-from lmref._validation import as_float64, as_int, as_tuple, check_alloc
+from lmref._validation import _FLOAT64, as_float64, as_int, as_tuple, check_alloc
 from lmref.registry import Op
 
 __all__ = ["dilate", "compose", "receptive_field"]
@@ -425,18 +425,208 @@ def _layer_rates(ss, ds):
     return rates
 
 
-def _compose_lattice(arrays, ss, ds):
-    """:func:`compose`'s kernel ``(C_out_last, C_in_first, kH, kW)`` of 2-D ``arrays`` on tap
-    lattices, folded from the side with fewer multiply-adds (ties: the output side)."""
-    rates = _layer_rates(ss, ds)
+def _fold_order(arrays, rates):
+    """``(from_input, factors, plan)``: the fold of 2-D ``arrays`` (taps ``rates`` apart) from
+    the side with fewer multiply-adds (ties: the output side), its factors and
+    :func:`_fold_plan`."""
     from_output = list(zip(arrays[::-1], rates[::-1]))
     plan = _fold_plan(from_output)
     if len(arrays) > 1:
         from_input = [(w.transpose(1, 0, 2, 3), r) for w, r in zip(arrays, rates)]
         plan_in = _fold_plan(from_input)
         if plan_in[1] < plan[1]:
-            return np.ascontiguousarray(_fold(from_input, plan_in).transpose(3, 0, 1, 2))
-    return np.ascontiguousarray(_fold(from_output, plan).transpose(0, 3, 1, 2))
+            return True, from_input, plan_in
+    return False, from_output, plan
+
+
+def _compose_lattice(arrays, ss, ds):
+    """:func:`compose`'s kernel ``(C_out_last, C_in_first, kH, kW)`` of 2-D ``arrays`` on tap
+    lattices, one :func:`_fold` step (and kernel launch) per factor: the path of long chains
+    and many channels, and the one :func:`_fold_chain` is checked against."""
+    from_input, factors, plan = _fold_order(arrays, _layer_rates(ss, ds))
+    return _fold_layout(_fold(factors, plan), from_input)
+
+
+def _fold_layout(t, from_input):
+    """:func:`_fold`'s ``(A_1, kH, kW, B_n)`` as ``(C_out_last, C_in_first, kH, kW)``."""
+    return np.ascontiguousarray(t.transpose(3, 0, 1, 2) if from_input else t.transpose(0, 3, 1, 2))
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole fold in one call (small chains)
+#
+# Below _PARALLEL_MIN_WORK every step of _fold runs serially, and for a few channels the
+# Python around each step (transposed copies, allocations, one kernel launch per factor, the
+# final layout) costs as much as the arithmetic. _fold_chain runs the same steps with the same
+# row kernels (so bit for bit the same result) inside one numba call, on the weights packed
+# into one buffer and a small int64 table that compose keeps per call pattern (_Plan).
+# ----------------------------------------------------------------------------------------------
+
+#: header of :func:`_fold_chain`'s table: factors, from the input side (0/1), final spacings
+_HEAD = 4
+#: per factor (fold order): offset in the buffer and the weight's own (A, B, kH, kW)
+_PER_FACTOR = 5
+#: per step: the ``(n_h, n_w, a_h, a_w, b_h, b_w)`` of :func:`_fold_plan`
+_PER_STEP = 6
+
+
+@jit
+def _factor(buf, table, f):
+    """Factor ``f``'s weight ``(A, B, kH, kW)``, a view into ``buf``."""
+    e = _HEAD + _PER_FACTOR * f
+    a, b, kh, kw = table[e + 1], table[e + 2], table[e + 3], table[e + 4]
+    return buf[table[e]:table[e] + a * b * kh * kw].reshape((a, b, kh, kw))
+
+
+@jit
+def _factor_rows(w, trans):
+    """The first factor ``F`` (``w``, or ``w`` with its channel axes swapped when ``trans``)
+    as :func:`_fold`'s ``T``: ``t[o, ph, pw, m] = F[o, m, ph, pw]``."""
+    a, b, kh, kw = w.shape
+    rows, mid = (b, a) if trans else (a, b)
+    t = np.empty((rows, kh, kw, mid))
+    for o in range(rows):
+        for ph in range(kh):
+            for pw in range(kw):
+                for m in range(mid):
+                    t[o, ph, pw, m] = w[m, o, ph, pw] if trans else w[o, m, ph, pw]
+    return t
+
+
+@jit
+def _factor_taps(w, trans):
+    """A later factor ``F`` as :func:`_fold`'s ``X``: ``x[qh, qw, m, i] = F[m, i, qh, qw]``."""
+    a, b, kh, kw = w.shape
+    mid, cols = (b, a) if trans else (a, b)
+    x = np.empty((kh, kw, mid, cols))
+    for qh in range(kh):
+        for qw in range(kw):
+            for m in range(mid):
+                for i in range(cols):
+                    x[qh, qw, m, i] = w[i, m, qh, qw] if trans else w[m, i, qh, qw]
+    return x
+
+
+@jit
+def _fold_chain(buf, table):
+    """:func:`_compose_lattice` in one call, serially: ``K`` ``(C_out_last, C_in_first, kH,
+    kW)`` of the factors in ``buf`` that ``table`` describes (:func:`_chain_table`)."""
+    n, trans, s_h, s_w = table[0], table[1], table[2], table[3]
+    t = _factor_rows(_factor(buf, table, 0), trans)
+    for f in range(1, n):
+        x = _factor_taps(_factor(buf, table, f), trans)
+        e = _HEAD + _PER_FACTOR * n + _PER_STEP * (f - 1)
+        out = np.zeros((t.shape[0], table[e], table[e + 1], x.shape[3]))
+        _fold_serial(t, x, table[e + 2], table[e + 3], table[e + 4], table[e + 5], out)
+        t = out
+    rows, n_h, n_w, cols = t.shape
+    # onto the full grid (the lattice's gaps are zeros), in K's axis order
+    size_h, size_w = (n_h - 1) * s_h + 1, (n_w - 1) * s_w + 1
+    k = np.zeros((cols, rows, size_h, size_w) if trans else (rows, cols, size_h, size_w))
+    for o in range(rows):
+        for i in range(cols):
+            for rh in range(n_h):
+                for rw in range(n_w):
+                    if trans:
+                        k[i, o, rh * s_h, rw * s_w] = t[o, rh, rw, i]
+                    else:
+                        k[o, i, rh * s_h, rw * s_w] = t[o, rh, rw, i]
+    return k
+
+
+class _Plan:
+    """What :func:`compose` derives from a call's shapes, strides and dilations once they are
+    validated (no weight values), kept per call pattern (:func:`_call_pattern`).
+
+    ``shape``: the composite's ``(C_out_last, C_in_first, *sizes)``; ``stride``: the returned
+    stride; ``dims``: each layer's weight as 2-D ``(A, B, kH, kW)``; ``rates``: the layers' tap
+    spacings; ``from_input``, ``fold``: :func:`_fold_order`'s side and :func:`_fold_plan`;
+    ``chain``: whether :func:`_fold_chain` runs it (every step serial); ``table``: its table,
+    made at the first run, after the allocation check (before it, a size may exceed int64).
+    """
+
+    __slots__ = ("shape", "stride", "bare", "nd", "dims", "rates", "from_input", "fold",
+                 "chain", "table")
+
+    def __init__(self, arrays, bare, nd, ss, ds, stride, sizes):
+        self.shape = (arrays[-1].shape[0], arrays[0].shape[1], *sizes)
+        self.stride, self.bare, self.nd = stride, bare, nd
+        if nd == 1:  # a 1-D chain is a 2-D one with height-1 kernels
+            arrays = [w[:, :, None] for w in arrays]
+            ss, ds = [(1,) + s for s in ss], [(1,) + d for d in ds]
+        self.dims = [w.shape for w in arrays]
+        self.rates = _layer_rates(ss, ds)
+        self.from_input, _, self.fold = _fold_order(arrays, self.rates)
+        self.chain = self.fold[1] < _PARALLEL_MIN_WORK  # the sum of the steps' work
+        self.table = None
+
+
+def _chain_table(plan):
+    """:func:`_fold_chain`'s int64 table: ``[n, from_input, s_h, s_w]``; per factor in fold
+    order ``[offset, A, B, kH, kW]`` (the buffer holds the layers in application order); per
+    step ``[n_h, n_w, a_h, a_w, b_h, b_w]``."""
+    steps, _, spacing = plan.fold
+    offsets = np.cumsum([0] + [math.prod(d) for d in plan.dims]).tolist()
+    order = range(len(plan.dims)) if plan.from_input else range(len(plan.dims) - 1, -1, -1)
+    factors = [(offsets[f], *plan.dims[f]) for f in order]
+    # the final taps are ``spacing`` apart; a single tap has no gap (spacing 1: small indices)
+    taps = steps[-1][:2] if steps else factors[0][3:]
+    head = [len(factors), int(plan.from_input)] + [g if n > 1 and g > 1 else 1
+                                                    for g, n in zip(spacing, taps)]
+    return np.array(head + [v for f in factors for v in f] + [v for st in steps for v in st],
+                    dtype=np.int64)
+
+
+def _plain(values):
+    """``values`` as a tuple when it is a list or tuple of ints and tuples of ints (exactly
+    these types), else None."""
+    if type(values) not in (list, tuple):
+        return None
+    for v in values:
+        if type(v) is not int and (type(v) is not tuple or any(type(e) is not int for e in v)):
+            return None
+    return tuple(values)
+
+
+def _call_pattern(weights, strides, dilations, paddings):
+    """The memo key of a :func:`compose` call in the common spelling (float64 C-contiguous
+    writeable arrays, strides and dilations of plain ints or tuples of ints, no paddings), else
+    None. Every check of :func:`_plan` depends on the key alone: a key with a plan is a valid
+    call (the allocation check aside, which compose repeats: its limit is read at each call)."""
+    if paddings is not None or type(weights) not in (list, tuple):
+        return None
+    shapes = []
+    for w in weights:
+        if type(w) is not np.ndarray or w.dtype is not _FLOAT64:
+            return None
+        flags = w.flags
+        if not (flags.c_contiguous and flags.writeable):
+            return None
+        shapes.append(w.shape)
+    s, d = _plain(strides), _plain(dilations)
+    if s is None or (d is None and dilations is not None):
+        return None
+    return tuple(shapes), s, d
+
+
+#: call pattern -> _Plan; emptied when full (a program composes a few chains, many times)
+_PLANS = {}
+_PLANS_MAX = 256
+
+
+def _plan(weights, strides, dilations, paddings):
+    """A :func:`compose` call validated: ``(arrays, plan)``, the checked float64 weights
+    (``(C_out, C_in, *k)``, bare kernels with two leading axes of 1) and its :class:`_Plan`."""
+    arrays, bare, nd = _check_weights(weights)
+    n = len(arrays)
+    ss, s_ss = _per_layer(strides, "strides", n, nd)
+    ds, s_ds = _per_layer(dilations, "dilations", n, nd, default=1)
+    _check_paddings(paddings, n)
+    sizes = [_field([w.shape[2 + a] for w in arrays], [s[a] for s in ss], [d[a] for d in ds])[0]
+             for a in range(nd)]
+    total = tuple(math.prod(s[a] for s in ss) for a in range(nd))
+    stride = total[0] if (s_ss and s_ds and len(set(total)) == 1) else total
+    return arrays, _Plan(arrays, bare, nd, ss, ds, stride, sizes)
 
 
 def _rounding_terms(arrays):
@@ -493,23 +683,27 @@ def compose(weights, strides, dilations=None, *, paddings=None):
     >>> compose([k, k], [2, 1])  # the second kernel sees every other input sample
     (array([1., 2., 3., 4., 3., 2., 1.]), 2)
     """
-    arrays, bare, nd = _check_weights(weights)
-    n = len(arrays)
-    ss, s_ss = _per_layer(strides, "strides", n, nd)
-    ds, s_ds = _per_layer(dilations, "dilations", n, nd, default=1)
-    _check_paddings(paddings, n)
-    sizes = [_field([w.shape[2 + a] for w in arrays], [s[a] for s in ss], [d[a] for d in ds])[0]
-             for a in range(nd)]
-    check_alloc((arrays[-1].shape[0], arrays[0].shape[1], *sizes),
-                "the composed kernel (its size grows with the strides and dilations)")
-    if nd == 1:  # a 1-D chain is a 2-D one with height-1 kernels
-        composite = _compose_lattice([w[:, :, None] for w in arrays], [(1,) + s for s in ss],
-                                     [(1,) + d for d in ds])[:, :, 0]
+    key = _call_pattern(weights, strides, dilations, paddings)
+    plan = _PLANS.get(key) if key is not None else None
+    if plan is None:
+        arrays, plan = _plan(weights, strides, dilations, paddings)
+        if key is not None:
+            if len(_PLANS) >= _PLANS_MAX:
+                _PLANS.clear()
+            _PLANS[key] = plan
     else:
-        composite = _compose_lattice(arrays, ss, ds)
-    total = tuple(math.prod(s[a] for s in ss) for a in range(nd))
-    stride = total[0] if (s_ss and s_ds and len(set(total)) == 1) else total
-    return (composite[0, 0] if bare else composite), stride
+        arrays = weights  # float64 C-contiguous: what _check_weights returns for them
+    check_alloc(plan.shape, "the composed kernel (its size grows with the strides and dilations)")
+    if plan.chain:
+        if plan.table is None:
+            plan.table = _chain_table(plan)
+        composite = _fold_chain(np.concatenate([w.ravel() for w in arrays]), plan.table)
+    else:
+        views = [w.reshape(d) for w, d in zip(arrays, plan.dims)]
+        composite = _fold_layout(_fold(*_fold_order(views, plan.rates)[1:]), plan.from_input)
+    if plan.nd == 1:
+        composite = composite[:, :, 0]
+    return (composite[0, 0] if plan.bare else composite), plan.stride
 
 
 def _compose_reference(weights, strides, dilations=None):
