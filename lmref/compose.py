@@ -671,7 +671,9 @@ def compose(weights, strides, dilations=None, *, paddings=None):
     the exact ``K``, ``gamma_n = n u / (1 - n u)``, ``u = 2**-53``, ``n = sum_l taps(W_l) *
     C_mid`` over the factors after the first (see the section "composition on tap
     lattices"); integer weights with partial sums below ``2**53`` compose exactly. Bit for bit
-    the same for any number of threads.
+    the same for any number of threads. What a call derives from its shapes, strides and
+    dilations is kept per call pattern (float64 arrays, plain int strides and dilations), so
+    a repeated call checks its arguments once and runs one numba call when the chain is small.
 
     Examples
     --------
@@ -699,8 +701,9 @@ def compose(weights, strides, dilations=None, *, paddings=None):
             plan.table = _chain_table(plan)
         composite = _fold_chain(np.concatenate([w.ravel() for w in arrays]), plan.table)
     else:
-        views = [w.reshape(d) for w, d in zip(arrays, plan.dims)]
-        composite = _fold_layout(_fold(*_fold_order(views, plan.rates)[1:]), plan.from_input)
+        _, factors, fold = _fold_order([w.reshape(d) for w, d in zip(arrays, plan.dims)],
+                                       plan.rates)
+        composite = _fold_layout(_fold(factors, fold), plan.from_input)
     if plan.nd == 1:
         composite = composite[:, :, 0]
     return (composite[0, 0] if plan.bare else composite), plan.stride
