@@ -32,6 +32,7 @@ Biases are not composed (the chain is taken bias-free); groups are 1. Results ar
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -566,15 +567,17 @@ def _chain_table(plan):
     order ``[offset, A, B, kH, kW]`` (the buffer holds the layers in application order); per
     step ``[n_h, n_w, a_h, a_w, b_h, b_w]``."""
     steps, _, spacing = plan.fold
-    offsets = np.cumsum([0] + [math.prod(d) for d in plan.dims]).tolist()
-    order = range(len(plan.dims)) if plan.from_input else range(len(plan.dims) - 1, -1, -1)
-    factors = [(offsets[f], *plan.dims[f]) for f in order]
+    n = len(plan.dims)
+    offsets = list(itertools.accumulate((math.prod(d) for d in plan.dims), initial=0))
+    order = range(n) if plan.from_input else range(n - 1, -1, -1)
     # the final taps are ``spacing`` apart; a single tap has no gap (spacing 1: small indices)
-    taps = steps[-1][:2] if steps else factors[0][3:]
-    head = [len(factors), int(plan.from_input)] + [g if n > 1 and g > 1 else 1
-                                                    for g, n in zip(spacing, taps)]
-    return np.array(head + [v for f in factors for v in f] + [v for st in steps for v in st],
-                    dtype=np.int64)
+    taps = steps[-1][:2] if steps else plan.dims[order[0]][2:]
+    table = [n, int(plan.from_input)] + [g if k > 1 and g > 1 else 1 for g, k in zip(spacing, taps)]
+    for f in order:
+        table += (offsets[f], *plan.dims[f])
+    for step in steps:
+        table += step
+    return np.array(table, dtype=np.int64)
 
 
 def _plain(values):
@@ -590,10 +593,10 @@ def _plain(values):
 
 def _call_pattern(weights, strides, dilations, paddings):
     """The memo key of a :func:`compose` call in the common spelling (float64 C-contiguous
-    writeable arrays, strides and dilations of plain ints or tuples of ints, no paddings), else
+    writeable arrays; strides, dilations and paddings of plain ints or tuples of ints), else
     None. Every check of :func:`_plan` depends on the key alone: a key with a plan is a valid
     call (the allocation check aside, which compose repeats: its limit is read at each call)."""
-    if paddings is not None or type(weights) not in (list, tuple):
+    if type(weights) not in (list, tuple):
         return None
     shapes = []
     for w in weights:
@@ -603,10 +606,10 @@ def _call_pattern(weights, strides, dilations, paddings):
         if not (flags.c_contiguous and flags.writeable):
             return None
         shapes.append(w.shape)
-    s, d = _plain(strides), _plain(dilations)
-    if s is None or (d is None and dilations is not None):
+    s, d, p = _plain(strides), _plain(dilations), _plain(paddings)
+    if s is None or (d is None and dilations is not None) or (p is None and paddings is not None):
         return None
-    return tuple(shapes), s, d
+    return tuple(shapes), s, d, p
 
 
 #: call pattern -> _Plan; emptied when full (a program composes a few chains, many times)

@@ -453,3 +453,14 @@ def test_memoised_pattern_still_checks_the_allocation_limit(monkeypatch):
         compose([w, w], [2, 2])
     monkeypatch.delenv("LMREF_MAX_BYTES")
     assert compose([w, w], [2, 2])[0].shape == (2, 2, 7, 7)
+
+
+def test_paddings_spelled_plainly_are_memoised_and_still_checked():
+    w = np.ones((2, 2, 3))
+    for _ in range(2):
+        assert compose([w, w], [2, 2], paddings=[(1, 2), 0])[1] == 4
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"paddings\[1\]=\(0, 1\): padding between layers"):
+            compose([w, w], [2, 2], paddings=[(1, 2), (0, 1)])
+        with pytest.raises(ValueError, match=r"paddings\[0\] must be >= 0"):
+            compose([w, w], [2, 2], paddings=[-1, 0])
