@@ -280,6 +280,9 @@ def _compose_dense(arrays, ss, ds):
 _ROWS = 4
 #: below this many multiply-adds a fold step runs serially (no thread start-up)
 _PARALLEL_MIN_WORK = 1 << 20
+#: up to this many columns of ``X`` a row update keeps its sums in registers over the middle
+#: channels (:func:`_fold_rows4_narrow`); beyond, the loop over columns is vectorised instead
+_NARROW = 5
 
 
 @jit
@@ -324,6 +327,44 @@ def _fold_rows4(t, x, ah, aw, bh, bw, o0, out):
 
 
 @jit
+def _fold_rows4_narrow(t, x, ah, aw, bh, bw, o0, out):
+    """:func:`_fold_rows4` for a few columns: the loop over the columns outside the one over
+    the middle channels, so that each entry of ``out`` is loaded and stored once per (``t``
+    tap, ``x`` tap) instead of once per channel pair. The same additions in the same order:
+    the sums only stay in registers in between (-20 % at 4 columns; slower from 8, where the
+    column loop is worth vectorising)."""
+    ph_n, pw_n, c_mid = t.shape[1], t.shape[2], t.shape[3]
+    qh_n, qw_n, c_in = x.shape[0], x.shape[1], x.shape[3]
+    o1, o2, o3 = o0 + 1, o0 + 2, o0 + 3
+    for ph in range(ph_n):
+        for pw in range(pw_n):
+            for qh in range(qh_n):
+                rh = ph * ah + qh * bh
+                for qw in range(qw_n):
+                    rw = pw * aw + qw * bw
+                    for i in range(c_in):
+                        s0, s1 = out[o0, rh, rw, i], out[o1, rh, rw, i]
+                        s2, s3 = out[o2, rh, rw, i], out[o3, rh, rw, i]
+                        for m in range(0, c_mid - 1, 2):
+                            n = m + 1
+                            u = x[qh, qw, m, i]
+                            v = x[qh, qw, n, i]
+                            s0 += t[o0, ph, pw, m] * u + t[o0, ph, pw, n] * v
+                            s1 += t[o1, ph, pw, m] * u + t[o1, ph, pw, n] * v
+                            s2 += t[o2, ph, pw, m] * u + t[o2, ph, pw, n] * v
+                            s3 += t[o3, ph, pw, m] * u + t[o3, ph, pw, n] * v
+                        if c_mid % 2:
+                            m = c_mid - 1
+                            u = x[qh, qw, m, i]
+                            s0 += t[o0, ph, pw, m] * u
+                            s1 += t[o1, ph, pw, m] * u
+                            s2 += t[o2, ph, pw, m] * u
+                            s3 += t[o3, ph, pw, m] * u
+                        out[o0, rh, rw, i], out[o1, rh, rw, i] = s0, s1
+                        out[o2, rh, rw, i], out[o3, rh, rw, i] = s2, s3
+
+
+@jit
 def _fold_rows1(t, x, ah, aw, bh, bw, o, out):
     """``out[o] += t[o] * x``: ``out[o, ph*ah + qh*bh, pw*aw + qw*bw, i] += sum_m t[o, ph, pw,
     m] * x[qh, qw, m, i]``, in the order (``t`` tap, ``x`` tap, channel pair)."""
@@ -349,7 +390,9 @@ def _fold_rows1(t, x, ah, aw, bh, bw, o, out):
 def _fold_job(t, x, ah, aw, bh, bw, out, job):
     """Rows ``4 job .. 4 job + 3`` of ``out`` (fewer at the end)."""
     o0 = job * _ROWS
-    if o0 + _ROWS <= t.shape[0]:
+    if o0 + _ROWS <= t.shape[0] and x.shape[3] <= _NARROW:
+        _fold_rows4_narrow(t, x, ah, aw, bh, bw, o0, out)
+    elif o0 + _ROWS <= t.shape[0]:
         _fold_rows4(t, x, ah, aw, bh, bw, o0, out)
     else:
         for o in range(o0, t.shape[0]):
