@@ -281,122 +281,99 @@ _ROWS = 4
 #: below this many multiply-adds a fold step runs serially (no thread start-up)
 _PARALLEL_MIN_WORK = 1 << 20
 #: up to this many columns of ``X`` a row update keeps its sums in registers over the middle
-#: channels (:func:`_fold_rows4_narrow`); beyond, the loop over columns is vectorised instead
+#: channels (in :func:`_fold_rows`); beyond, the loop over columns is vectorised instead
 _NARROW = 5
 
 
 @jit
-def _fold_rows4(t, x, ah, aw, bh, bw, o0, out):
-    """``out[o0:o0 + 4] += t[o0:o0 + 4] * x`` in the summation order of :func:`_fold_rows1`.
+def _fold_rows(t, x, ah, aw, bh, bw, o0, rows, narrow, out):
+    """``out[o] += t[o] * x`` for the rows ``o0 .. o0 + rows - 1`` (four, or one):
+    ``out[o, ph*ah + qh*bh, pw*aw + qw*bw, i] += sum_m t[o, ph, pw, m] * x[qh, qw, m, i]``, in
+    the order (``t`` tap, ``x`` tap, channel pair: ``acc += t0 * x0 + t1 * x1``, an odd last
+    channel alone).
 
-    Plain element indexing, no row views: a view costs a reference-count update per (``t``
-    tap, ``x`` tap), which for a few channels outweighs the arithmetic (-25 % at 4 channels,
-    -7 % at 32)."""
-    ph_n, pw_n, c_mid = t.shape[1], t.shape[2], t.shape[3]
-    qh_n, qw_n, c_in = x.shape[0], x.shape[1], x.shape[3]
+    Four rows share each load of ``x``. Plain element indexing, no row views: a view costs a
+    reference-count update per (``t`` tap, ``x`` tap), which for a few channels outweighs the
+    arithmetic (-25 % at 4 channels, -7 % at 32). With ``narrow`` (four rows, at most
+    :data:`_NARROW` columns) the loop over the columns goes outside the one over the channel
+    pairs, so that each entry of ``out`` is
+    loaded and stored once per tap pair, its sum kept in a register in between (the same
+    additions in the same order; -20 % at 4 columns, slower from 8, where the column loop is
+    worth vectorising). The three bodies sit in this one loop nest: numba calls, rather than
+    inlines, another kernel, which per tap pair costs more than the arithmetic."""
+    c_mid, c_in = t.shape[3], x.shape[3]
+    odd = c_mid % 2
     o1, o2, o3 = o0 + 1, o0 + 2, o0 + 3
-    for ph in range(ph_n):
-        for pw in range(pw_n):
-            for qh in range(qh_n):
+    for ph in range(t.shape[1]):
+        for pw in range(t.shape[2]):
+            for qh in range(x.shape[0]):
                 rh = ph * ah + qh * bh
-                for qw in range(qw_n):
+                for qw in range(x.shape[1]):
                     rw = pw * aw + qw * bw
-                    for m in range(0, c_mid - 1, 2):
-                        n = m + 1
-                        a0, b0, a1, b1 = t[o0, ph, pw, m], t[o0, ph, pw, n], t[o1, ph, pw, m], \
-                            t[o1, ph, pw, n]
-                        a2, b2, a3, b3 = t[o2, ph, pw, m], t[o2, ph, pw, n], t[o3, ph, pw, m], \
-                            t[o3, ph, pw, n]
+                    if narrow:
                         for i in range(c_in):
-                            u = x[qh, qw, m, i]
-                            v = x[qh, qw, n, i]
-                            out[o0, rh, rw, i] += a0 * u + b0 * v
-                            out[o1, rh, rw, i] += a1 * u + b1 * v
-                            out[o2, rh, rw, i] += a2 * u + b2 * v
-                            out[o3, rh, rw, i] += a3 * u + b3 * v
-                    if c_mid % 2:
-                        m = c_mid - 1
-                        a0, a1, a2, a3 = t[o0, ph, pw, m], t[o1, ph, pw, m], t[o2, ph, pw, m], \
-                            t[o3, ph, pw, m]
-                        for i in range(c_in):
-                            u = x[qh, qw, m, i]
-                            out[o0, rh, rw, i] += a0 * u
-                            out[o1, rh, rw, i] += a1 * u
-                            out[o2, rh, rw, i] += a2 * u
-                            out[o3, rh, rw, i] += a3 * u
-
-
-@jit
-def _fold_rows4_narrow(t, x, ah, aw, bh, bw, o0, out):
-    """:func:`_fold_rows4` for a few columns: the loop over the columns outside the one over
-    the middle channels, so that each entry of ``out`` is loaded and stored once per (``t``
-    tap, ``x`` tap) instead of once per channel pair. The same additions in the same order:
-    the sums only stay in registers in between (-20 % at 4 columns; slower from 8, where the
-    column loop is worth vectorising)."""
-    ph_n, pw_n, c_mid = t.shape[1], t.shape[2], t.shape[3]
-    qh_n, qw_n, c_in = x.shape[0], x.shape[1], x.shape[3]
-    o1, o2, o3 = o0 + 1, o0 + 2, o0 + 3
-    for ph in range(ph_n):
-        for pw in range(pw_n):
-            for qh in range(qh_n):
-                rh = ph * ah + qh * bh
-                for qw in range(qw_n):
-                    rw = pw * aw + qw * bw
-                    for i in range(c_in):
-                        s0, s1 = out[o0, rh, rw, i], out[o1, rh, rw, i]
-                        s2, s3 = out[o2, rh, rw, i], out[o3, rh, rw, i]
+                            s0, s1 = out[o0, rh, rw, i], out[o1, rh, rw, i]
+                            s2, s3 = out[o2, rh, rw, i], out[o3, rh, rw, i]
+                            for m in range(0, c_mid - 1, 2):
+                                n = m + 1
+                                u = x[qh, qw, m, i]
+                                v = x[qh, qw, n, i]
+                                s0 += t[o0, ph, pw, m] * u + t[o0, ph, pw, n] * v
+                                s1 += t[o1, ph, pw, m] * u + t[o1, ph, pw, n] * v
+                                s2 += t[o2, ph, pw, m] * u + t[o2, ph, pw, n] * v
+                                s3 += t[o3, ph, pw, m] * u + t[o3, ph, pw, n] * v
+                            if odd:
+                                u = x[qh, qw, c_mid - 1, i]
+                                s0 += t[o0, ph, pw, c_mid - 1] * u
+                                s1 += t[o1, ph, pw, c_mid - 1] * u
+                                s2 += t[o2, ph, pw, c_mid - 1] * u
+                                s3 += t[o3, ph, pw, c_mid - 1] * u
+                            out[o0, rh, rw, i], out[o1, rh, rw, i] = s0, s1
+                            out[o2, rh, rw, i], out[o3, rh, rw, i] = s2, s3
+                    elif rows == _ROWS:
                         for m in range(0, c_mid - 1, 2):
                             n = m + 1
-                            u = x[qh, qw, m, i]
-                            v = x[qh, qw, n, i]
-                            s0 += t[o0, ph, pw, m] * u + t[o0, ph, pw, n] * v
-                            s1 += t[o1, ph, pw, m] * u + t[o1, ph, pw, n] * v
-                            s2 += t[o2, ph, pw, m] * u + t[o2, ph, pw, n] * v
-                            s3 += t[o3, ph, pw, m] * u + t[o3, ph, pw, n] * v
-                        if c_mid % 2:
+                            a0, b0 = t[o0, ph, pw, m], t[o0, ph, pw, n]
+                            a1, b1 = t[o1, ph, pw, m], t[o1, ph, pw, n]
+                            a2, b2 = t[o2, ph, pw, m], t[o2, ph, pw, n]
+                            a3, b3 = t[o3, ph, pw, m], t[o3, ph, pw, n]
+                            for i in range(c_in):
+                                u = x[qh, qw, m, i]
+                                v = x[qh, qw, n, i]
+                                out[o0, rh, rw, i] += a0 * u + b0 * v
+                                out[o1, rh, rw, i] += a1 * u + b1 * v
+                                out[o2, rh, rw, i] += a2 * u + b2 * v
+                                out[o3, rh, rw, i] += a3 * u + b3 * v
+                        if odd:
                             m = c_mid - 1
-                            u = x[qh, qw, m, i]
-                            s0 += t[o0, ph, pw, m] * u
-                            s1 += t[o1, ph, pw, m] * u
-                            s2 += t[o2, ph, pw, m] * u
-                            s3 += t[o3, ph, pw, m] * u
-                        out[o0, rh, rw, i], out[o1, rh, rw, i] = s0, s1
-                        out[o2, rh, rw, i], out[o3, rh, rw, i] = s2, s3
-
-
-@jit
-def _fold_rows1(t, x, ah, aw, bh, bw, o, out):
-    """``out[o] += t[o] * x``: ``out[o, ph*ah + qh*bh, pw*aw + qw*bw, i] += sum_m t[o, ph, pw,
-    m] * x[qh, qw, m, i]``, in the order (``t`` tap, ``x`` tap, channel pair)."""
-    ph_n, pw_n, c_mid = t.shape[1], t.shape[2], t.shape[3]
-    qh_n, qw_n, c_in = x.shape[0], x.shape[1], x.shape[3]
-    for ph in range(ph_n):
-        for pw in range(pw_n):
-            for qh in range(qh_n):
-                rh = ph * ah + qh * bh
-                for qw in range(qw_n):
-                    rw = pw * aw + qw * bw
-                    for m in range(0, c_mid - 1, 2):
-                        a, b = t[o, ph, pw, m], t[o, ph, pw, m + 1]
-                        for i in range(c_in):
-                            out[o, rh, rw, i] += a * x[qh, qw, m, i] + b * x[qh, qw, m + 1, i]
-                    if c_mid % 2:
-                        a = t[o, ph, pw, c_mid - 1]
-                        for i in range(c_in):
-                            out[o, rh, rw, i] += a * x[qh, qw, c_mid - 1, i]
+                            a0, a1 = t[o0, ph, pw, m], t[o1, ph, pw, m]
+                            a2, a3 = t[o2, ph, pw, m], t[o3, ph, pw, m]
+                            for i in range(c_in):
+                                u = x[qh, qw, m, i]
+                                out[o0, rh, rw, i] += a0 * u
+                                out[o1, rh, rw, i] += a1 * u
+                                out[o2, rh, rw, i] += a2 * u
+                                out[o3, rh, rw, i] += a3 * u
+                    else:
+                        for m in range(0, c_mid - 1, 2):
+                            a, b = t[o0, ph, pw, m], t[o0, ph, pw, m + 1]
+                            for i in range(c_in):
+                                out[o0, rh, rw, i] += a * x[qh, qw, m, i] + b * x[qh, qw, m + 1, i]
+                        if odd:
+                            a = t[o0, ph, pw, c_mid - 1]
+                            for i in range(c_in):
+                                out[o0, rh, rw, i] += a * x[qh, qw, c_mid - 1, i]
 
 
 @jit
 def _fold_job(t, x, ah, aw, bh, bw, out, job):
-    """Rows ``4 job .. 4 job + 3`` of ``out`` (fewer at the end)."""
+    """Rows ``4 job .. 4 job + 3`` of ``out`` (fewer at the end, one at a time)."""
     o0 = job * _ROWS
-    if o0 + _ROWS <= t.shape[0] and x.shape[3] <= _NARROW:
-        _fold_rows4_narrow(t, x, ah, aw, bh, bw, o0, out)
-    elif o0 + _ROWS <= t.shape[0]:
-        _fold_rows4(t, x, ah, aw, bh, bw, o0, out)
+    if o0 + _ROWS <= t.shape[0]:
+        _fold_rows(t, x, ah, aw, bh, bw, o0, _ROWS, x.shape[3] <= _NARROW, out)
     else:
         for o in range(o0, t.shape[0]):
-            _fold_rows1(t, x, ah, aw, bh, bw, o, out)
+            _fold_rows(t, x, ah, aw, bh, bw, o, 1, False, out)
 
 
 @jit

@@ -468,9 +468,9 @@ def test_paddings_spelled_plainly_are_memoised_and_still_checked():
 
 @pytest.mark.parametrize("c_mid", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("c_in", [1, 2, 4, 5, 6, 9])
-def test_narrow_row_kernel_equals_the_vectorised_one_bitwise(c_mid, c_in, rng):
-    """_fold_rows4_narrow (sums kept over the middle channels) and _fold_rows4 (the column loop
-    innermost) make the same additions in the same order, whatever the column count."""
+def test_narrow_row_update_equals_the_vectorised_one_bitwise(c_mid, c_in, rng):
+    """_fold_rows with ``narrow`` (sums kept over the middle channels) and without (the column
+    loop innermost) make the same additions in the same order, whatever the column count."""
     import lmref.compose as C
 
     t = rng.standard_normal((6, 3, 2, c_mid))
@@ -478,9 +478,10 @@ def test_narrow_row_kernel_equals_the_vectorised_one_bitwise(c_mid, c_in, rng):
     t[1, 0, 0, 0], x[0, 1, -1, 0] = np.inf, -0.0  # special values follow the same path
     start = rng.standard_normal((6, 6, 8, c_in))  # rh <= 2 * 2 + 1, rw <= 3 * 1 + 2 * 2
     outs = []
-    for kernel in (C._fold_rows4, C._fold_rows4_narrow):
+    for narrow in (False, True):
         out = start.copy()
-        kernel(t, x, 2, 3, 1, 2, 1, out)  # rows 1..4, T taps 2 / 3 apart, X taps 1 / 2 apart
+        # rows 1..4; T taps 2 / 3 apart, X taps 1 / 2 apart: several tap pairs meet
+        C._fold_rows(t, x, 2, 3, 1, 2, 1, 4, narrow, out)
         outs.append(out)
     np.testing.assert_array_equal(outs[0], outs[1])
     assert not np.array_equal(outs[0], start)
