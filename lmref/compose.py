@@ -541,17 +541,15 @@ def _fold_chain(buf, table):
         _fold_serial(t, x, table[e + 2], table[e + 3], table[e + 4], table[e + 5], out)
         t = out
     rows, n_h, n_w, cols = t.shape
-    # onto the full grid (the lattice's gaps are zeros), in K's axis order
-    size_h, size_w = (n_h - 1) * s_h + 1, (n_w - 1) * s_w + 1
-    k = np.zeros((cols, rows, size_h, size_w) if trans else (rows, cols, size_h, size_w))
+    # onto the full grid (the lattice's gaps are zeros), in K's axis order: k[o, i] or k[i, o]
+    shape = (n_h - 1) * s_h + 1, (n_w - 1) * s_w + 1
+    k = np.zeros((cols, rows) + shape if trans else (rows, cols) + shape)
     for o in range(rows):
         for i in range(cols):
+            dst = k[i, o] if trans else k[o, i]
             for rh in range(n_h):
                 for rw in range(n_w):
-                    if trans:
-                        k[i, o, rh * s_h, rw * s_w] = t[o, rh, rw, i]
-                    else:
-                        k[o, i, rh * s_h, rw * s_w] = t[o, rh, rw, i]
+                    dst[rh * s_h, rw * s_w] = t[o, rh, rw, i]
     return k
 
 
