@@ -500,42 +500,18 @@ def _factor(buf, table, f):
 
 
 @jit
-def _factor_rows(w, trans):
-    """The first factor ``F`` (``w``, or ``w`` with its channel axes swapped when ``trans``)
-    as :func:`_fold`'s ``T``: ``t[o, ph, pw, m] = F[o, m, ph, pw]``."""
-    a, b, kh, kw = w.shape
-    rows, mid = (b, a) if trans else (a, b)
-    t = np.empty((rows, kh, kw, mid))
-    for o in range(rows):
-        for ph in range(kh):
-            for pw in range(kw):
-                for m in range(mid):
-                    t[o, ph, pw, m] = w[m, o, ph, pw] if trans else w[o, m, ph, pw]
-    return t
-
-
-@jit
-def _factor_taps(w, trans):
-    """A later factor ``F`` as :func:`_fold`'s ``X``: ``x[qh, qw, m, i] = F[m, i, qh, qw]``."""
-    a, b, kh, kw = w.shape
-    mid, cols = (b, a) if trans else (a, b)
-    x = np.empty((kh, kw, mid, cols))
-    for qh in range(kh):
-        for qw in range(kw):
-            for m in range(mid):
-                for i in range(cols):
-                    x[qh, qw, m, i] = w[i, m, qh, qw] if trans else w[m, i, qh, qw]
-    return x
-
-
-@jit
 def _fold_chain(buf, table):
     """:func:`_compose_lattice` in one call, serially: ``K`` ``(C_out_last, C_in_first, kH,
     kW)`` of the factors in ``buf`` that ``table`` describes (:func:`_chain_table`)."""
     n, trans, s_h, s_w = table[0], table[1], table[2], table[3]
-    t = _factor_rows(_factor(buf, table, 0), trans)
+    # :func:`_fold`'s layouts of a factor ``F`` (``w``, or ``w`` with its channel axes swapped
+    # when folding from the input side): ``t[o, ph, pw, m] = F[o, m, ph, pw]`` for the first,
+    # ``x[qh, qw, m, i] = F[m, i, qh, qw]`` for the others
+    t = np.ascontiguousarray(np.transpose(_factor(buf, table, 0),
+                                          (1, 2, 3, 0) if trans else (0, 2, 3, 1)))
     for f in range(1, n):
-        x = _factor_taps(_factor(buf, table, f), trans)
+        x = np.ascontiguousarray(np.transpose(_factor(buf, table, f),
+                                              (2, 3, 1, 0) if trans else (2, 3, 0, 1)))
         e = _HEAD + _PER_FACTOR * n + _PER_STEP * (f - 1)
         out = np.zeros((t.shape[0], table[e], table[e + 1], x.shape[3]))
         _fold_serial(t, x, table[e + 2], table[e + 3], table[e + 4], table[e + 5], out)
