@@ -32,12 +32,13 @@ Biases are not composed (the chain is taken bias-free); groups are 1. Results ar
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 
 from lmref._numba import jit, pjit, prange
-from lmref._validation import as_float64, as_int, as_tuple, check_alloc
+from lmref._validation import _FLOAT64, as_float64, as_int, as_tuple, check_alloc
 from lmref.registry import Op
 
 __all__ = ["dilate", "compose", "receptive_field"]
@@ -279,82 +280,100 @@ def _compose_dense(arrays, ss, ds):
 _ROWS = 4
 #: below this many multiply-adds a fold step runs serially (no thread start-up)
 _PARALLEL_MIN_WORK = 1 << 20
+#: up to this many columns of ``X`` a row update keeps its sums in registers over the middle
+#: channels (in :func:`_fold_rows`); beyond, the loop over columns is vectorised instead
+_NARROW = 5
 
 
 @jit
-def _fold_rows4(t, x, ah, aw, bh, bw, o0, out):
-    """``out[o0:o0 + 4] += t[o0:o0 + 4] * x`` in the summation order of :func:`_fold_rows1`."""
-    ph_n, pw_n, c_mid = t.shape[1], t.shape[2], t.shape[3]
-    qh_n, qw_n, c_in = x.shape[0], x.shape[1], x.shape[3]
-    for ph in range(ph_n):
-        for pw in range(pw_n):
-            t0r, t1r, t2r, t3r = t[o0, ph, pw], t[o0 + 1, ph, pw], t[o0 + 2, ph, pw], \
-                t[o0 + 3, ph, pw]
-            for qh in range(qh_n):
+def _fold_rows(t, x, ah, aw, bh, bw, o0, rows, narrow, out):
+    """``out[o] += t[o] * x`` for the rows ``o0 .. o0 + rows - 1`` (four, or one):
+    ``out[o, ph*ah + qh*bh, pw*aw + qw*bw, i] += sum_m t[o, ph, pw, m] * x[qh, qw, m, i]``, in
+    the order (``t`` tap, ``x`` tap, channel pair: ``acc += t0 * x0 + t1 * x1``, an odd last
+    channel alone).
+
+    Four rows share each load of ``x``. Plain element indexing, no row views: a view costs a
+    reference-count update per (``t`` tap, ``x`` tap), which for a few channels outweighs the
+    arithmetic (-25 % at 4 channels, -7 % at 32). With ``narrow`` (four rows, at most
+    :data:`_NARROW` columns) the loop over the columns goes outside the one over the channel
+    pairs, so that each entry of ``out`` is loaded and stored once per tap pair, its sum kept
+    in a register in between (the same additions in the same order; -20 % at 4 columns,
+    slower from 8, where the column loop is worth vectorising). The three bodies sit in this
+    one loop nest: numba calls, rather than inlines, another kernel, which per tap pair costs
+    more than the arithmetic (+30 % at 4 channels)."""
+    c_mid, c_in = t.shape[3], x.shape[3]
+    odd = c_mid % 2
+    o1, o2, o3 = o0 + 1, o0 + 2, o0 + 3
+    for ph in range(t.shape[1]):
+        for pw in range(t.shape[2]):
+            for qh in range(x.shape[0]):
                 rh = ph * ah + qh * bh
-                for qw in range(qw_n):
+                for qw in range(x.shape[1]):
                     rw = pw * aw + qw * bw
-                    r0, r1 = out[o0, rh, rw], out[o0 + 1, rh, rw]
-                    r2, r3 = out[o0 + 2, rh, rw], out[o0 + 3, rh, rw]
-                    xq = x[qh, qw]
-                    for m in range(0, c_mid - 1, 2):
-                        u_row, v_row = xq[m], xq[m + 1]
-                        a0, b0, a1, b1 = t0r[m], t0r[m + 1], t1r[m], t1r[m + 1]
-                        a2, b2, a3, b3 = t2r[m], t2r[m + 1], t3r[m], t3r[m + 1]
+                    if narrow:
                         for i in range(c_in):
-                            u = u_row[i]
-                            v = v_row[i]
-                            r0[i] += a0 * u + b0 * v
-                            r1[i] += a1 * u + b1 * v
-                            r2[i] += a2 * u + b2 * v
-                            r3[i] += a3 * u + b3 * v
-                    if c_mid % 2:
-                        u_row = xq[c_mid - 1]
-                        a0, a1, a2, a3 = t0r[c_mid - 1], t1r[c_mid - 1], t2r[c_mid - 1], \
-                            t3r[c_mid - 1]
-                        for i in range(c_in):
-                            u = u_row[i]
-                            r0[i] += a0 * u
-                            r1[i] += a1 * u
-                            r2[i] += a2 * u
-                            r3[i] += a3 * u
-
-
-@jit
-def _fold_rows1(t, x, ah, aw, bh, bw, o, out):
-    """``out[o] += t[o] * x``: ``out[o, ph*ah + qh*bh, pw*aw + qw*bw, i] += sum_m t[o, ph, pw,
-    m] * x[qh, qw, m, i]``, in the order (``t`` tap, ``x`` tap, channel pair)."""
-    ph_n, pw_n, c_mid = t.shape[1], t.shape[2], t.shape[3]
-    qh_n, qw_n, c_in = x.shape[0], x.shape[1], x.shape[3]
-    for ph in range(ph_n):
-        for pw in range(pw_n):
-            tr = t[o, ph, pw]
-            for qh in range(qh_n):
-                rh = ph * ah + qh * bh
-                for qw in range(qw_n):
-                    row = out[o, rh, pw * aw + qw * bw]
-                    xq = x[qh, qw]
-                    for m in range(0, c_mid - 1, 2):
-                        u_row, v_row = xq[m], xq[m + 1]
-                        a, b = tr[m], tr[m + 1]
-                        for i in range(c_in):
-                            row[i] += a * u_row[i] + b * v_row[i]
-                    if c_mid % 2:
-                        u_row = xq[c_mid - 1]
-                        a = tr[c_mid - 1]
-                        for i in range(c_in):
-                            row[i] += a * u_row[i]
+                            s0, s1 = out[o0, rh, rw, i], out[o1, rh, rw, i]
+                            s2, s3 = out[o2, rh, rw, i], out[o3, rh, rw, i]
+                            for m in range(0, c_mid - 1, 2):
+                                n = m + 1
+                                u = x[qh, qw, m, i]
+                                v = x[qh, qw, n, i]
+                                s0 += t[o0, ph, pw, m] * u + t[o0, ph, pw, n] * v
+                                s1 += t[o1, ph, pw, m] * u + t[o1, ph, pw, n] * v
+                                s2 += t[o2, ph, pw, m] * u + t[o2, ph, pw, n] * v
+                                s3 += t[o3, ph, pw, m] * u + t[o3, ph, pw, n] * v
+                            if odd:
+                                u = x[qh, qw, c_mid - 1, i]
+                                s0 += t[o0, ph, pw, c_mid - 1] * u
+                                s1 += t[o1, ph, pw, c_mid - 1] * u
+                                s2 += t[o2, ph, pw, c_mid - 1] * u
+                                s3 += t[o3, ph, pw, c_mid - 1] * u
+                            out[o0, rh, rw, i], out[o1, rh, rw, i] = s0, s1
+                            out[o2, rh, rw, i], out[o3, rh, rw, i] = s2, s3
+                    elif rows == _ROWS:
+                        for m in range(0, c_mid - 1, 2):
+                            n = m + 1
+                            a0, b0 = t[o0, ph, pw, m], t[o0, ph, pw, n]
+                            a1, b1 = t[o1, ph, pw, m], t[o1, ph, pw, n]
+                            a2, b2 = t[o2, ph, pw, m], t[o2, ph, pw, n]
+                            a3, b3 = t[o3, ph, pw, m], t[o3, ph, pw, n]
+                            for i in range(c_in):
+                                u = x[qh, qw, m, i]
+                                v = x[qh, qw, n, i]
+                                out[o0, rh, rw, i] += a0 * u + b0 * v
+                                out[o1, rh, rw, i] += a1 * u + b1 * v
+                                out[o2, rh, rw, i] += a2 * u + b2 * v
+                                out[o3, rh, rw, i] += a3 * u + b3 * v
+                        if odd:
+                            m = c_mid - 1
+                            a0, a1 = t[o0, ph, pw, m], t[o1, ph, pw, m]
+                            a2, a3 = t[o2, ph, pw, m], t[o3, ph, pw, m]
+                            for i in range(c_in):
+                                u = x[qh, qw, m, i]
+                                out[o0, rh, rw, i] += a0 * u
+                                out[o1, rh, rw, i] += a1 * u
+                                out[o2, rh, rw, i] += a2 * u
+                                out[o3, rh, rw, i] += a3 * u
+                    else:
+                        for m in range(0, c_mid - 1, 2):
+                            a, b = t[o0, ph, pw, m], t[o0, ph, pw, m + 1]
+                            for i in range(c_in):
+                                out[o0, rh, rw, i] += a * x[qh, qw, m, i] + b * x[qh, qw, m + 1, i]
+                        if odd:
+                            a = t[o0, ph, pw, c_mid - 1]
+                            for i in range(c_in):
+                                out[o0, rh, rw, i] += a * x[qh, qw, c_mid - 1, i]
 
 
 @jit
 def _fold_job(t, x, ah, aw, bh, bw, out, job):
-    """Rows ``4 job .. 4 job + 3`` of ``out`` (fewer at the end)."""
+    """Rows ``4 job .. 4 job + 3`` of ``out`` (fewer at the end, one at a time)."""
     o0 = job * _ROWS
     if o0 + _ROWS <= t.shape[0]:
-        _fold_rows4(t, x, ah, aw, bh, bw, o0, out)
+        _fold_rows(t, x, ah, aw, bh, bw, o0, _ROWS, x.shape[3] <= _NARROW, out)
     else:
         for o in range(o0, t.shape[0]):
-            _fold_rows1(t, x, ah, aw, bh, bw, o, out)
+            _fold_rows(t, x, ah, aw, bh, bw, o, 1, False, out)
 
 
 @jit
@@ -427,18 +446,184 @@ def _layer_rates(ss, ds):
     return rates
 
 
-def _compose_lattice(arrays, ss, ds):
-    """:func:`compose`'s kernel ``(C_out_last, C_in_first, kH, kW)`` of 2-D ``arrays`` on tap
-    lattices, folded from the side with fewer multiply-adds (ties: the output side)."""
-    rates = _layer_rates(ss, ds)
+def _fold_order(arrays, rates):
+    """``(from_input, factors, plan)``: the fold of 2-D ``arrays`` (taps ``rates`` apart) from
+    the side with fewer multiply-adds (ties: the output side), its factors and
+    :func:`_fold_plan`."""
     from_output = list(zip(arrays[::-1], rates[::-1]))
     plan = _fold_plan(from_output)
     if len(arrays) > 1:
         from_input = [(w.transpose(1, 0, 2, 3), r) for w, r in zip(arrays, rates)]
         plan_in = _fold_plan(from_input)
         if plan_in[1] < plan[1]:
-            return np.ascontiguousarray(_fold(from_input, plan_in).transpose(3, 0, 1, 2))
-    return np.ascontiguousarray(_fold(from_output, plan).transpose(0, 3, 1, 2))
+            return True, from_input, plan_in
+    return False, from_output, plan
+
+
+def _compose_lattice(arrays, ss, ds):
+    """:func:`compose`'s kernel ``(C_out_last, C_in_first, kH, kW)`` of 2-D ``arrays`` on tap
+    lattices, one :func:`_fold` step (and kernel launch) per factor: the path of long chains
+    and many channels, and the one :func:`_fold_chain` is checked against."""
+    from_input, factors, plan = _fold_order(arrays, _layer_rates(ss, ds))
+    return _fold_layout(_fold(factors, plan), from_input)
+
+
+def _fold_layout(t, from_input):
+    """:func:`_fold`'s ``(A_1, kH, kW, B_n)`` as ``(C_out_last, C_in_first, kH, kW)``."""
+    return np.ascontiguousarray(t.transpose(3, 0, 1, 2) if from_input else t.transpose(0, 3, 1, 2))
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole fold in one call (small chains)
+#
+# Below _PARALLEL_MIN_WORK every step of _fold runs serially, and for a few channels the
+# Python around each step (transposed copies, allocations, one kernel launch per factor, the
+# final layout) costs as much as the arithmetic. _fold_chain runs the same steps with the same
+# row kernels (so bit for bit the same result) inside one numba call, on the weights packed
+# into one buffer and a small int64 table that compose keeps per call pattern (_Plan).
+# ----------------------------------------------------------------------------------------------
+
+#: header of :func:`_fold_chain`'s table: factors, from the input side (0/1), final spacings
+_HEAD = 4
+#: per factor (fold order): offset in the buffer and the weight's own (A, B, kH, kW)
+_PER_FACTOR = 5
+#: per step: the ``(n_h, n_w, a_h, a_w, b_h, b_w)`` of :func:`_fold_plan`
+_PER_STEP = 6
+
+
+@jit
+def _factor(buf, table, f):
+    """Factor ``f``'s weight ``(A, B, kH, kW)``, a view into ``buf``."""
+    e = _HEAD + _PER_FACTOR * f
+    a, b, kh, kw = table[e + 1], table[e + 2], table[e + 3], table[e + 4]
+    return buf[table[e]:table[e] + a * b * kh * kw].reshape((a, b, kh, kw))
+
+
+@jit
+def _fold_chain(buf, table):
+    """:func:`_compose_lattice` in one call, serially: ``K`` ``(C_out_last, C_in_first, kH,
+    kW)`` of the factors in ``buf`` that ``table`` describes (:func:`_chain_table`)."""
+    n, trans, s_h, s_w = table[0], table[1], table[2], table[3]
+    # :func:`_fold`'s layouts of a factor ``F`` (``w``, or ``w`` with its channel axes swapped
+    # when folding from the input side): ``t[o, ph, pw, m] = F[o, m, ph, pw]`` for the first,
+    # ``x[qh, qw, m, i] = F[m, i, qh, qw]`` for the others
+    t = np.ascontiguousarray(np.transpose(_factor(buf, table, 0),
+                                          (1, 2, 3, 0) if trans else (0, 2, 3, 1)))
+    for f in range(1, n):
+        x = np.ascontiguousarray(np.transpose(_factor(buf, table, f),
+                                              (2, 3, 1, 0) if trans else (2, 3, 0, 1)))
+        e = _HEAD + _PER_FACTOR * n + _PER_STEP * (f - 1)
+        out = np.zeros((t.shape[0], table[e], table[e + 1], x.shape[3]))
+        _fold_serial(t, x, table[e + 2], table[e + 3], table[e + 4], table[e + 5], out)
+        t = out
+    rows, n_h, n_w, cols = t.shape
+    # onto the full grid (the lattice's gaps are zeros), in K's axis order: k[o, i] or k[i, o]
+    shape = (n_h - 1) * s_h + 1, (n_w - 1) * s_w + 1
+    k = np.zeros((cols, rows) + shape if trans else (rows, cols) + shape)
+    for o in range(rows):
+        for i in range(cols):
+            dst = k[i, o] if trans else k[o, i]
+            for rh in range(n_h):
+                for rw in range(n_w):
+                    dst[rh * s_h, rw * s_w] = t[o, rh, rw, i]
+    return k
+
+
+class _Plan:
+    """What :func:`compose` derives from a call's shapes, strides and dilations once they are
+    validated (no weight values), kept per call pattern (:func:`_call_pattern`).
+
+    ``shape``: the composite's ``(C_out_last, C_in_first, *sizes)``; ``stride``: the returned
+    stride; ``dims``: each layer's weight as 2-D ``(A, B, kH, kW)``; ``rates``: the layers' tap
+    spacings; ``from_input``, ``fold``: :func:`_fold_order`'s side and :func:`_fold_plan`;
+    ``chain``: whether :func:`_fold_chain` runs it (every step serial); ``table``: its table,
+    made at the first run, after the allocation check (before it, a size may exceed int64).
+    """
+
+    __slots__ = ("shape", "stride", "bare", "nd", "dims", "rates", "from_input", "fold",
+                 "chain", "table")
+
+    def __init__(self, arrays, bare, nd, ss, ds, stride, sizes):
+        self.shape = (arrays[-1].shape[0], arrays[0].shape[1], *sizes)
+        self.stride, self.bare, self.nd = stride, bare, nd
+        if nd == 1:  # a 1-D chain is a 2-D one with height-1 kernels
+            arrays = [w[:, :, None] for w in arrays]
+            ss, ds = [(1,) + s for s in ss], [(1,) + d for d in ds]
+        self.dims = [w.shape for w in arrays]
+        self.rates = _layer_rates(ss, ds)
+        self.from_input, _, self.fold = _fold_order(arrays, self.rates)
+        self.chain = self.fold[1] < _PARALLEL_MIN_WORK  # the sum of the steps' work
+        self.table = None
+
+
+def _chain_table(plan):
+    """:func:`_fold_chain`'s int64 table: ``[n, from_input, s_h, s_w]``; per factor in fold
+    order ``[offset, A, B, kH, kW]`` (the buffer holds the layers in application order); per
+    step ``[n_h, n_w, a_h, a_w, b_h, b_w]``."""
+    steps, _, spacing = plan.fold
+    n = len(plan.dims)
+    offsets = list(itertools.accumulate((math.prod(d) for d in plan.dims), initial=0))
+    order = range(n) if plan.from_input else range(n - 1, -1, -1)
+    # the final taps are ``spacing`` apart; a single tap has no gap (spacing 1: small indices)
+    taps = steps[-1][:2] if steps else plan.dims[order[0]][2:]
+    table = [n, int(plan.from_input)] + [g if k > 1 and g > 1 else 1 for g, k in zip(spacing, taps)]
+    for f in order:
+        table += (offsets[f], *plan.dims[f])
+    for step in steps:
+        table += step
+    return np.array(table, dtype=np.int64)
+
+
+def _plain(values):
+    """``values`` as a tuple when it is a list or tuple of ints and tuples of ints (exactly
+    these types), else None."""
+    if type(values) not in (list, tuple):
+        return None
+    for v in values:
+        if type(v) is not int and (type(v) is not tuple or any(type(e) is not int for e in v)):
+            return None
+    return tuple(values)
+
+
+def _call_pattern(weights, strides, dilations, paddings):
+    """The memo key of a :func:`compose` call in the common spelling (float64 C-contiguous
+    writeable arrays; strides, dilations and paddings of plain ints or tuples of ints), else
+    None. Every check of :func:`_plan` depends on the key alone: a key with a plan is a valid
+    call (the allocation check aside, which compose repeats: its limit is read at each call)."""
+    if type(weights) not in (list, tuple):
+        return None
+    shapes = []
+    for w in weights:
+        if type(w) is not np.ndarray or w.dtype is not _FLOAT64:
+            return None
+        flags = w.flags
+        if not (flags.c_contiguous and flags.writeable):
+            return None
+        shapes.append(w.shape)
+    s, d, p = _plain(strides), _plain(dilations), _plain(paddings)
+    if s is None or (d is None and dilations is not None) or (p is None and paddings is not None):
+        return None
+    return tuple(shapes), s, d, p
+
+
+#: call pattern -> _Plan; emptied when full (a program composes a few chains, many times)
+_PLANS = {}
+_PLANS_MAX = 256
+
+
+def _plan(weights, strides, dilations, paddings):
+    """A :func:`compose` call validated: ``(arrays, plan)``, the checked float64 weights
+    (``(C_out, C_in, *k)``, bare kernels with two leading axes of 1) and its :class:`_Plan`."""
+    arrays, bare, nd = _check_weights(weights)
+    n = len(arrays)
+    ss, s_ss = _per_layer(strides, "strides", n, nd)
+    ds, s_ds = _per_layer(dilations, "dilations", n, nd, default=1)
+    _check_paddings(paddings, n)
+    sizes = [_field([w.shape[2 + a] for w in arrays], [s[a] for s in ss], [d[a] for d in ds])[0]
+             for a in range(nd)]
+    total = tuple(math.prod(s[a] for s in ss) for a in range(nd))
+    stride = total[0] if (s_ss and s_ds and len(set(total)) == 1) else total
+    return arrays, _Plan(arrays, bare, nd, ss, ds, stride, sizes)
 
 
 def _rounding_terms(arrays):
@@ -483,7 +668,10 @@ def compose(weights, strides, dilations=None, *, paddings=None):
     the exact ``K``, ``gamma_n = n u / (1 - n u)``, ``u = 2**-53``, ``n = sum_l taps(W_l) *
     C_mid`` over the factors after the first (see the section "composition on tap
     lattices"); integer weights with partial sums below ``2**53`` compose exactly. Bit for bit
-    the same for any number of threads.
+    the same for any number of threads. What a call derives from its shapes, strides and
+    dilations is kept per call pattern (float64 arrays; strides, dilations and paddings of
+    plain ints or tuples of ints), so a repeated call checks its arguments once, and a small
+    chain is composed in one numba call.
 
     Examples
     --------
@@ -495,23 +683,28 @@ def compose(weights, strides, dilations=None, *, paddings=None):
     >>> compose([k, k], [2, 1])  # the second kernel sees every other input sample
     (array([1., 2., 3., 4., 3., 2., 1.]), 2)
     """
-    arrays, bare, nd = _check_weights(weights)
-    n = len(arrays)
-    ss, s_ss = _per_layer(strides, "strides", n, nd)
-    ds, s_ds = _per_layer(dilations, "dilations", n, nd, default=1)
-    _check_paddings(paddings, n)
-    sizes = [_field([w.shape[2 + a] for w in arrays], [s[a] for s in ss], [d[a] for d in ds])[0]
-             for a in range(nd)]
-    check_alloc((arrays[-1].shape[0], arrays[0].shape[1], *sizes),
-                "the composed kernel (its size grows with the strides and dilations)")
-    if nd == 1:  # a 1-D chain is a 2-D one with height-1 kernels
-        composite = _compose_lattice([w[:, :, None] for w in arrays], [(1,) + s for s in ss],
-                                     [(1,) + d for d in ds])[:, :, 0]
+    key = _call_pattern(weights, strides, dilations, paddings)
+    plan = _PLANS.get(key) if key is not None else None
+    if plan is None:
+        arrays, plan = _plan(weights, strides, dilations, paddings)
+        if key is not None:
+            if len(_PLANS) >= _PLANS_MAX:
+                _PLANS.clear()
+            _PLANS[key] = plan
     else:
-        composite = _compose_lattice(arrays, ss, ds)
-    total = tuple(math.prod(s[a] for s in ss) for a in range(nd))
-    stride = total[0] if (s_ss and s_ds and len(set(total)) == 1) else total
-    return (composite[0, 0] if bare else composite), stride
+        arrays = weights  # float64 C-contiguous: what _check_weights returns for them
+    check_alloc(plan.shape, "the composed kernel (its size grows with the strides and dilations)")
+    if plan.chain:
+        if plan.table is None:
+            plan.table = _chain_table(plan)
+        composite = _fold_chain(np.concatenate([w.ravel() for w in arrays]), plan.table)
+    else:
+        _, factors, fold = _fold_order([w.reshape(d) for w, d in zip(arrays, plan.dims)],
+                                       plan.rates)
+        composite = _fold_layout(_fold(factors, fold), plan.from_input)
+    if plan.nd == 1:
+        composite = composite[:, :, 0]
+    return (composite[0, 0] if plan.bare else composite), plan.stride
 
 
 def _compose_reference(weights, strides, dilations=None):

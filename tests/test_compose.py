@@ -327,3 +327,161 @@ def test_compose_does_not_depend_on_the_thread_count(rng):
     # 3x3 taps, 17 x 17 channels
     assert 17 * 49 * 9 * 17 * 17 >= C._PARALLEL_MIN_WORK
     np.testing.assert_array_equal(one, two)
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole fold in one call (_fold_chain) and the plans kept per call pattern
+# ----------------------------------------------------------------------------------------------
+
+_CHAIN_CASES = _LATTICE_CASES + [
+    ([4, 4, 4, 4], [(3, 3), (3, 3), (3, 3)], [2, 1, 2], [1, 2, 1]),  # the benchmark's chain
+    ([3, 2], [(2, 3)], [2], [(1, 3)]),  # one layer: the dilated weight itself
+    ([1, 1, 1, 1, 1], [(3, 1), (2, 2), (1, 3), (3, 3)], [1, 2, 1, 3], [2, 1, 3, 1]),
+    ([6, 1, 2], [(3, 3), (3, 3)], [(2, 3), 1], [1, (3, 2)]),
+    ([1, 4, 4, 8], [(3, 3), (2, 3), (3, 3)], [1, 1, 1], [1, 1, 1]),  # from the input side
+]
+
+
+def _lattice_reference(ws, strides, dilations):
+    """compose's kernel the step-by-step way (_compose_lattice: one launch per factor)."""
+    import lmref.compose as C
+
+    arrays, _, nd = C._check_weights(ws)
+    ss = C._per_layer(strides, "strides", len(ws), nd)[0]
+    ds = C._per_layer(dilations, "dilations", len(ws), nd, default=1)[0]
+    if nd == 1:  # as a 2-D chain with height-1 kernels
+        k = C._compose_lattice([w[:, :, None] for w in arrays], [(1,) + s for s in ss],
+                               [(1,) + d for d in ds])
+        return k[:, :, 0]
+    return C._compose_lattice(arrays, ss, ds)
+
+
+@pytest.mark.parametrize("chans,ks,strides,dilations", _CHAIN_CASES)
+def test_fold_chain_equals_the_step_by_step_fold_bitwise(chans, ks, strides, dilations, rng):
+    import lmref.compose as C
+
+    ws = [rng.standard_normal((chans[i + 1], chans[i]) + k) for i, k in enumerate(ks)]
+    ws[0][0, 0, 0, 0] = -np.inf  # infinities and NaNs land where the step-by-step fold puts them
+    plan = C._plan(ws, strides, dilations, None)[1]
+    assert plan.chain
+    np.testing.assert_array_equal(compose(ws, strides, dilations)[0],
+                                  _lattice_reference(ws, strides, dilations))
+
+
+def test_fold_chain_cases_cover_both_fold_sides(rng):
+    import lmref.compose as C
+
+    sides = {C._plan([np.ones((chans[i + 1], chans[i]) + k) for i, k in enumerate(ks)],
+                     strides, dilations, None)[1].from_input
+             for chans, ks, strides, dilations in _CHAIN_CASES}
+    assert sides == {False, True}
+
+
+@pytest.mark.parametrize("nd", [1, 2])
+@pytest.mark.parametrize("bare", [False, True])
+def test_fold_chain_1d_and_bare_kernels_equal_the_step_by_step_fold(nd, bare, rng):
+    chans = [1, 1, 1] if bare else [2, 3, 2]
+    ws = [rng.standard_normal((chans[i + 1], chans[i]) + (3,) * nd) for i in range(2)]
+    if bare:
+        ws = [w[0, 0] for w in ws]
+    got, s = compose(ws, [2, 3], [2, 1])
+    ref = _lattice_reference(ws, [2, 3], [2, 1])
+    np.testing.assert_array_equal(got, ref[0, 0] if bare else ref)
+    assert s == 6 and got.flags.c_contiguous
+
+
+def test_step_by_step_path_above_the_parallel_threshold_equals_the_chain(rng, monkeypatch):
+    """compose's other path (one launch per factor, parallel when large) on the same call."""
+    import lmref.compose as C
+
+    ws = [rng.standard_normal((3, 3, 3, 3)) for _ in range(3)]
+    chain = compose(ws, [2, 1, 2], [1, 2, 1])[0]
+    monkeypatch.setattr(C, "_PLANS", {})
+    monkeypatch.setattr(C, "_PARALLEL_MIN_WORK", 0)
+    assert not C._plan(ws, [2, 1, 2], [1, 2, 1], None)[1].chain
+    np.testing.assert_array_equal(compose(ws, [2, 1, 2], [1, 2, 1])[0], chain)
+
+
+@pytest.mark.parametrize("spell", [
+    lambda ws: (ws, [2, 1, 2], [1, 2, 1]),
+    lambda ws: (tuple(ws), (2, 1, 2), (1, (2, 2), 1)),  # tuples: the same plan
+    lambda ws: ([w.tolist() for w in ws], [2, 1, 2], [1, 2, 1]),  # not memoised
+    lambda ws: ([np.stack([w, w], -1)[..., 0] for w in ws], np.array([2, 1, 2]), [1, 2, 1]),
+    lambda ws: ([np.asfortranarray(w) for w in ws], [2, 1, 2], [np.int64(1), 2, 1]),
+])
+def test_memoised_plans_hold_no_weight_values(spell, rng):
+    """A second call of a pattern with other weights composes those weights; every spelling
+    (memoised or not) gives the same bits."""
+    for _ in range(2):
+        ws = [rng.standard_normal((3, 3, 3, 3)) for _ in range(3)]
+        got = compose(*spell(ws))
+        np.testing.assert_array_equal(got[0], _lattice_reference(ws, [2, 1, 2], [1, 2, 1]))
+        assert got[1] == 4 or got[1] == (4, 4)
+
+
+def test_read_only_weights_are_composed(rng):
+    ws = [rng.standard_normal((2, 2, 3)) for _ in range(2)]
+    ref = compose(ws, [2, 2])[0]
+    for w in ws:
+        w.flags.writeable = False
+    np.testing.assert_array_equal(compose(ws, [2, 2])[0], ref)
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda w: compose([w, w], [0, 2]), ValueError, r"strides\[0\] must be >= 1"),
+    (lambda w: compose([w, w], [True, 2]), TypeError, r"strides\[0\] must be an integer"),
+    (lambda w: compose([w, w], [2, 2], [1]), ValueError, "dilations must be a sequence"),
+    (lambda w: compose([w, w], [2, 2], paddings=[1, 1]), ValueError, r"paddings\[1\]=1"),
+    (lambda w: compose([w, w[:, :1]], [2, 2]), ValueError, "channel mismatch"),
+    (lambda w: compose([w, np.ones((2, 2, 0))], [2, 2]), ValueError, r"weights\[1\] must not"),
+    (lambda w: compose([w, w.astype(complex)], [2, 2]), TypeError, r"weights\[1\].*complex"),
+])
+def test_errors_are_unchanged_once_a_pattern_is_memoised(call, exc, match):
+    """A valid call of the same shapes first: the bad ones still raise, every time."""
+    w = np.ones((2, 2, 3))
+    compose([w, w], [2, 2])
+    for _ in range(2):
+        with pytest.raises(exc, match=match):
+            call(w)
+
+
+def test_memoised_pattern_still_checks_the_allocation_limit(monkeypatch):
+    w = np.ones((2, 2, 3, 3))
+    compose([w, w], [2, 2])
+    monkeypatch.setenv("LMREF_MAX_BYTES", "100")
+    with pytest.raises(ValueError, match="the composed kernel .* would need"):
+        compose([w, w], [2, 2])
+    monkeypatch.delenv("LMREF_MAX_BYTES")
+    assert compose([w, w], [2, 2])[0].shape == (2, 2, 7, 7)
+
+
+def test_paddings_spelled_plainly_are_memoised_and_still_checked():
+    w = np.ones((2, 2, 3))
+    for _ in range(2):
+        assert compose([w, w], [2, 2], paddings=[(1, 2), 0])[1] == 4
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"paddings\[1\]=\(0, 1\): padding between layers"):
+            compose([w, w], [2, 2], paddings=[(1, 2), (0, 1)])
+        with pytest.raises(ValueError, match=r"paddings\[0\] must be >= 0"):
+            compose([w, w], [2, 2], paddings=[-1, 0])
+
+
+@pytest.mark.parametrize("c_mid", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("c_in", [1, 2, 4, 5, 6, 9])
+def test_narrow_row_update_equals_the_vectorised_one_bitwise(c_mid, c_in, rng):
+    """_fold_rows with ``narrow`` (sums kept over the middle channels) and without (the column
+    loop innermost) make the same additions in the same order, whatever the column count."""
+    import lmref.compose as C
+
+    t = rng.standard_normal((6, 3, 2, c_mid))
+    x = rng.standard_normal((2, 3, c_mid, c_in))
+    t[1, 0, 0, 0], x[0, 1, -1, 0] = np.inf, -0.0  # special values follow the same path
+    start = rng.standard_normal((6, 6, 8, c_in))  # rh <= 2 * 2 + 1, rw <= 3 * 1 + 2 * 2
+    outs = []
+    for narrow in (False, True):
+        out = start.copy()
+        # rows 1..4; T taps 2 / 3 apart, X taps 1 / 2 apart: several tap pairs meet
+        C._fold_rows(t, x, 2, 3, 1, 2, 1, 4, narrow, out)
+        outs.append(out)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert not np.array_equal(outs[0], start)
