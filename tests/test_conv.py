@@ -681,18 +681,63 @@ def test_channel_vector_input_grad_computes_only_kept_rows_bitwise(stride, paddi
     assert_close(got, want)
 
 
-@pytest.mark.parametrize("stride,padding", [
-    (1, 0), (1, (2, 1)), (2, 1), ((1, 3), ((0, 2), (3, 1))), (4, (0, 2)), (9, 1), (2, (1, 4))])
-def test_unpad_of_column_phases_is_the_merged_crop(stride, padding, rng):
-    """The input gradient's crop straight out of the column phases (zero padding) equals the
-    merge into the padded layout followed by the crop, bit for bit, for any stride (also one
-    wider than the padded width: one column per phase)."""
-    geom = conv_geometry._geometry(2, (6, 7), 3, (2, 3, 3, 2), stride, padding, 1, 1, "zeros")
-    hp, wp = geom.padded_hw
-    sw = geom.stride[1]
-    gr = rng.standard_normal((2, 3, hp, min(sw, wp), -(-wp // sw)))
-    merged = np.ascontiguousarray(conv_kernels._merge_columns(gr, sw, wp))
-    want = conv_geometry._unpad_adjoint(merged, geom)
-    got = conv_kernels._unpad_phases(gr, geom)
-    assert got.shape == (2, 3, 6, 7) and got.flags.c_contiguous
+def _column_vector_input_grad_in_order(g, w, stride, dilation, groups, padded_hw):
+    """The column-vector input gradient (full padded planes) written with numpy vector ops in
+    the kernels' summation order: per padded pixel, pair of output channels, kernel row, kernel
+    column, ``acc += w[o] * g[o] + w[o + 1] * g[o + 1]`` (a last unpaired channel: ``acc +=
+    w[o] * g[o]``), only the terms of the exact sum. Elementwise IEEE operations: the same
+    bits."""
+    n_batch, c_out, ho, wo = g.shape
+    c_in_g, kh, kw = w.shape[1:]
+    c_out_g, (sh, sw), (dh, dw), (hp, wp) = c_out // groups, stride, dilation, padded_hw
+    out = np.zeros((n_batch, groups * c_in_g, hp, wp))
+    for n, grp, r in itertools.product(range(n_batch), range(groups), range(hp)):
+        planes = out[n, grp * c_in_g:(grp + 1) * c_in_g, r]
+        for o in range(grp * c_out_g, (grp + 1) * c_out_g, 2):
+            pair = o + 1 < (grp + 1) * c_out_g
+            for a, b in itertools.product(range(kh), range(kw)):
+                t = r - a * dh
+                if t < 0 or t % sh or t // sh >= ho:
+                    continue
+                term = w[o, :, a, b, None] * g[n, o, t // sh]
+                if pair:
+                    term = term + w[o + 1, :, a, b, None] * g[n, o + 1, t // sh]
+                planes[:, np.arange(wo) * sw + b * dw] += term
+    return out
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("c_in_g,groups,stride,padding,dilation,mode", [
+    (3, 1, (2, 2), 3, 1, "zeros"),  # the RGB stem: 3 channels run as a block of 4
+    (3, 2, (1, 3), ((0, 2), (3, 1)), (2, 1), "zeros"),
+    (7, 1, 1, 1, 1, "reflect"),  # a block of 4 and one of 3
+    (5, 1, (3, 2), (2, 1), (1, 2), "zeros"),  # a block of 4 and a single channel
+    (2, 2, (2, 1), 1, 1, "circular"),
+    (1, 3, (4, 20), (0, 2), 1, "zeros"),  # a stride wider than the padded row
+    (4, 1, 9, 1, 1, "zeros"),
+    (6, 1, (1, 2), (1, 4), 2, "replicate")])
+def test_column_vector_input_grad_summation_order_bitwise(c_in_g, groups, stride, padding,
+                                                          dilation, mode, parallel, rng,
+                                                          monkeypatch):
+    """The column-vector input gradient (C_in / groups < 16) gives the bits of its documented
+    summation order, replayed with numpy vector operations on the full padded planes, then
+    cropped (zero padding: only the kept rows and columns are computed) or folded back
+    (:func:`_unpad_adjoint`), serial and parallel (jobs of a few rows), with Inf and NaN."""
+    monkeypatch.setattr(conv_kernels, "_PARALLEL_MIN_WORK", 0 if parallel else 1 << 62)
+    c_in, c_out = c_in_g * groups, 5 * groups
+    w = rng.standard_normal((c_out, c_in_g, 3, 4))
+    w[0, 0, 1, 2] = np.inf
+    geom = conv_geometry._geometry(2, (19, 13), c_in, w.shape, stride, padding, dilation,
+                                   groups, mode)
+    g = rng.standard_normal((2, c_out) + geom.out_hw)
+    g[1, -1, 0, -1] = np.nan
+    got = conv_kernels._input_grad(g, w, geom, 2, c_in)
+    full = _column_vector_input_grad_in_order(g, w, geom.stride, geom.dilation, groups,
+                                              geom.padded_hw)
+    if mode == "zeros":
+        (t, _), (l, _) = geom.pads
+        want = full[:, :, t:t + 19, l:l + 13]
+    else:
+        want = conv_geometry._unpad_adjoint(full, geom)
+    assert got.shape == (2, c_in, 19, 13) and got.flags.c_contiguous
     np.testing.assert_array_equal(got, want)

@@ -230,51 +230,79 @@ def _input_grad_rows1(g, w, phase, shift, n, c, o_lo, o_hi, r, p, sh, dh, acc):
                         dst[m] += w0 * u_row[m]
 
 
-@jit
-def _input_grad_jobs(n_batch, c_in, groups):
-    return n_batch * groups * _blocks(c_in // groups)
+#: padded rows per job of the column-vector input gradient: jobs over rows as well as channel
+#: blocks keep every thread busy when there are few input channels (an RGB stem's C_in = 3 is
+#: one block); each row is computed alike in any job, so the split never changes a bit
+_IGRAD_ROWS = 8
 
 
 @jit
-def _input_grad_job(g, w, phase, shift, sh, dh, groups, gr, job):
-    """Input-gradient planes ``gr[n, ci0:ci0 + 4]`` (fewer at the end of a group), row by row."""
-    c_out, c_in_g = w.shape[0], w.shape[1]
-    hp, sw, wq = gr.shape[2], gr.shape[3], gr.shape[4]
+def _input_grad_jobs(n_batch, c_in, groups, rows):
+    return n_batch * groups * _blocks(c_in // groups) * ((rows + _IGRAD_ROWS - 1) // _IGRAD_ROWS)
+
+
+@jit
+def _input_grad_store(acc, nb, p, sw, left, out, n, ci0, h):
+    """``out[n, ci0 + k, h, x] = acc[k, m]`` for the columns ``x = p + m * sw - left`` of
+    column phase ``p`` that lie in ``out`` (``k < nb``)."""
+    width = out.shape[3]
+    m_lo = max(0, (left - p + sw - 1) // sw)
+    m_hi = min(acc.shape[1], (left + width - p + sw - 1) // sw)
+    for k in range(nb):
+        dst = out[n, ci0 + k, h]
+        for m in range(m_lo, m_hi):
+            dst[p + m * sw - left] = acc[k, m]
+
+
+@jit
+def _input_grad_job(g, w, phase, shift, sh, dh, groups, sw, wq, top, left, out, job):
+    """Rows ``h`` of a chunk of :data:`_IGRAD_ROWS` of the input-gradient planes ``out[n,
+    ci0:ci0 + 4]`` (fewer channels at the end of a group), padded row ``top + h`` and padded
+    column ``left + x`` at ``out[..., h, x]``: each padded row is summed per column phase of
+    ``wq`` entries, then its columns inside ``out`` are stored. ``w`` may carry zero input
+    channels up to a whole block (the 4-channel kernel then runs; the extra rows of ``acc``
+    are dropped)."""
+    c_out = w.shape[0]
+    rows = out.shape[2]
+    c_in_g = out.shape[1] // groups
     c_out_g = c_out // groups
     nblk = _blocks(c_in_g)
-    n = job // (groups * nblk)
-    rem = job - n * (groups * nblk)
+    nchunk = (rows + _IGRAD_ROWS - 1) // _IGRAD_ROWS
+    blk = job // nchunk
+    h0 = (job - blk * nchunk) * _IGRAD_ROWS
+    n = blk // (groups * nblk)
+    rem = blk - n * (groups * nblk)
     grp = rem // nblk
     c = (rem - grp * nblk) * _BLOCK
     nb = min(_BLOCK, c_in_g - c)
+    four = c + _BLOCK <= w.shape[1]
     ci0 = grp * c_in_g + c
     o_lo, o_hi = grp * c_out_g, (grp + 1) * c_out_g
     acc = np.empty((_BLOCK, wq))
-    for r in range(hp):
+    for h in range(h0, min(h0 + _IGRAD_ROWS, rows)):
+        r = top + h
         for p in range(sw):
             acc[:] = 0.0
-            if nb == _BLOCK:
+            if four:
                 _input_grad_rows4(g, w, phase, shift, n, ci0, c, o_lo, o_hi, r, p, sh, dh,
                                   acc)
             else:
                 for k in range(nb):
                     _input_grad_rows1(g, w, phase, shift, n, c + k, o_lo, o_hi, r, p, sh, dh,
                                       acc[k])
-            for k in range(nb):
-                for m in range(wq):
-                    gr[n, ci0 + k, r, p, m] = acc[k, m]
+            _input_grad_store(acc, nb, p, sw, left, out, n, ci0, h)
 
 
 @jit
-def _input_grad_serial(g, w, phase, shift, sh, dh, groups, gr):
-    for job in range(_input_grad_jobs(gr.shape[0], gr.shape[1], groups)):
-        _input_grad_job(g, w, phase, shift, sh, dh, groups, gr, job)
+def _input_grad_serial(g, w, phase, shift, sh, dh, groups, sw, wq, top, left, out):
+    for job in range(_input_grad_jobs(out.shape[0], out.shape[1], groups, out.shape[2])):
+        _input_grad_job(g, w, phase, shift, sh, dh, groups, sw, wq, top, left, out, job)
 
 
 @pjit
-def _input_grad_parallel(g, w, phase, shift, sh, dh, groups, gr):
-    for job in prange(_input_grad_jobs(gr.shape[0], gr.shape[1], groups)):
-        _input_grad_job(g, w, phase, shift, sh, dh, groups, gr, job)
+def _input_grad_parallel(g, w, phase, shift, sh, dh, groups, sw, wq, top, left, out):
+    for job in prange(_input_grad_jobs(out.shape[0], out.shape[1], groups, out.shape[2])):
+        _input_grad_job(g, w, phase, shift, sh, dh, groups, sw, wq, top, left, out, job)
 
 
 @jit
@@ -812,48 +840,6 @@ def _split_columns(xp, sw):
     return xr
 
 
-def _merge_columns(gr, sw, wp):
-    """Inverse of :func:`_split_columns` (entries past ``wp`` are never read)."""
-    if sw == 1:
-        return gr[:, :, :, 0, :]
-    n, c, hp, p, m = gr.shape
-    if sw >= wp:
-        return gr[..., 0]
-    gp = np.empty((n, c, hp, m, sw))
-    gp[...] = gr.transpose(0, 1, 2, 4, 3)
-    return gp.reshape(n, c, hp, m * sw)[..., :wp]
-
-
-def _unpad_phases(gr, geom):
-    """:func:`_unpad_adjoint` of the padded input's gradient held as column phases ``gr``
-    (:func:`_split_columns`' layout). With plain zero padding the adjoint only crops: the kept
-    entries are copied straight out of their phases (:func:`_crop_phases`: one copy instead of
-    merge, contiguous copy and crop; the same values)."""
-    sw = geom.stride[1]
-    if geom.mode != "zeros" or geom.maps is not None:
-        return _unpad_adjoint(np.ascontiguousarray(_merge_columns(gr, sw, geom.padded_hw[1])),
-                              geom)
-    out = np.empty(gr.shape[:2] + tuple(geom.in_hw))
-    _crop_phases(gr, geom.pads[0][0], geom.pads[1][0], sw, out)
-    return out
-
-
-@jit
-def _crop_phases(gr, top, left, sw, out):
-    """``out[n, c, i, j] = gp[n, c, top + i, left + j]`` where ``gp`` is ``gr`` merged
-    (:func:`_merge_columns`): padded column ``q`` is ``gr[..., q % sw, q // sw]``, so output
-    columns ``j, j + sw, ...`` are consecutive entries of one phase (a slice copy each)."""
-    w = out.shape[3]
-    for n in range(out.shape[0]):
-        for c in range(out.shape[1]):
-            for i in range(out.shape[2]):
-                src, dst = gr[n, c, top + i], out[n, c, i]
-                for j in range(min(sw, w)):
-                    q = left + j
-                    first = q // sw
-                    dst[j::sw] = src[q % sw, first:first + (w - j + sw - 1) // sw]
-
-
 def _macs(*shape):
     """Multiply-adds of a call: the product of sizes (Python ints, exact), compared with
     ``_PARALLEL_MIN_WORK``."""
@@ -872,18 +858,35 @@ def _forward(x, w, bias, geom):
     return out
 
 
+def _whole_blocks(w):
+    """``w`` with its input channels zero-extended to a whole block of 4 where a group's
+    last block would have 3 (the 4-channel kernel, which loads each gradient row once for all
+    four, beats three 1-channel passes; the zero channel's sums are never stored)."""
+    c_out, c_in_g, kh, kw = w.shape
+    if c_in_g % _BLOCK != _BLOCK - 1:
+        return w
+    wz = np.zeros((c_out, c_in_g + 1, kh, kw))
+    wz[:, :c_in_g] = w
+    return wz
+
+
 def _input_grad(g, w, geom, n_batch, c_in):
     if w.shape[1] >= _IGRAD_MIN_CHANNELS and w.shape[0] // geom.groups >= _IGRAD_MIN_OUT_CHANNELS:
         return _igrad_channels_last(g, w, geom, n_batch, c_in)
     sw = geom.stride[1]
     hp, wp = geom.padded_hw
-    wq = -(-wp // sw)
     phase, shift = _column_phases(geom)
-    gr = np.empty((n_batch, c_in, hp, min(sw, wp), wq))
     run = _input_grad_parallel if _macs(g.size, w[0].size) >= _PARALLEL_MIN_WORK \
         else _input_grad_serial
-    run(g, w, phase, shift, geom.stride[0], geom.dilation[0], geom.groups, gr)
-    return _unpad_phases(gr, geom)
+    args = (g, _whole_blocks(w), phase, shift, geom.stride[0], geom.dilation[0], geom.groups,
+            min(sw, wp), -(-wp // sw))
+    if geom.mode == "zeros" and geom.maps is None:  # zero padding: only the kept rows and
+        out = np.empty((n_batch, c_in) + tuple(geom.in_hw))  # columns are stored
+        run(*args, geom.pads[0][0], geom.pads[1][0], out)
+        return out
+    gp = np.empty((n_batch, c_in, hp, wp))
+    run(*args, 0, 0, gp)
+    return _unpad_adjoint(gp, geom)
 
 
 def _weight_grad(g, x, w_shape, geom):
