@@ -706,7 +706,7 @@ def _column_vector_input_grad_in_order(g, w, stride, dilation, groups, padded_hw
     return out
 
 
-@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("path", ["serial", "parallel", "direct"])
 @pytest.mark.parametrize("c_in_g,groups,stride,padding,dilation,mode", [
     (3, 1, (2, 2), 3, 1, "zeros"),  # the RGB stem: 3 channels run as a block of 4
     (3, 2, (1, 3), ((0, 2), (3, 1)), (2, 1), "zeros"),
@@ -717,13 +717,16 @@ def _column_vector_input_grad_in_order(g, w, stride, dilation, groups, padded_hw
     (4, 1, 9, 1, 1, "zeros"),
     (6, 1, (1, 2), (1, 4), 2, "replicate")])
 def test_column_vector_input_grad_summation_order_bitwise(c_in_g, groups, stride, padding,
-                                                          dilation, mode, parallel, rng,
+                                                          dilation, mode, path, rng,
                                                           monkeypatch):
     """The column-vector input gradient (C_in / groups < 16) gives the bits of its documented
     summation order, replayed with numpy vector operations on the full padded planes, then
     cropped (zero padding: only the kept rows and columns are computed) or folded back
-    (:func:`_unpad_adjoint`), serial and parallel (jobs of a few rows), with Inf and NaN."""
-    monkeypatch.setattr(conv_kernels, "_PARALLEL_MIN_WORK", 0 if parallel else 1 << 62)
+    (:func:`_unpad_adjoint`), serial and parallel (jobs of a few rows), with Inf and NaN; so
+    does the direct scatter of small calls (zero padding; the others have no direct path)."""
+    monkeypatch.setattr(conv_kernels, "_PARALLEL_MIN_WORK", 0 if path == "parallel" else 1 << 62)
+    monkeypatch.setattr(conv_kernels, "_DIRECT_INPUT_GRAD_MAX_WORK",
+                        1 << 62 if path == "direct" else -1)
     c_in, c_out = c_in_g * groups, 5 * groups
     w = rng.standard_normal((c_out, c_in_g, 3, 4))
     w[0, 0, 1, 2] = np.inf
@@ -741,3 +744,60 @@ def test_column_vector_input_grad_summation_order_bitwise(c_in_g, groups, stride
         want = conv_geometry._unpad_adjoint(full, geom)
     assert got.shape == (2, c_in, 19, 13) and got.flags.c_contiguous
     np.testing.assert_array_equal(got, want)
+
+
+def _direct_cases():
+    """(nd, stride, padding, dilation, groups, c_in, c_out, output_padding) of the direct
+    kernels' test: odd and even channel counts (a channel pair left over), per-side and
+    'same' padding, padding wider than the kernel reads, strides beyond the input."""
+    cases = []
+    for nd, (s, d), pad, (groups, c_in, c_out) in itertools.product(
+            (1, 2), [(1, 1), (2, 1), (1, 2), (3, 2), (2, 3)],
+            [0, 1, 3, "same", "pairs"], [(1, 4, 2), (1, 3, 5), (2, 4, 6), (3, 3, 3), (1, 1, 1)]):
+        pad = (((0, 2),) if nd == 1 else ((2, 0), (1, 3))) if pad == "pairs" else pad
+        cases.append((nd, s, pad, d, groups, c_in, c_out, (s - 1) if s > 1 else 0))
+    return cases
+
+
+@pytest.mark.parametrize("case", _direct_cases(), ids=lambda c: "-".join(map(str, c)))
+def test_direct_kernels_give_the_layout_kernels_bits(case, rng, monkeypatch):
+    """The direct kernels of small zero-padded calls (no padded copy, no column phases) give
+    exactly the bits of the layout kernels: forward (with and without bias), input gradient
+    and the transposed convolution (with output_padding), Inf weights and NaN inputs
+    included."""
+    nd, s, pad, d, groups, c_in, c_out, out_pad = case
+    spatial, k = ((9,), (3,)) if nd == 1 else ((6, 7), (3, 2))
+    x, w, b = _data(rng, nd, groups, spatial, k, c_in=c_in, c_out=c_out)
+    w.flat[1], x.flat[4] = np.inf, np.nan
+    fwd, bwd = FNS[nd][:2]
+    transpose = conv.conv_transpose1d if nd == 1 else conv.conv_transpose2d
+    kw = dict(stride=s, padding=pad, dilation=d, groups=groups)
+    try:
+        g = rng.standard_normal(fwd(x, w, **kw).shape)
+    except ValueError:  # the kernel does not fit the padded input
+        pytest.skip("no output")
+    tkw = dict(kw, output_padding=out_pad)
+    if isinstance(pad, str):
+        del tkw["padding"]
+    wt = rng.standard_normal((c_out, c_in // groups) + k)
+
+    def everything():
+        return (fwd(x, w, b, **kw), fwd(x, w, **kw), bwd(g, x, w, **kw)[0],
+                transpose(g, wt, b[:c_in] if c_in <= c_out else None, **tkw))
+
+    calls = []
+    for name in ("_forward_direct", "_input_grad_direct"):
+        kernel = getattr(conv_kernels, name)
+        monkeypatch.setattr(conv_kernels, name,
+                            lambda *a, _k=kernel, _n=name: calls.append(_n) or _k(*a))
+    for limit in ("_DIRECT_FORWARD_MAX_WORK", "_DIRECT_INPUT_GRAD_MAX_WORK"):
+        monkeypatch.setattr(conv_kernels, limit, -1)
+    layout = everything()
+    assert not calls
+    for limit in ("_DIRECT_FORWARD_MAX_WORK", "_DIRECT_INPUT_GRAD_MAX_WORK"):
+        monkeypatch.setattr(conv_kernels, limit, 1 << 62)
+    direct = everything()
+    assert calls.count("_forward_direct") == 2 and calls.count("_input_grad_direct") == 2
+    for a, e in zip(direct, layout, strict=True):
+        assert a.shape == e.shape and a.flags.c_contiguous
+        np.testing.assert_array_equal(a.view(np.int64), e.view(np.int64))  # NaN payloads too
