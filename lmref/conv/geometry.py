@@ -103,6 +103,14 @@ class _Geometry:
         return self.maps is not None or any(a or b for a, b in self.pads)
 
     @cached_property
+    def index_maps(self):
+        """:attr:`maps`, or the padding's :func:`_pad_index` per axis (built once: a memoised
+        plan serves many calls)."""
+        if self.maps is not None:
+            return self.maps
+        return tuple(_pad_index(n, a, b, self.mode) for n, (a, b) in zip(self.in_hw, self.pads))
+
+    @cached_property
     def direct(self):
         """``(sh, sw, dh, dw, top, left)`` of the direct kernels for small calls, which read
         and write the unpadded arrays (zero padding only); ``None`` otherwise."""
@@ -440,9 +448,9 @@ def _pad_index(n, before, after, mode):
 
 
 def _pad_maps(geom):
-    if geom.maps is not None:
-        return geom.maps
-    return tuple(_pad_index(n, a, b, geom.mode) for n, (a, b) in zip(geom.in_hw, geom.pads))
+    """Per-axis source index of every (compacted) padded position (shared arrays, read
+    only)."""
+    return geom.index_maps
 
 
 def _pad(x, geom):
