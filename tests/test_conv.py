@@ -801,3 +801,71 @@ def test_direct_kernels_give_the_layout_kernels_bits(case, rng, monkeypatch):
     for a, e in zip(direct, layout, strict=True):
         assert a.shape == e.shape and a.flags.c_contiguous
         np.testing.assert_array_equal(a.view(np.int64), e.view(np.int64))  # NaN payloads too
+
+
+def _column_vector_weight_grad_in_order(g, xp, k, stride, dilation, groups):
+    """The column-vector weight gradient replayed with numpy vector ops in the kernels'
+    summation order: partial sums per output column, over samples and pairs of output rows
+    ``acc += g[i] * u + g[i + 1] * v`` (a last odd row: ``acc += g[i] * u``), then summed over
+    the columns left to right. ``xp`` is the padded input."""
+    n_batch, c_out, ho, wo = g.shape
+    c_in_g, (kh, kw), (sh, sw), (dh, dw) = xp.shape[1] // groups, k, stride, dilation
+    c_out_g = c_out // groups
+    acc = np.zeros((c_out, c_in_g, kh, kw, wo))
+    for n, i in itertools.product(range(n_batch), range(0, ho, 2)):
+        for o, a, b in itertools.product(range(c_out), range(kh), range(kw)):
+            grp = o // c_out_g
+            rows = xp[n, grp * c_in_g:(grp + 1) * c_in_g, :, b * dw::sw][:, :, :wo]
+            term = g[n, o, i] * rows[:, i * sh + a * dh]
+            if i + 1 < ho:
+                term = term + g[n, o, i + 1] * rows[:, (i + 1) * sh + a * dh]
+            acc[o, :, a, b] += term
+    gw = np.zeros(acc.shape[:4])
+    for j in range(wo):
+        gw = gw + acc[..., j]
+    return gw
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("c_out,groups,stride,padding,dilation,mode", [
+    (16, 1, 2, 3, 1, "zeros"),  # the RGB stem's geometry: blocks of 4 output channels
+    (6, 1, (1, 2), 1, (2, 1), "reflect"),  # a block of 4, then 2 channels one by one
+    (6, 3, (3, 1), (2, 0), 1, "circular"),
+    (5, 1, 1, 0, 2, "zeros")])
+def test_column_vector_weight_grad_summation_order_bitwise(c_out, groups, stride, padding,
+                                                           dilation, mode, parallel, rng,
+                                                           monkeypatch):
+    """The column-vector weight gradient (C_in / groups < 16; jobs of one kernel row) gives
+    the bits of its documented summation order, serial and parallel, odd output heights
+    included, with an Inf input."""
+    monkeypatch.setattr(conv_kernels, "_PARALLEL_MIN_WORK", 0 if parallel else 1 << 62)
+    c_in = 3 * groups
+    x = rng.standard_normal((2, c_in, 13, 12))
+    x[1, 0, 5, 6] = np.inf
+    k = (3, 4)
+    geom = conv_geometry._geometry(2, x.shape[2:], c_in, (c_out, 3) + k, stride, padding,
+                                   dilation, groups, mode)
+    g = rng.standard_normal((2, c_out) + geom.out_hw)
+    got = conv_kernels._weight_grad(g, x, (c_out, 3) + k, geom)
+    want = _column_vector_weight_grad_in_order(g, conv_geometry._pad(x, geom), k, geom.stride,
+                                               geom.dilation, groups)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("mode", conv.PADDING_MODES)
+@pytest.mark.parametrize("stride,padding", [(2, 1), ((1, 3), ((0, 2), (3, 1))), (4, (0, 2)),
+                                            ((1, 40), 1), ((2, 10**6), ((1, 1), (10**6, 10**6)))])
+def test_padded_phases_are_the_split_padded_input(mode, stride, padding, rng):
+    """The column phases gathered straight from ``x`` (no padded copy) are the padded input
+    split into phases, entries past the padded width 0, for a stride wider than the padded
+    width and a compacted axis too."""
+    if mode in ("reflect", "circular") and stride == (2, 10**6):
+        pytest.skip("padding beyond the input size")  # (10**6: a compacted axis)
+    x = rng.standard_normal((2, 3, 6, 7))
+    geom = conv_geometry._plan(conv_geometry._geometry(
+        2, (6, 7), 3, (2, 3, 3, 2), stride, padding, 1, 1, mode), 2, 3, "test")
+    assert (geom.maps is not None) == (stride == (2, 10**6))
+    got = conv_kernels._padded_phases(x, geom)
+    want = conv_kernels._split_columns(conv_geometry._pad(x, geom), geom.stride[1])
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
