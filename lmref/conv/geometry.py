@@ -112,11 +112,12 @@ class _Geometry:
 
     @cached_property
     def direct(self):
-        """``(sh, sw, dh, dw, top, left)`` of the direct kernels for small calls, which read
-        and write the unpadded arrays (zero padding only); ``None`` otherwise."""
+        """``(sh, sw, dh, dw, top, left, groups)``: the direct kernels' arguments for small
+        calls, which read and write the unpadded arrays (zero padding only); ``None``
+        otherwise."""
         if self.mode != "zeros" or self.maps is not None:
             return None
-        return self.stride + self.dilation + (self.pads[0][0], self.pads[1][0])
+        return self.stride + self.dilation + (self.pads[0][0], self.pads[1][0], self.groups)
 
 
 def _is_pairs(padding, nd):
