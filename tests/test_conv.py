@@ -681,18 +681,191 @@ def test_channel_vector_input_grad_computes_only_kept_rows_bitwise(stride, paddi
     assert_close(got, want)
 
 
-@pytest.mark.parametrize("stride,padding", [
-    (1, 0), (1, (2, 1)), (2, 1), ((1, 3), ((0, 2), (3, 1))), (4, (0, 2)), (9, 1), (2, (1, 4))])
-def test_unpad_of_column_phases_is_the_merged_crop(stride, padding, rng):
-    """The input gradient's crop straight out of the column phases (zero padding) equals the
-    merge into the padded layout followed by the crop, bit for bit, for any stride (also one
-    wider than the padded width: one column per phase)."""
-    geom = conv_geometry._geometry(2, (6, 7), 3, (2, 3, 3, 2), stride, padding, 1, 1, "zeros")
-    hp, wp = geom.padded_hw
-    sw = geom.stride[1]
-    gr = rng.standard_normal((2, 3, hp, min(sw, wp), -(-wp // sw)))
-    merged = np.ascontiguousarray(conv_kernels._merge_columns(gr, sw, wp))
-    want = conv_geometry._unpad_adjoint(merged, geom)
-    got = conv_kernels._unpad_phases(gr, geom)
-    assert got.shape == (2, 3, 6, 7) and got.flags.c_contiguous
+def _column_vector_input_grad_in_order(g, w, stride, dilation, groups, padded_hw):
+    """The column-vector input gradient (full padded planes) written with numpy vector ops in
+    the kernels' summation order: per padded pixel, pair of output channels, kernel row, kernel
+    column, ``acc += w[o] * g[o] + w[o + 1] * g[o + 1]`` (a last unpaired channel: ``acc +=
+    w[o] * g[o]``), only the terms of the exact sum. Elementwise IEEE operations: the same
+    bits."""
+    n_batch, c_out, ho, wo = g.shape
+    c_in_g, kh, kw = w.shape[1:]
+    c_out_g, (sh, sw), (dh, dw), (hp, wp) = c_out // groups, stride, dilation, padded_hw
+    out = np.zeros((n_batch, groups * c_in_g, hp, wp))
+    for n, grp, r in itertools.product(range(n_batch), range(groups), range(hp)):
+        planes = out[n, grp * c_in_g:(grp + 1) * c_in_g, r]
+        for o in range(grp * c_out_g, (grp + 1) * c_out_g, 2):
+            pair = o + 1 < (grp + 1) * c_out_g
+            for a, b in itertools.product(range(kh), range(kw)):
+                t = r - a * dh
+                if t < 0 or t % sh or t // sh >= ho:
+                    continue
+                term = w[o, :, a, b, None] * g[n, o, t // sh]
+                if pair:
+                    term = term + w[o + 1, :, a, b, None] * g[n, o + 1, t // sh]
+                planes[:, np.arange(wo) * sw + b * dw] += term
+    return out
+
+
+@pytest.mark.parametrize("path", ["serial", "parallel", "direct"])
+@pytest.mark.parametrize("c_in_g,groups,stride,padding,dilation,mode", [
+    (3, 1, (2, 2), 3, 1, "zeros"),  # the RGB stem: 3 channels run as a block of 4
+    (3, 2, (1, 3), ((0, 2), (3, 1)), (2, 1), "zeros"),
+    (7, 1, 1, 1, 1, "reflect"),  # a block of 4 and one of 3
+    (5, 1, (3, 2), (2, 1), (1, 2), "zeros"),  # a block of 4 and a single channel
+    (2, 2, (2, 1), 1, 1, "circular"),
+    (1, 3, (4, 20), (0, 2), 1, "zeros"),  # a stride wider than the padded row
+    (4, 1, 9, 1, 1, "zeros"),
+    (6, 1, (1, 2), (1, 4), 2, "replicate")])
+def test_column_vector_input_grad_summation_order_bitwise(c_in_g, groups, stride, padding,
+                                                          dilation, mode, path, rng,
+                                                          monkeypatch):
+    """The column-vector input gradient (C_in / groups < 16) gives the bits of its documented
+    summation order, replayed with numpy vector operations on the full padded planes, then
+    cropped (zero padding: only the kept rows and columns are computed) or folded back
+    (:func:`_unpad_adjoint`), serial and parallel (jobs of a few rows), with Inf and NaN; so
+    does the direct scatter of small calls (zero padding; the others have no direct path)."""
+    monkeypatch.setattr(conv_kernels, "_PARALLEL_MIN_WORK", 0 if path == "parallel" else 1 << 62)
+    monkeypatch.setattr(conv_kernels, "_DIRECT_INPUT_GRAD_MAX_WORK",
+                        1 << 62 if path == "direct" else -1)
+    c_in, c_out = c_in_g * groups, 5 * groups
+    w = rng.standard_normal((c_out, c_in_g, 3, 4))
+    w[0, 0, 1, 2] = np.inf
+    geom = conv_geometry._geometry(2, (19, 13), c_in, w.shape, stride, padding, dilation,
+                                   groups, mode)
+    g = rng.standard_normal((2, c_out) + geom.out_hw)
+    g[1, -1, 0, -1] = np.nan
+    got = conv_kernels._input_grad(g, w, geom, 2, c_in)
+    full = _column_vector_input_grad_in_order(g, w, geom.stride, geom.dilation, groups,
+                                              geom.padded_hw)
+    if mode == "zeros":
+        (t, _), (l, _) = geom.pads
+        want = full[:, :, t:t + 19, l:l + 13]
+    else:
+        want = conv_geometry._unpad_adjoint(full, geom)
+    assert got.shape == (2, c_in, 19, 13) and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
+
+
+def _direct_cases():
+    """(nd, stride, padding, dilation, groups, c_in, c_out, output_padding) of the direct
+    kernels' test: odd and even channel counts (a channel pair left over), per-side and
+    'same' padding, padding wider than the kernel reads, strides beyond the input."""
+    cases = []
+    for nd, (s, d), pad, (groups, c_in, c_out) in itertools.product(
+            (1, 2), [(1, 1), (2, 1), (1, 2), (3, 2), (2, 3)],
+            [0, 1, 3, "same", "pairs"], [(1, 4, 2), (1, 3, 5), (2, 4, 6), (3, 3, 3), (1, 1, 1)]):
+        pad = (((0, 2),) if nd == 1 else ((2, 0), (1, 3))) if pad == "pairs" else pad
+        cases.append((nd, s, pad, d, groups, c_in, c_out, (s - 1) if s > 1 else 0))
+    return cases
+
+
+@pytest.mark.parametrize("case", _direct_cases(), ids=lambda c: "-".join(map(str, c)))
+def test_direct_kernels_give_the_layout_kernels_bits(case, rng, monkeypatch):
+    """The direct kernels of small zero-padded calls (no padded copy, no column phases) give
+    exactly the bits of the layout kernels: forward (with and without bias), input gradient
+    and the transposed convolution (with output_padding), Inf weights and NaN inputs
+    included."""
+    nd, s, pad, d, groups, c_in, c_out, out_pad = case
+    spatial, k = ((9,), (3,)) if nd == 1 else ((6, 7), (3, 2))
+    x, w, b = _data(rng, nd, groups, spatial, k, c_in=c_in, c_out=c_out)
+    w.flat[1], x.flat[4] = np.inf, np.nan
+    fwd, bwd = FNS[nd][:2]
+    transpose = conv.conv_transpose1d if nd == 1 else conv.conv_transpose2d
+    kw = dict(stride=s, padding=pad, dilation=d, groups=groups)
+    try:
+        g = rng.standard_normal(fwd(x, w, **kw).shape)
+    except ValueError:  # the kernel does not fit the padded input
+        pytest.skip("no output")
+    tkw = dict(kw, output_padding=out_pad)
+    if isinstance(pad, str):
+        del tkw["padding"]
+    wt = rng.standard_normal((c_out, c_in // groups) + k)
+
+    def everything():
+        return (fwd(x, w, b, **kw), fwd(x, w, **kw), bwd(g, x, w, **kw)[0],
+                transpose(g, wt, b[:c_in] if c_in <= c_out else None, **tkw))
+
+    calls = []
+    for name in ("_forward_direct", "_input_grad_direct"):
+        kernel = getattr(conv_kernels, name)
+        monkeypatch.setattr(conv_kernels, name,
+                            lambda *a, _k=kernel, _n=name: calls.append(_n) or _k(*a))
+    for limit in ("_DIRECT_FORWARD_MAX_WORK", "_DIRECT_INPUT_GRAD_MAX_WORK"):
+        monkeypatch.setattr(conv_kernels, limit, -1)
+    layout = everything()
+    assert not calls
+    for limit in ("_DIRECT_FORWARD_MAX_WORK", "_DIRECT_INPUT_GRAD_MAX_WORK"):
+        monkeypatch.setattr(conv_kernels, limit, 1 << 62)
+    direct = everything()
+    assert calls.count("_forward_direct") == 2 and calls.count("_input_grad_direct") == 2
+    for a, e in zip(direct, layout, strict=True):
+        assert a.shape == e.shape and a.flags.c_contiguous
+        np.testing.assert_array_equal(a.view(np.int64), e.view(np.int64))  # NaN payloads too
+
+
+def _column_vector_weight_grad_in_order(g, xp, k, stride, dilation, groups):
+    """The column-vector weight gradient replayed with numpy vector ops in the kernels'
+    summation order: partial sums per output column, over samples and pairs of output rows
+    ``acc += g[i] * u + g[i + 1] * v`` (a last odd row: ``acc += g[i] * u``), then summed over
+    the columns left to right. ``xp`` is the padded input."""
+    n_batch, c_out, ho, wo = g.shape
+    c_in_g, (kh, kw), (sh, sw), (dh, dw) = xp.shape[1] // groups, k, stride, dilation
+    c_out_g = c_out // groups
+    acc = np.zeros((c_out, c_in_g, kh, kw, wo))
+    for n, i in itertools.product(range(n_batch), range(0, ho, 2)):
+        for o, a, b in itertools.product(range(c_out), range(kh), range(kw)):
+            grp = o // c_out_g
+            rows = xp[n, grp * c_in_g:(grp + 1) * c_in_g, :, b * dw::sw][:, :, :wo]
+            term = g[n, o, i] * rows[:, i * sh + a * dh]
+            if i + 1 < ho:
+                term = term + g[n, o, i + 1] * rows[:, (i + 1) * sh + a * dh]
+            acc[o, :, a, b] += term
+    gw = np.zeros(acc.shape[:4])
+    for j in range(wo):
+        gw = gw + acc[..., j]
+    return gw
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("c_out,groups,stride,padding,dilation,mode", [
+    (16, 1, 2, 3, 1, "zeros"),  # the RGB stem's geometry: blocks of 4 output channels
+    (6, 1, (1, 2), 1, (2, 1), "reflect"),  # a block of 4, then 2 channels one by one
+    (6, 3, (3, 1), (2, 0), 1, "circular"),
+    (5, 1, 1, 0, 2, "zeros")])
+def test_column_vector_weight_grad_summation_order_bitwise(c_out, groups, stride, padding,
+                                                           dilation, mode, parallel, rng,
+                                                           monkeypatch):
+    """The column-vector weight gradient (C_in / groups < 16; jobs of one kernel row) gives
+    the bits of its documented summation order, serial and parallel, odd output heights
+    included, with an Inf input."""
+    monkeypatch.setattr(conv_kernels, "_PARALLEL_MIN_WORK", 0 if parallel else 1 << 62)
+    c_in = 3 * groups
+    x = rng.standard_normal((2, c_in, 13, 12))
+    x[1, 0, 5, 6] = np.inf
+    k = (3, 4)
+    geom = conv_geometry._geometry(2, x.shape[2:], c_in, (c_out, 3) + k, stride, padding,
+                                   dilation, groups, mode)
+    g = rng.standard_normal((2, c_out) + geom.out_hw)
+    got = conv_kernels._weight_grad(g, x, (c_out, 3) + k, geom)
+    want = _column_vector_weight_grad_in_order(g, conv_geometry._pad(x, geom), k, geom.stride,
+                                               geom.dilation, groups)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("mode", conv.PADDING_MODES)
+@pytest.mark.parametrize("stride,padding", [(2, 1), ((1, 3), ((0, 2), (3, 1))), (4, (0, 2)),
+                                            ((1, 40), 1), ((2, 10**6), ((1, 1), (10**6, 10**6)))])
+def test_padded_phases_are_the_split_padded_input(mode, stride, padding, rng):
+    """The column phases gathered straight from ``x`` (no padded copy) are the padded input
+    split into phases, entries past the padded width 0, for a stride wider than the padded
+    width and a compacted axis too."""
+    if mode in ("reflect", "circular") and stride == (2, 10**6):
+        pytest.skip("padding beyond the input size")  # (10**6: a compacted axis)
+    x = rng.standard_normal((2, 3, 6, 7))
+    geom = conv_geometry._plan(conv_geometry._geometry(
+        2, (6, 7), 3, (2, 3, 3, 2), stride, padding, 1, 1, mode), 2, 3, "test")
+    assert (geom.maps is not None) == (stride == (2, 10**6))
+    got = conv_kernels._padded_phases(x, geom)
+    want = conv_kernels._split_columns(conv_geometry._pad(x, geom), geom.stride[1])
+    assert got.shape == want.shape
     np.testing.assert_array_equal(got, want)

@@ -148,3 +148,23 @@ def test_zero_padding_is_numpys(padding, rng):
     got = conv_geometry._pad(x, geom)
     np.testing.assert_array_equal(got, np.pad(x, ((0, 0), (0, 0), (t, b), (l, r))))
     assert geom.padded_hw == got.shape[2:] and geom.has_padding
+
+
+def test_max_bytes_reads_os_environ_on_every_call(monkeypatch):
+    """``max_bytes`` (read by every warm call) follows every change made through
+    ``os.environ``, set and unset, with the default 8 GiB when unset; an ``os.environ``
+    without CPython's internals is read through its ``get``."""
+    import os
+
+    from lmref import _validation
+    monkeypatch.delenv("LMREF_MAX_BYTES", raising=False)
+    assert _validation.max_bytes() == 8 * 2**30
+    monkeypatch.setenv("LMREF_MAX_BYTES", "4096")
+    assert _validation.max_bytes() == 4096
+    os.environ["LMREF_MAX_BYTES"] = "77"
+    assert _validation.max_bytes() == 77
+    del os.environ["LMREF_MAX_BYTES"]
+    assert _validation.max_bytes() == 8 * 2**30
+    monkeypatch.setattr(os, "environ", {"LMREF_PROBE": "12"})
+    assert _validation._environ_reader("LMREF_PROBE")() == "12"
+    assert _validation._environ_reader("LMREF_ABSENT")() is None

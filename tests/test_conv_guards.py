@@ -100,7 +100,7 @@ def test_stride_phases_are_not_a_python_loop():
 
 
 @pytest.mark.parametrize("sw", [2, 3, 7, 8, 9, 40])
-def test_split_and_merge_columns_are_inverse_and_match_the_definition(sw, rng):
+def test_split_columns_matches_the_definition(sw, rng):
     xp = rng.standard_normal((2, 3, 4, 17))
     xr = conv_kernels._split_columns(xp, sw)
     p, m = xr.shape[3:]
@@ -109,7 +109,6 @@ def test_split_and_merge_columns_are_inverse_and_match_the_definition(sw, rng):
         for j in range(m):
             if q + j * sw < 17:
                 np.testing.assert_array_equal(xr[..., q, j], xp[..., q + j * sw])
-    np.testing.assert_array_equal(conv_kernels._merge_columns(xr, sw, 17), xp)
 
 
 def _compact_cases():

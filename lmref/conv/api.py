@@ -207,11 +207,17 @@ def _transpose_sizes(nd, x_shape, w_shape, stride, padding, output_padding, dila
 
 def _transpose_geometry(nd, x, weight, stride, padding, output_padding, dilation, groups):
     """``(geom, plan)`` of the *forward* convolution whose input gradient is this transposed
-    conv (:func:`_transpose_sizes`), after the memory guards."""
+    conv (:func:`_transpose_sizes`), after the memory guards: the memoised plan (both) where
+    :func:`_recall` has it, else the full path's checks, guards and plan."""
     plan = _recall(_transpose_memo, True, nd, x.shape, weight.shape, stride, padding,
                    output_padding, dilation, groups)
     if plan is not None:
         return plan, plan
+    return _transpose_checked(nd, x, weight, stride, padding, output_padding, dilation, groups)
+
+
+def _transpose_checked(nd, x, weight, stride, padding, output_padding, dilation, groups):
+    """:func:`_transpose_geometry`'s full path (the checks name the arguments)."""
     groups, strides, pads, out_pads, dilations, sizes = _transpose_sizes(
         nd, x.shape, weight.shape, stride, padding, output_padding, dilation, groups)
     c_out = weight.shape[1] * groups
@@ -260,10 +266,14 @@ def _conv_transpose(nd, x, weight, bias, stride, padding, output_padding, groups
     x, unbatched = _lift(x, nd)
     x, weight, _ = _check_arrays(nd, x, weight, None, weight_name="weight (C_in, C_out // "
                                  "groups, *k) of a transposed convolution")
-    _, plan = _transpose_geometry(nd, x, weight, stride, padding, output_padding, dilation,
-                                  groups)
+    plan = _recall(_transpose_memo, True, nd, x.shape, weight.shape, stride, padding,
+                   output_padding, dilation, groups)
+    if plan is None:
+        plan = _transpose_checked(nd, x, weight, stride, padding, output_padding, dilation,
+                                  groups)[1]
     c_out = weight.shape[1] * plan.groups
-    bias = _check_transpose_bias(bias, c_out)
+    if bias is not None:
+        bias = _check_transpose_bias(bias, c_out)
     # output_padding >= stride (allowed when < dilation) makes the forward conv one row
     # longer than x: that row of its output is simply absent here; the input-gradient kernels
     # read only the rows and columns x has (no zero row times an Inf weight)

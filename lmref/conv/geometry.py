@@ -14,8 +14,8 @@ import numpy as np
 
 from lmref._numba import jit, pjit, prange
 from lmref._padding import resolve_padding, same_pads
-from lmref._validation import (INT64_MAX, as_float64, as_int, as_tuple, check_alloc, max_bytes,
-                               one_of)
+from lmref._validation import (INT64_MAX, as_float64, as_int, as_tuple, check_alloc,
+                               is_float64_ready, max_bytes, one_of)
 
 __all__ = ["conv_output_size", "same_padding", "PADDING_MODES"]
 
@@ -101,6 +101,23 @@ class _Geometry:
     @cached_property
     def has_padding(self):
         return self.maps is not None or any(a or b for a, b in self.pads)
+
+    @cached_property
+    def index_maps(self):
+        """:attr:`maps`, or the padding's :func:`_pad_index` per axis (built once: a memoised
+        plan serves many calls)."""
+        if self.maps is not None:
+            return self.maps
+        return tuple(_pad_index(n, a, b, self.mode) for n, (a, b) in zip(self.in_hw, self.pads))
+
+    @cached_property
+    def direct(self):
+        """``(sh, sw, dh, dw, top, left, groups)``: the direct kernels' arguments for small
+        calls, which read and write the unpadded arrays (zero padding only); ``None``
+        otherwise."""
+        if self.mode != "zeros" or self.maps is not None:
+            return None
+        return self.stride + self.dilation + (self.pads[0][0], self.pads[1][0], self.groups)
 
 
 def _is_pairs(padding, nd):
@@ -315,13 +332,16 @@ class _Memo(NamedTuple):
     plan: _Geometry | None
     out_bytes: int
     buffer_bytes: int  # the largest buffer :func:`_plan` guards (0: none)
+    most_bytes: int  # the larger of the two
 
 
 def _memo(geom, out_shape, n_batch, c_in):
     """The :class:`_Memo` of a checked geometry (no guard runs here: the caller's does)."""
     compact, buffers = _plan_buffers(geom, n_batch, c_in)
-    return _Memo(None if any(compact) else geom, _nbytes(out_shape),
-                 max((_nbytes(shape) for shape, _ in buffers), default=0))
+    out_bytes = _nbytes(out_shape)
+    buffer_bytes = max((_nbytes(shape) for shape, _ in buffers), default=0)
+    return _Memo(None if any(compact) else geom, out_bytes, buffer_bytes,
+                 max(out_bytes, buffer_bytes))
 
 
 def _is_plain(value):
@@ -350,8 +370,8 @@ def _recall(memo, with_output, nd, x_shape, w_shape, *options):
         found = memo(nd, x_shape, w_shape, *options)
     except Exception:  # refused: the full path raises it, with its message and order
         return None
-    need = max(found.out_bytes, found.buffer_bytes) if with_output else found.buffer_bytes
-    return found.plan if need <= max_bytes() else None
+    return found.plan if (found.most_bytes if with_output else found.buffer_bytes) <= \
+        max_bytes() else None
 
 
 @lru_cache(maxsize=_MEMO_SIZE)
@@ -365,10 +385,13 @@ def _conv_memo(nd, x_shape, w_shape, stride, padding, dilation, groups, padding_
 def _lift(x, nd):
     """``(x, unbatched)``: an unbatched input ``(C, *spatial)`` gets a batch axis of 1, as in
     PyTorch (the result drops it again)."""
-    try:
-        ndim = np.ndim(x)
-    except Exception:  # ragged lists and the like: as_float64 names them
-        return x, False
+    if type(x) is np.ndarray:  # the common case, without np.ndim's dispatch
+        ndim = x.ndim
+    else:
+        try:
+            ndim = np.ndim(x)
+        except Exception:  # ragged lists and the like: as_float64 names them
+            return x, False
     if ndim == nd + 1 and not isinstance(x, (str, bytes)):
         return np.asarray(x)[None], True
     return x, False
@@ -376,16 +399,25 @@ def _lift(x, nd):
 
 def _check_arrays(nd, x, weight, bias, *, x_name="x", weight_name="weight"):
     """Convert ``x``, ``weight`` and ``bias`` to float64 after checking ndim and shapes."""
-    layout = "(N, C_in, L)" if nd == 1 else "(N, C_in, H, W)"
-    wlayout = "(C_out, C_in // groups, k)" if nd == 1 else "(C_out, C_in // groups, kH, kW)"
-    x = as_float64(x, f"{x_name} {layout}", ndim=nd + 2)
-    weight = as_float64(weight, f"{weight_name} {wlayout}", ndim=nd + 2)
+    if not (is_float64_ready(x, nd + 2) and is_float64_ready(weight, nd + 2)):
+        x_name, weight_name = _array_names(nd, x_name, weight_name)
+        x = as_float64(x, x_name, ndim=nd + 2)
+        weight = as_float64(weight, weight_name, ndim=nd + 2)
     if bias is not None:
         bias = as_float64(bias, "bias (C_out,)", ndim=1)
         if bias.shape[0] != weight.shape[0]:
             raise ValueError(f"bias must have shape ({weight.shape[0]},) (one value per output "
                              f"channel), got {bias.shape}")
     return x, weight, bias
+
+
+@lru_cache(maxsize=None)
+def _array_names(nd, x_name, weight_name):
+    """``x`` and ``weight`` named with their layouts, e.g. ``"x (N, C_in, H, W)"`` (built once:
+    formatting them costs a tenth of a small convolution)."""
+    if nd == 1:
+        return f"{x_name} (N, C_in, L)", f"{weight_name} (C_out, C_in // groups, k)"
+    return f"{x_name} (N, C_in, H, W)", f"{weight_name} (C_out, C_in // groups, kH, kW)"
 
 
 def _check_grad_out(grad_out, nd, n_batch, c_out, geom, unbatched=False):
@@ -417,9 +449,9 @@ def _pad_index(n, before, after, mode):
 
 
 def _pad_maps(geom):
-    if geom.maps is not None:
-        return geom.maps
-    return tuple(_pad_index(n, a, b, geom.mode) for n, (a, b) in zip(geom.in_hw, geom.pads))
+    """Per-axis source index of every (compacted) padded position (shared arrays, read
+    only)."""
+    return geom.index_maps
 
 
 def _pad(x, geom):

@@ -9,6 +9,7 @@ import math
 from functools import lru_cache
 
 import numpy as np
+from numba import uint64
 
 from lmref._numba import jit, pjit, prange
 from lmref.conv.geometry import _pad, _pad_maps, _unpad_adjoint
@@ -230,93 +231,127 @@ def _input_grad_rows1(g, w, phase, shift, n, c, o_lo, o_hi, r, p, sh, dh, acc):
                         dst[m] += w0 * u_row[m]
 
 
-@jit
-def _input_grad_jobs(n_batch, c_in, groups):
-    return n_batch * groups * _blocks(c_in // groups)
+#: padded rows per job of the column-vector input gradient: jobs over rows as well as channel
+#: blocks keep every thread busy when there are few input channels (an RGB stem's C_in = 3 is
+#: one block); each row is computed alike in any job, so the split never changes a bit
+_IGRAD_ROWS = 8
 
 
 @jit
-def _input_grad_job(g, w, phase, shift, sh, dh, groups, gr, job):
-    """Input-gradient planes ``gr[n, ci0:ci0 + 4]`` (fewer at the end of a group), row by row."""
-    c_out, c_in_g = w.shape[0], w.shape[1]
-    hp, sw, wq = gr.shape[2], gr.shape[3], gr.shape[4]
+def _input_grad_jobs(n_batch, c_in, groups, rows):
+    return n_batch * groups * _blocks(c_in // groups) * ((rows + _IGRAD_ROWS - 1) // _IGRAD_ROWS)
+
+
+@jit
+def _input_grad_store(acc, nb, p, sw, left, out, n, ci0, h):
+    """``out[n, ci0 + k, h, x] = acc[k, m]`` for the columns ``x = p + m * sw - left`` of
+    column phase ``p`` that lie in ``out`` (``k < nb``)."""
+    width = out.shape[3]
+    m_lo = max(0, (left - p + sw - 1) // sw)
+    m_hi = min(acc.shape[1], (left + width - p + sw - 1) // sw)
+    for k in range(nb):
+        dst = out[n, ci0 + k, h]
+        for m in range(m_lo, m_hi):
+            dst[p + m * sw - left] = acc[k, m]
+
+
+@jit
+def _input_grad_job(g, w, phase, shift, sh, dh, groups, sw, wq, top, left, out, job):
+    """Rows ``h`` of a chunk of :data:`_IGRAD_ROWS` of the input-gradient planes ``out[n,
+    ci0:ci0 + 4]`` (fewer channels at the end of a group), padded row ``top + h`` and padded
+    column ``left + x`` at ``out[..., h, x]``: each padded row is summed per column phase of
+    ``wq`` entries, then its columns inside ``out`` are stored. ``w`` may carry zero input
+    channels up to a whole block (the 4-channel kernel then runs; the extra rows of ``acc``
+    are dropped)."""
+    c_out = w.shape[0]
+    rows = out.shape[2]
+    c_in_g = out.shape[1] // groups
     c_out_g = c_out // groups
     nblk = _blocks(c_in_g)
-    n = job // (groups * nblk)
-    rem = job - n * (groups * nblk)
+    nchunk = (rows + _IGRAD_ROWS - 1) // _IGRAD_ROWS
+    blk = job // nchunk
+    h0 = (job - blk * nchunk) * _IGRAD_ROWS
+    n = blk // (groups * nblk)
+    rem = blk - n * (groups * nblk)
     grp = rem // nblk
     c = (rem - grp * nblk) * _BLOCK
     nb = min(_BLOCK, c_in_g - c)
+    four = c + _BLOCK <= w.shape[1]
     ci0 = grp * c_in_g + c
     o_lo, o_hi = grp * c_out_g, (grp + 1) * c_out_g
     acc = np.empty((_BLOCK, wq))
-    for r in range(hp):
+    for h in range(h0, min(h0 + _IGRAD_ROWS, rows)):
+        r = top + h
         for p in range(sw):
             acc[:] = 0.0
-            if nb == _BLOCK:
+            if four:
                 _input_grad_rows4(g, w, phase, shift, n, ci0, c, o_lo, o_hi, r, p, sh, dh,
                                   acc)
             else:
                 for k in range(nb):
                     _input_grad_rows1(g, w, phase, shift, n, c + k, o_lo, o_hi, r, p, sh, dh,
                                       acc[k])
-            for k in range(nb):
-                for m in range(wq):
-                    gr[n, ci0 + k, r, p, m] = acc[k, m]
+            _input_grad_store(acc, nb, p, sw, left, out, n, ci0, h)
 
 
 @jit
-def _input_grad_serial(g, w, phase, shift, sh, dh, groups, gr):
-    for job in range(_input_grad_jobs(gr.shape[0], gr.shape[1], groups)):
-        _input_grad_job(g, w, phase, shift, sh, dh, groups, gr, job)
+def _input_grad_serial(g, w, phase, shift, sh, dh, groups, sw, wq, top, left, out):
+    for job in range(_input_grad_jobs(out.shape[0], out.shape[1], groups, out.shape[2])):
+        _input_grad_job(g, w, phase, shift, sh, dh, groups, sw, wq, top, left, out, job)
 
 
 @pjit
-def _input_grad_parallel(g, w, phase, shift, sh, dh, groups, gr):
-    for job in prange(_input_grad_jobs(gr.shape[0], gr.shape[1], groups)):
-        _input_grad_job(g, w, phase, shift, sh, dh, groups, gr, job)
+def _input_grad_parallel(g, w, phase, shift, sh, dh, groups, sw, wq, top, left, out):
+    for job in prange(_input_grad_jobs(out.shape[0], out.shape[1], groups, out.shape[2])):
+        _input_grad_job(g, w, phase, shift, sh, dh, groups, sw, wq, top, left, out, job)
 
 
 @jit
-def _weight_grad_rows1(g, xr, phase, shift, sh, dh, n, i, two, o, ci, acc):
-    """``acc[t] += g[n, o, i] * row(i, t) (+ g[n, o, i + 1] * row(i + 1, t))``: the
-    summation order of the four-channel update in :func:`_weight_grad_job`."""
-    kh, kw, wo = acc.shape[0] // shift.shape[0], shift.shape[0], acc.shape[1]
+def _weight_grad_rows1(g, xr, phase, shift, sh, dh, n, i, two, o, ci, a, acc):
+    """``acc[b] += g[n, o, i] * row(i, a, b) (+ g[n, o, i + 1] * row(i + 1, a, b))`` for
+    kernel row ``a``: the summation order of the four-channel update in
+    :func:`_weight_grad_job`."""
+    kw, wo = shift.shape[0], acc.shape[1]
     h = g[n, o, i]
     e = g[n, o, i + 1 if two else i]
-    for a in range(kh):
-        r = i * sh + a * dh
-        for b in range(kw):
-            s, t = shift[b], a * kw + b
-            u_row = xr[n, ci, r, phase[b], s:s + wo]
-            p = acc[t]
-            if two:
-                v_row = xr[n, ci, r + sh, phase[b], s:s + wo]
-                for j in range(wo):
-                    p[j] += h[j] * u_row[j] + e[j] * v_row[j]
-            else:
-                for j in range(wo):
-                    p[j] += h[j] * u_row[j]
+    r = i * sh + a * dh
+    for b in range(kw):
+        s = shift[b]
+        u_row = xr[n, ci, r, phase[b], s:s + wo]
+        p = acc[b]
+        if two:
+            v_row = xr[n, ci, r + sh, phase[b], s:s + wo]
+            for j in range(wo):
+                p[j] += h[j] * u_row[j] + e[j] * v_row[j]
+        else:
+            for j in range(wo):
+                p[j] += h[j] * u_row[j]
 
 
 @jit
 def _weight_grad_job(g, xr, phase, shift, sh, dh, groups, gw, job):
-    """``gw[o0:o0 + 4, c] = sum_{n, i, j} g[n, o, i, j] * row(c, a, b)[j]``.
+    """``gw[o0:o0 + 4, c, a] = sum_{n, i, j} g[n, o, i, j] * row(c, a, b)[j]``: four output
+    channels (fewer at the end of a group), one input channel, one kernel row.
 
     Partial sums per output column, two output rows per update (a vectorisable update with
-    few stores), reduced over the columns at the end in a fixed order.
+    few stores), reduced over the columns at the end in a fixed order. One kernel row a job
+    gives the threads ``kh`` times the jobs (an RGB stem's 12 become 84) and keeps the partial
+    sums small (25 KB instead of 175 KB for a 7x7 kernel at 112 columns; measured: no faster
+    serially); every partial sum sees the same updates in the same order.
     """
     n_batch, c_out, ho, wo = g.shape
     c_in_g, kh, kw = gw.shape[1], gw.shape[2], gw.shape[3]
     c_out_g = c_out // groups
     nblk = _blocks(c_out_g)
-    blk = job // c_in_g
-    c = job - blk * c_in_g
+    a = job % kh
+    rest = job // kh
+    blk = rest // c_in_g
+    c = rest - blk * c_in_g
     grp = blk // nblk
     o0 = grp * c_out_g + (blk - grp * nblk) * _BLOCK
     nb = min(_BLOCK, (grp + 1) * c_out_g - o0)
     ci = grp * c_in_g + c
-    acc = np.zeros((_BLOCK, kh * kw, wo))
+    acc = np.zeros((_BLOCK, kw, wo))
     for n in range(n_batch):
         for i in range(0, ho, 2):
             two = i + 1 < ho
@@ -326,47 +361,45 @@ def _weight_grad_job(g, xr, phase, shift, sh, dh, groups, gw, job):
                     g[n, o0 + 3, i]
                 e0, e1, e2, e3 = g[n, o0, i + 1], g[n, o0 + 1, i + 1], g[n, o0 + 2, i + 1], \
                     g[n, o0 + 3, i + 1]
-                for a in range(kh):
-                    r = i * sh + a * dh
-                    for b in range(kw):
-                        s, t = shift[b], a * kw + b
-                        u_row = xr[n, ci, r, phase[b], s:s + wo]
-                        v_row = xr[n, ci, r + sh, phase[b], s:s + wo]
-                        p0, p1, p2, p3 = acc[0, t], acc[1, t], acc[2, t], acc[3, t]
-                        for j in range(wo):
-                            u = u_row[j]
-                            v = v_row[j]
-                            p0[j] += h0[j] * u + e0[j] * v
-                            p1[j] += h1[j] * u + e1[j] * v
-                            p2[j] += h2[j] * u + e2[j] * v
-                            p3[j] += h3[j] * u + e3[j] * v
+                r = i * sh + a * dh
+                for b in range(kw):
+                    s = shift[b]
+                    u_row = xr[n, ci, r, phase[b], s:s + wo]
+                    v_row = xr[n, ci, r + sh, phase[b], s:s + wo]
+                    p0, p1, p2, p3 = acc[0, b], acc[1, b], acc[2, b], acc[3, b]
+                    for j in range(wo):
+                        u = u_row[j]
+                        v = v_row[j]
+                        p0[j] += h0[j] * u + e0[j] * v
+                        p1[j] += h1[j] * u + e1[j] * v
+                        p2[j] += h2[j] * u + e2[j] * v
+                        p3[j] += h3[j] * u + e3[j] * v
             else:
                 for k in range(nb):
-                    _weight_grad_rows1(g, xr, phase, shift, sh, dh, n, i, two, o0 + k, ci,
+                    _weight_grad_rows1(g, xr, phase, shift, sh, dh, n, i, two, o0 + k, ci, a,
                                        acc[k])
     for k in range(nb):
-        for a in range(kh):
-            for b in range(kw):
-                s = 0.0
-                for j in range(wo):
-                    s += acc[k, a * kw + b, j]
-                gw[o0 + k, c, a, b] = s
+        for b in range(kw):
+            s = 0.0
+            for j in range(wo):
+                s += acc[k, b, j]
+            gw[o0 + k, c, a, b] = s
 
 
 @jit
-def _weight_grad_jobs(c_out, c_in_g, groups):
-    return groups * _blocks(c_out // groups) * c_in_g
+def _weight_grad_jobs(c_out, c_in_g, kh, groups):
+    return groups * _blocks(c_out // groups) * c_in_g * kh
 
 
 @jit
 def _weight_grad_serial(g, xr, phase, shift, sh, dh, groups, gw):
-    for job in range(_weight_grad_jobs(gw.shape[0], gw.shape[1], groups)):
+    for job in range(_weight_grad_jobs(gw.shape[0], gw.shape[1], gw.shape[2], groups)):
         _weight_grad_job(g, xr, phase, shift, sh, dh, groups, gw, job)
 
 
 @pjit
 def _weight_grad_parallel(g, xr, phase, shift, sh, dh, groups, gw):
-    for job in prange(_weight_grad_jobs(gw.shape[0], gw.shape[1], groups)):
+    for job in prange(_weight_grad_jobs(gw.shape[0], gw.shape[1], gw.shape[2], groups)):
         _weight_grad_job(g, xr, phase, shift, sh, dh, groups, gw, job)
 
 
@@ -777,6 +810,115 @@ def _igrad_channels_last(g, w, geom, n_batch, c_in):
 
 
 # ----------------------------------------------------------------------------------------------
+# direct kernels for small calls with zero padding (a loop's 1x4x5x5 inputs)
+#
+# On a few hundred multiply-adds the layout work of the kernels above (a padded copy, column
+# phases, row buffers) and their many arguments cost more than the arithmetic. These read the
+# unpadded input (a zero where the padding is) and write the result in place, with each output
+# summed in exactly the order and the groupings of the kernels above, so they give the same
+# bits: the forward ``acc += w[o, c] * u + w[o, c + 1] * v`` per (channel pair, kernel row,
+# kernel column), the odd channel last, then ``+ bias`` (a zero of the padding is multiplied
+# like any input, as above: an Inf weight meets it); the input gradient ``+= w[o, c] *
+# g[o] + w[o + 1, c] * g[o + 1]`` per (output channel pair, kernel row, kernel column),
+# scattered from the gradient's pixels into a zeroed result, only the terms of the exact sum.
+# ----------------------------------------------------------------------------------------------
+
+#: at most this many multiply-adds run the direct kernels (zero padding only); measured (2-core
+#: Zen 5 VM): the direct forward about 1 ns a multiply-add, the scatter about 2, the kernels
+#: above a fixed 2-3 us of layout and arguments, then a quarter to half of that
+_DIRECT_FORWARD_MAX_WORK = 1 << 12
+_DIRECT_INPUT_GRAD_MAX_WORK = 1 << 11
+
+
+@jit
+def _forward_direct(x, w, bias, sh, sw, dh, dw, top, left, groups, out):
+    """``out = conv(x, w) + bias`` (``bias`` of length 0: none) on zero padding ``(top,
+    left, ...)``: :func:`_forward_job`'s sums, one output at a time, from a zero-padded copy
+    of one sample (only the part the kernel reads)."""
+    n_batch, c_out, ho, wo = out.shape
+    c_in, h, wd = x.shape[1], x.shape[2], x.shape[3]
+    c_in_g, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    c_out_g = c_out // groups
+    hp, wp = (ho - 1) * sh + (kh - 1) * dh + 1, (wo - 1) * sw + (kw - 1) * dw + 1
+    xp = np.zeros((c_in, hp, wp))
+    r_lo, r_hi = max(top, 0), min(hp, top + h)
+    q_lo, q_hi = max(left, 0), min(wp, left + wd)
+    for n in range(n_batch):
+        for c in range(c_in):
+            for r in range(r_lo, r_hi):
+                for q in range(q_lo, q_hi):
+                    xp[c, r, q] = x[n, c, r - top, q - left]
+        for o in range(c_out):
+            ci0 = (o // c_out_g) * c_in_g
+            bv = bias[o] if bias.shape[0] else 0.0
+            for i in range(ho):
+                for j in range(wo):
+                    acc = 0.0
+                    for c in range(0, c_in_g - 1, 2):
+                        for a in range(kh):
+                            r = i * sh + a * dh
+                            for b in range(kw):
+                                q = j * sw + b * dw
+                                acc += w[o, c, a, b] * xp[ci0 + c, r, q] + \
+                                    w[o, c + 1, a, b] * xp[ci0 + c + 1, r, q]
+                    if c_in_g % 2:
+                        c = c_in_g - 1
+                        for a in range(kh):
+                            r = i * sh + a * dh
+                            for b in range(kw):
+                                acc += w[o, c, a, b] * xp[ci0 + c, r, j * sw + b * dw]
+                    out[n, o, i, j] = acc + bv
+
+
+@jit
+def _inside(step, offset, count, size):
+    """``(lo, hi)``: the ``t`` in ``[lo, hi)`` with ``0 <= t * step + offset < size``, ``0 <= t
+    < count``."""
+    lo = 0 if offset >= 0 else (-offset + step - 1) // step
+    hi = 0 if offset >= size else min(count, (size - 1 - offset) // step + 1)
+    return lo, max(lo, hi)
+
+
+@jit
+def _input_grad_direct(g, w, sh, sw, dh, dw, top, left, groups, out):
+    """``out = conv(., w)^T g`` on zero padding ``(top, left, ...)``: :func:`_input_grad_job`'s
+    sums, scattered from the pixels of ``g`` into ``out`` zeroed first."""
+    out[:] = 0.0
+    n_batch, c_out, ho, wo = g.shape
+    c_in_g, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    c_out_g = c_out // groups
+    usw = uint64(sw)
+    for n in range(n_batch):
+        for ci in range(out.shape[1]):
+            grp = ci // c_in_g
+            c = ci - grp * c_in_g
+            dst = out[n, ci]
+            o_hi = (grp + 1) * c_out_g
+            for o in range(grp * c_out_g, o_hi, 2):
+                pair = o + 1 < o_hi
+                for a in range(kh):
+                    i_lo, i_hi = _inside(sh, a * dh - top, ho, dst.shape[0])
+                    for b in range(kw):
+                        j_lo, j_hi = _inside(sw, b * dw - left, wo, dst.shape[1])
+                        w0 = w[o, c, a, b]
+                        w1 = w[o + 1, c, a, b] if pair else 0.0
+                        # unsigned indices in the inner loop (all >= 0 here): numba then
+                        # drops its negative-index wraparound (measured: a quarter faster)
+                        q0, j0, cnt = uint64(j_lo * sw + b * dw - left), uint64(j_lo), \
+                            uint64(j_hi - j_lo)
+                        for i in range(i_lo, i_hi):
+                            row = dst[i * sh + a * dh - top]
+                            u_row = g[n, o, i]
+                            if pair:
+                                v_row = g[n, o + 1, i]
+                                for t in range(cnt):
+                                    row[q0 + t * usw] += w0 * u_row[j0 + t] + w1 * v_row[j0 + t]
+                            else:
+                                for t in range(cnt):
+                                    row[q0 + t * usw] += w0 * u_row[j0 + t]
+
+
+# ----------------------------------------------------------------------------------------------
 # the three building blocks on 4-D float64 arrays
 # ----------------------------------------------------------------------------------------------
 
@@ -812,46 +954,39 @@ def _split_columns(xp, sw):
     return xr
 
 
-def _merge_columns(gr, sw, wp):
-    """Inverse of :func:`_split_columns` (entries past ``wp`` are never read)."""
-    if sw == 1:
-        return gr[:, :, :, 0, :]
-    n, c, hp, p, m = gr.shape
-    if sw >= wp:
-        return gr[..., 0]
-    gp = np.empty((n, c, hp, m, sw))
-    gp[...] = gr.transpose(0, 1, 2, 4, 3)
-    return gp.reshape(n, c, hp, m * sw)[..., :wp]
+#: ``bias`` of the direct forward kernel when there is none
+_NO_BIAS = np.zeros(0)
 
 
-def _unpad_phases(gr, geom):
-    """:func:`_unpad_adjoint` of the padded input's gradient held as column phases ``gr``
-    (:func:`_split_columns`' layout). With plain zero padding the adjoint only crops: the kept
-    entries are copied straight out of their phases (:func:`_crop_phases`: one copy instead of
-    merge, contiguous copy and crop; the same values)."""
+def _padded_phases(x, geom):
+    """``_split_columns(_pad(x, geom), sw)`` without the padded copy where ``sw > 1``: the
+    column phases gathered straight from ``x`` through the padding's index maps (one
+    multi-MB temporary fewer on a large input, and one pass instead of two)."""
     sw = geom.stride[1]
-    if geom.mode != "zeros" or geom.maps is not None:
-        return _unpad_adjoint(np.ascontiguousarray(_merge_columns(gr, sw, geom.padded_hw[1])),
-                              geom)
-    out = np.empty(gr.shape[:2] + tuple(geom.in_hw))
-    _crop_phases(gr, geom.pads[0][0], geom.pads[1][0], sw, out)
-    return out
+    if sw == 1:
+        return _split_columns(_pad(x, geom), 1)
+    hp, wp = geom.padded_hw
+    ih, iw = _pad_maps(geom)
+    xr = np.empty(x.shape[:2] + (hp, min(sw, wp), -(-wp // sw)))
+    _gather_phases(x, ih, iw, sw, xr)
+    return xr
 
 
 @jit
-def _crop_phases(gr, top, left, sw, out):
-    """``out[n, c, i, j] = gp[n, c, top + i, left + j]`` where ``gp`` is ``gr`` merged
-    (:func:`_merge_columns`): padded column ``q`` is ``gr[..., q % sw, q // sw]``, so output
-    columns ``j, j + sw, ...`` are consecutive entries of one phase (a slice copy each)."""
-    w = out.shape[3]
-    for n in range(out.shape[0]):
-        for c in range(out.shape[1]):
-            for i in range(out.shape[2]):
-                src, dst = gr[n, c, top + i], out[n, c, i]
-                for j in range(min(sw, w)):
-                    q = left + j
-                    first = q // sw
-                    dst[j::sw] = src[q % sw, first:first + (w - j + sw - 1) // sw]
+def _gather_phases(x, ih, iw, sw, xr):
+    """``xr[n, c, r, p, m] = xpad[n, c, r, p + m * sw]`` with ``xpad[n, c, r, q] = x[n, c,
+    ih[r], iw[q]]`` (0 where an index is -1 or ``q`` is past the padded width)."""
+    wp = iw.shape[0]
+    for n in range(xr.shape[0]):
+        for c in range(xr.shape[1]):
+            for r in range(xr.shape[2]):
+                h = ih[r]
+                for p in range(xr.shape[3]):
+                    dst = xr[n, c, r, p]
+                    for m in range(dst.shape[0]):
+                        q = p + m * sw
+                        k = iw[q] if q < wp else -1
+                        dst[m] = x[n, c, h, k] if h >= 0 and k >= 0 else 0.0
 
 
 def _macs(*shape):
@@ -862,8 +997,12 @@ def _macs(*shape):
 
 def _forward(x, w, bias, geom):
     n, c_out = x.shape[0], w.shape[0]
-    xr = _split_columns(_pad(x, geom), geom.stride[1])
+    direct = geom.direct
     out = np.empty((n, c_out) + geom.out_hw)
+    if direct is not None and out.size * (w.size // c_out) <= _DIRECT_FORWARD_MAX_WORK:
+        _forward_direct(x, w, _NO_BIAS if bias is None else bias, *direct, out)
+        return out
+    xr = _padded_phases(x, geom)
     b = np.zeros(c_out) if bias is None else bias
     phase, shift = _column_phases(geom)
     run = _forward_parallel if _macs(out.size, w[0].size) >= _PARALLEL_MIN_WORK \
@@ -872,18 +1011,40 @@ def _forward(x, w, bias, geom):
     return out
 
 
+def _whole_blocks(w):
+    """``w`` with its input channels zero-extended to a whole block of 4 where a group's
+    last block would have 3 (the 4-channel kernel, which loads each gradient row once for all
+    four, beats three 1-channel passes; the zero channel's sums are never stored)."""
+    c_out, c_in_g, kh, kw = w.shape
+    if c_in_g % _BLOCK != _BLOCK - 1:
+        return w
+    wz = np.zeros((c_out, c_in_g + 1, kh, kw))
+    wz[:, :c_in_g] = w
+    return wz
+
+
 def _input_grad(g, w, geom, n_batch, c_in):
     if w.shape[1] >= _IGRAD_MIN_CHANNELS and w.shape[0] // geom.groups >= _IGRAD_MIN_OUT_CHANNELS:
         return _igrad_channels_last(g, w, geom, n_batch, c_in)
+    direct = geom.direct  # the column-vector kernels' sums, for small calls
+    if direct is not None and g.size * (w.size // w.shape[0]) <= _DIRECT_INPUT_GRAD_MAX_WORK:
+        out = np.empty((n_batch, c_in) + geom.in_hw)
+        _input_grad_direct(g, w, *direct, out)
+        return out
     sw = geom.stride[1]
     hp, wp = geom.padded_hw
-    wq = -(-wp // sw)
     phase, shift = _column_phases(geom)
-    gr = np.empty((n_batch, c_in, hp, min(sw, wp), wq))
     run = _input_grad_parallel if _macs(g.size, w[0].size) >= _PARALLEL_MIN_WORK \
         else _input_grad_serial
-    run(g, w, phase, shift, geom.stride[0], geom.dilation[0], geom.groups, gr)
-    return _unpad_phases(gr, geom)
+    args = (g, _whole_blocks(w), phase, shift, geom.stride[0], geom.dilation[0], geom.groups,
+            min(sw, wp), -(-wp // sw))
+    if geom.mode == "zeros" and geom.maps is None:  # zero padding: only the kept rows and
+        out = np.empty((n_batch, c_in) + tuple(geom.in_hw))  # columns are stored
+        run(*args, geom.pads[0][0], geom.pads[1][0], out)
+        return out
+    gp = np.empty((n_batch, c_in, hp, wp))
+    run(*args, 0, 0, gp)
+    return _unpad_adjoint(gp, geom)
 
 
 def _weight_grad(g, x, w_shape, geom):
@@ -902,7 +1063,7 @@ def _weight_grad(g, x, w_shape, geom):
             geom.dilation[0], geom.dilation[1], _wgrad_rows_per_job(w_shape, geom.groups),
             _WGRAD_PARTIAL_MIN, gw)
         return gw
-    xr = _split_columns(_pad(x, geom), geom.stride[1])
+    xr = _padded_phases(x, geom)
     gw = np.empty(w_shape)
     phase, shift = _column_phases(geom)
     run = _weight_grad_parallel if work >= _PARALLEL_MIN_WORK else _weight_grad_serial
