@@ -191,6 +191,9 @@ _TILE = 8
 #: the tiled forward runs when C_out / groups reaches this (at least ``_TILE``) and the output
 #: width ``_TILE``; tests raise it to run the row kernels
 _TILE_MIN_OUT_CHANNELS = _TILE
+#: ``_TILE`` unsigned: an unsigned index skips numba's negative-index wraparound, a select per
+#: lane that would turn the input loads into gathers (a slice instead costs clamping branches)
+_UTILE = np.uint64(_TILE)
 
 
 @intrinsic
@@ -234,10 +237,9 @@ def _forward_tile(xf, wt, toff, n, grp, blk, base, bias, out, o0, k0, i, j0):
         xu, xv = xf[n, ci0 + c, base:], xf[n, ci0 + c + 1, base:]
         wc = wt[grp, blk, c // 2]
         for t in range(toff.shape[0]):
-            u, v = xu[toff[t]:toff[t] + _TILE], xv[toff[t]:toff[t] + _TILE]
-            pq = wc[t]
-            for j in range(_TILE):  # one vector; the 8 channels written out (a channel loop
-                uj, vj = u[j], v[j]  # would index acc with a variable: acc left in memory)
+            o, pq = toff[t], wc[t]
+            for j in range(_UTILE):  # one vector; the 8 channels written out (a channel loop
+                uj, vj = xu[o + j], xv[o + j]  # would index acc with a variable: in memory)
                 acc[0, j] += pq[0] * uj + pq[8] * vj
                 acc[1, j] += pq[1] * uj + pq[9] * vj
                 acc[2, j] += pq[2] * uj + pq[10] * vj
@@ -254,10 +256,9 @@ def _forward_tile(xf, wt, toff, n, grp, blk, base, bias, out, o0, k0, i, j0):
         xu = xf[n, ci0 + c_in_g - 1, base:]
         wc = wt[grp, blk, c_in_g // 2]
         for t in range(toff.shape[0]):
-            u = xu[toff[t]:toff[t] + _TILE]
-            pq = wc[t]
-            for j in range(_TILE):
-                uj = u[j]
+            o, pq = toff[t], wc[t]
+            for j in range(_UTILE):
+                uj = xu[o + j]
                 acc[0, j] += pq[0] * uj + 0.0
                 acc[1, j] += pq[1] * uj + 0.0
                 acc[2, j] += pq[2] * uj + 0.0
@@ -338,7 +339,7 @@ def _tap_offsets(phase, shift, kh, dh, plane_row, phase_len):
     """Offset of every tap ``a * kw + b`` from its output row's start in the flat input:
     ``a * dh`` padded rows of ``plane_row`` entries, then column ``shift[b]`` of ``phase[b]``."""
     kw = phase.shape[0]
-    toff = np.empty(kh * kw, dtype=np.int64)
+    toff = np.empty(kh * kw, dtype=np.uint64)
     for a in range(kh):
         for b in range(kw):
             toff[a * kw + b] = a * dh * plane_row + phase[b] * phase_len + shift[b]
