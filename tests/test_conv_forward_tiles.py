@@ -1,4 +1,4 @@
-"""lmref.conv forward: the register-tiled kernel (8 output channels x 8 columns, C_out / groups
+"""lmref.conv forward: the register-tiled kernel (16 output channels x 8 columns, C_out / groups
 >= 8, output width >= 8) against the row kernels and against the summation order both promise,
 bit for bit: tails of channels and columns, odd channel counts, groups, strides, dilations,
 padding modes, 1-D convolutions, NaN / inf / signed zeros, serial and parallel drivers."""
@@ -24,6 +24,9 @@ TILED = [
     ((1, 4, 9, 40), (8, 4, 3, 5), dict(stride=(1, 2), padding=(1, 2), dilation=(2, 1))),
     ((2, 5, 40), (8, 5, 5), dict(stride=2, padding=2, padding_mode="circular")),
     ((3, 2, 17), (18, 1, 3), dict(groups=2, padding=1, dilation=3)),
+    ((1, 5, 6, 11), (40, 5, 3, 3), dict(padding=1)),
+    ((2, 6, 5, 12), (40, 3, 3, 3), dict(padding=1, groups=2)),
+    ((1, 32, 4, 10), (32, 32, 3, 3), dict(padding=1)),
 ]
 #: C_out / groups < 8 or output width < 8: the row kernels
 NOT_TILED = [
@@ -108,9 +111,9 @@ def tiles_calls(monkeypatch):
     return calls
 
 
-def _rows_kernels(monkeypatch, on):
-    monkeypatch.setattr(conv_kernels, "_TILE_MIN_OUT_CHANNELS",
-                        1 << 30 if on else conv_kernels._TILE)
+def _rows_kernels(monkeypatch):
+    """Route every forward to the row kernels."""
+    monkeypatch.setattr(conv_kernels, "_TILE_MIN_OUT_CHANNELS", 1 << 30)
 
 
 @pytest.mark.parametrize("case", TILED, ids=_case_id)
@@ -120,7 +123,7 @@ def test_tiled_forward_is_the_row_kernels_bit_for_bit(case, rng, monkeypatch, ti
     got = _conv(x, w, b, **kw)
     assert tiles_calls[0] == 1
     _assert_same_bits(got, _summed_in_order(x, w, b, **kw))
-    _rows_kernels(monkeypatch, True)
+    _rows_kernels(monkeypatch)
     _assert_same_bits(got, _conv(x, w, b, **kw))
     assert tiles_calls[0] == 1
     _assert_same_bits(_conv(x, w, None, **kw), _summed_in_order(x, w, np.zeros_like(b), **kw))
@@ -162,7 +165,7 @@ def test_tiled_forward_nonfinite_and_signed_zeros_as_the_row_kernels(c_in, rng, 
     assert np.isnan(got).any() and np.isinf(got).any()
     assert (got == 0.0).any()
     _assert_same_bits(got, _summed_in_order(x, w, b, padding=1))
-    _rows_kernels(monkeypatch, True)
+    _rows_kernels(monkeypatch)
     _assert_same_bits(got, conv.conv2d(x, w, b, padding=1))
 
 
