@@ -187,7 +187,7 @@ def _forward_parallel(xr, w, bias, phase, shift, sh, dh, groups, out):
 # kernel row and column loops with row slices (10-15 % slower than one flat tap loop with an
 # unsigned index). Not promoted to registers: a heap ``acc`` (``np.empty``: scalar code), an
 # ``acc`` indexed by a channel loop variable (gathers and scatters), an ``acc`` made by the
-# caller (a call that is not inlined), a store loop with run-time bounds (about 10 % slower).
+# caller (a call that is not inlined); a store loop with run-time bounds ran 5-10 % slower.
 # ----------------------------------------------------------------------------------------------
 
 #: output channels of a forward tile (its sums: 16 vector registers) ...
