@@ -525,22 +525,25 @@ def _band_task(xs, gs, dst, gf, p0, p1, fl, mode, boundary, r0, r1):
                 gf[y, xx, 1] = gy
 
 
-#: grad_x tasks per plane of the banded backward (bands of source rows; any split gives the
-#: same bits; 2 halves beat 4 or 14 bands at (1, 3, 224, 224): rows near a band edge are read
-#: by both bands)
-_BANDS_PER_PLANE = 2
-#: the banded backward is used below this many (n, c) planes (too few to share out as tasks)
+#: tasks the banded backward aims at: each flow plane is cut into ceil(_BAND_TASKS / nf) bands
+#: of rows (any split gives the same bits). One flow plane: 2 halves (beat 4 or 14 bands at
+#: (1, 3, 224, 224)); batched flows: one task per flow plane (whole planes beat halves at
+#: (4, 64, 56, 56), (64, 3, 32, 32), (2, 16, 112, 112) on 1 and 2 threads: no halo rows)
+_BAND_TASKS = 2
+#: with one flow plane shared by every image, the banded backward is used below this many
+#: (n, c) planes; from there on the table path shares the planes out as tasks (the banded one
+#: would have only _BAND_TASKS)
 _BAND_MAX_PLANES = 8
 
 
 @pjit
 def _warp_backward_bands(g, x, flow, mode, boundary, band):
-    """:func:`_warp_backward_tables` for few planes (e.g. one RGB frame): no whole-frame
-    sampling table (at (1, 3, 224, 224) it is 7.6 MB, several times the data, and glibc served
-    it from fresh pages on many calls) and the work shared out as (flow plane, band of ``band``
-    rows) tasks (:func:`_band_task`) instead of whole planes, in one parallel region, each
-    pixel's weights computed once for both gradients (the halo rows a band's neighbours also
-    read, twice). Bit-identical to the table path."""
+    """:func:`_warp_backward_tables` for few planes (e.g. one RGB frame) or a batched flow: no
+    whole-frame sampling table (at (1, 3, 224, 224) it is 7.6 MB, several times the data, and
+    glibc served it from fresh pages on many calls) and the work shared out as (flow plane,
+    band of ``band`` rows) tasks (:func:`_band_task`) instead of whole planes, in one parallel
+    region, each pixel's weights computed once for both gradients (the halo rows a band's
+    neighbours also read, twice). Bit-identical to the table path."""
     N, C, H, W = x.shape
     nf = flow.shape[0]
     xs = x.reshape((N * C, H * W))
@@ -563,7 +566,8 @@ def _warp_backward_bands(g, x, flow, mode, boundary, band):
 @pjit
 def _warp_backward_tables(g, x, flow, mode, boundary):
     """Backward with every flow pixel's sampling table built once, grad_x one plane a task
-    (many planes: the table is shared by all of an image's channels)."""
+    (many planes sharing one flow plane: the table serves them all, and the planes give many
+    tasks)."""
     N, C, H, W = x.shape
     nf = flow.shape[0]
     xs = x.reshape((N * C, H * W))
@@ -679,8 +683,9 @@ def warp_backward(grad_out, x, flow, mode="bilinear", boundary="zeros"):
     g = as_float64(grad_out, "grad_out")
     check_shape(g, "grad_out", shape, "the shape of warp's output, i.e. of x")
     _check_taps_alloc(x4, f4)
-    if x4.shape[0] * x4.shape[1] < _BAND_MAX_PLANES:
-        band = -(-x4.shape[2] // _BANDS_PER_PLANE)
+    nf = f4.shape[0]
+    if nf > 1 or x4.shape[0] * x4.shape[1] < _BAND_MAX_PLANES:
+        band = -(-x4.shape[2] // -(-_BAND_TASKS // nf))
         gx, gf = _warp_backward_bands(g.reshape(x4.shape), x4, f4, m, b, band)
     else:
         gx, gf = _warp_backward_tables(g.reshape(x4.shape), x4, f4, m, b)

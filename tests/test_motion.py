@@ -421,6 +421,29 @@ def test_few_planes_backward_independent_of_thread_count(rng, mode, boundary):
     assert np.isnan(one[1][0, 0]).all()
 
 
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_batched_flow_backward_takes_bands_bitwise(rng, boundary, monkeypatch):
+    """Many planes with a batched flow (N * C >= _BAND_MAX_PLANES) take the banded path, one
+    band per flow plane: the bits of the table path on 1 thread and on many."""
+    x = rng.standard_normal((3, 4, 11, 9))
+    assert x.shape[0] * x.shape[1] >= M._BAND_MAX_PLANES
+    flow = _awkward_flow(rng, 3, 11, 9, 3.0)
+    g = rng.standard_normal(x.shape)
+    tx, tf = M._warp_backward_tables(g, x, flow, M._BILINEAR, BOUNDARIES.index(boundary))
+    monkeypatch.setattr(M, "_warp_backward_tables", None)  # not called
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = M.warp_backward(g, x, flow, "bilinear", boundary)
+        numba.set_num_threads(before)
+        many = M.warp_backward(g, x, flow, "bilinear", boundary)
+    finally:
+        numba.set_num_threads(before)
+    for got in (one, many):
+        np.testing.assert_array_equal(got[0], tx)
+        np.testing.assert_array_equal(got[1], tf)
+
+
 def test_grad_out_shape_is_checked(rng):
     x = rng.standard_normal((2, 4, 5))
     flow = np.zeros((4, 5, 2))
