@@ -380,29 +380,65 @@ def _scatter_plane(gs, dst, ints, reals, base, HW, W):
 
 
 @jit
-def _scatter_band(gs, dst, p0, p1, fl, mode, boundary, r0, r1, row_lo, row_hi):
-    """Rows ``r0 .. r1 - 1`` of the grad_x planes ``p0 .. p1 - 1`` (``dst[p] += M^T gs[p]``;
-    ``gs``, ``dst``: (planes, H*W)), which all share the flow plane ``fl`` (H, W, 2), straight
-    from the flow, no sampling table: every pixel whose taps can reach the band (flow row ``y``
-    reads source rows ``row_lo[y] .. row_hi[y]``) is visited in increasing order, its weights
-    computed once and its taps inside the band added to every plane. Each element thus
-    receives its terms in pixel order whatever the bands and planes, with the operations of
-    :func:`_fill_row_taps` + :func:`_scatter_plane` (interior cells by :func:`_interior_cell`,
-    other pixels by the per-axis weights ``wy * wx``, zero weights skipped): bit-identical to
-    the table path."""
+def _rows_reached(fl, y, boundary):
+    """Source rows ``(lo, hi)`` that flow row ``y`` of the flow plane ``fl`` (H, W, 2) can read
+    in either mode: a cheap bound (the row's extreme ``dy``, clamped), never narrower than the
+    rows its taps read (``lo > hi``: none)."""
+    H, W = fl.shape[0], fl.shape[1]
+    mn = np.inf
+    mx = -np.inf
+    for xx in range(W):
+        d = fl[y, xx, 1]
+        if d < mn:  # NaN: never (such a pixel sends nothing)
+            mn = d
+        if d > mx:
+            mx = d
+    if mn > mx:
+        return H, -1
+    p_lo = y + mn  # rounding is monotone: no position of the row lies outside [p_lo, p_hi]
+    p_hi = y + mx
+    if boundary == _WRAP and not (p_lo >= 0.0 and p_hi < H - 1.0):  # may wrap: any row
+        return 0, H - 1
+    lo = int(math.floor(min(max(p_lo, 0.0), H - 1.0)))
+    hi = int(math.floor(min(max(p_hi, 0.0), H - 1.0)))
+    return lo, min(hi + 1, H - 1)
+
+
+@jit
+def _band_task(xs, gs, dst, gf, p0, p1, fl, mode, boundary, r0, r1):
+    """One task of the banded backward: grad_x rows ``r0 .. r1 - 1`` of the planes
+    ``p0 .. p1 - 1`` (``dst[p] += M^T gs[p]``; ``xs``, ``gs``, ``dst``: (planes, H*W)) and
+    grad_flow rows ``r0 .. r1 - 1`` of ``gf`` (H, W, 2), for planes that all share the flow
+    plane ``fl`` (H, W, 2), straight from the flow (no sampling table).
+
+    Every flow pixel whose taps can reach the band (:func:`_rows_reached`) is visited in
+    increasing order, its weights computed once; its taps inside the band are added to every
+    plane, so each grad_x element receives its terms in pixel order whatever the bands. A pixel
+    of the task's own flow rows also gets its grad_flow, slopes summed from 0.0 over the planes
+    in increasing order. The operations are those of :func:`_fill_row_taps` with
+    :func:`_scatter_plane` and :func:`_slopes_row` (interior cells by :func:`_interior_cell`,
+    other pixels by the per-axis weights ``wy * wx``; the scatter skips zero weights, the
+    slopes read every in-frame corner): bit-identical to the table path.
+    """
     H, W = fl.shape[0], fl.shape[1]
     lo = r0 * W
     hi = r1 * W
     for y in range(H):
-        if row_hi[y] < r0 or row_lo[y] >= r1:
-            continue
+        own = y >= r0 and y < r1  # grad_flow rows of this task
+        if not own:
+            reach_lo, reach_hi = _rows_reached(fl, y, boundary)
+            if reach_hi < r0 or reach_lo >= r1:
+                continue
         for xx in range(W):
             px = xx + fl[y, xx, 0]
             py = y + fl[y, xx, 1]
-            if not (math.isfinite(px) and math.isfinite(py)):
-                continue  # non-finite flow: sends nothing
+            if not (math.isfinite(px) and math.isfinite(py)):  # sends nothing, NaN slopes
+                if own:
+                    gf[y, xx, 0] = np.nan
+                    gf[y, xx, 1] = np.nan
+                continue
             o = y * W + xx
-            if mode == _NEAREST:
+            if mode == _NEAREST:  # grad_flow = 0
                 j, okx = _nearest_axis(px, W, boundary)
                 i, oky = _nearest_axis(py, H, boundary)
                 q = i * W + j
@@ -410,119 +446,128 @@ def _scatter_band(gs, dst, p0, p1, fl, mode, boundary, r0, r1, row_lo, row_hi):
                     for pl in range(p0, p1):
                         dst[pl, q] += gs[pl, o]
                 continue
+            gx = 0.0
+            gy = 0.0
             b, a, c = _interior_cell(px, py, H, W)
-            if b >= 0:
-                if a == 0.0:
-                    if b >= lo and b < hi:
-                        for pl in range(p0, p1):
-                            dst[pl, b] += gs[pl, o]
-                else:
-                    top = b >= lo and b < hi
-                    bottom = b + W >= lo and b + W < hi
-                    w00 = (1.0 - c) * (1.0 - a)
-                    w01 = (1.0 - c) * a
-                    w10 = c * (1.0 - a)
-                    w11 = c * a
-                    for pl in range(p0, p1):
-                        gv = gs[pl, o]
+            if b >= 0:  # interior cell (dq = 1); a == 0.0: an exact pixel (c == 0.0 too)
+                top = b >= lo and b < hi
+                bottom = b + W >= lo and b + W < hi
+                w00 = (1.0 - c) * (1.0 - a)
+                w01 = (1.0 - c) * a
+                w10 = c * (1.0 - a)
+                w11 = c * a
+                for pl in range(p0, p1):
+                    gv = gs[pl, o]
+                    if own:
+                        v00 = xs[pl, b]
+                        v01 = xs[pl, b + 1]
+                        v10 = xs[pl, b + W]
+                        v11 = xs[pl, b + W + 1]
+                        gx += gv * ((1.0 - c) * (v01 - v00) + c * (v11 - v10))
+                        gy += gv * ((1.0 - a) * (v10 - v00) + a * (v11 - v01))
+                    if a == 0.0:
+                        if top:
+                            dst[pl, b] += gv
+                    else:
                         if top:
                             dst[pl, b] += w00 * gv
                             dst[pl, b + 1] += w01 * gv
                         if bottom:
                             dst[pl, b + W] += w10 * gv
                             dst[pl, b + W + 1] += w11 * gv
-                continue
-            j0, j1, wx0, wx1, inx0, inx1, _dqx = _bilinear_axis(px, W, boundary)
-            i0, i1, wy0, wy1, iny0, iny1, _dqy = _bilinear_axis(py, H, boundary)
-            in0 = iny0 and i0 >= r0 and i0 < r1
-            in1 = iny1 and i1 >= r0 and i1 < r1
-            w00 = wy0 * wx0
-            w01 = wy0 * wx1
-            w10 = wy1 * wx0
-            w11 = wy1 * wx1
-            t00 = in0 and inx0 and w00 != 0.0
-            t01 = in0 and inx1 and w01 != 0.0
-            t10 = in1 and inx0 and w10 != 0.0
-            t11 = in1 and inx1 and w11 != 0.0
-            for pl in range(p0, p1):
-                gv = gs[pl, o]
-                if t00:
-                    dst[pl, i0 * W + j0] += w00 * gv
-                if t01:
-                    dst[pl, i0 * W + j1] += w01 * gv
-                if t10:
-                    dst[pl, i1 * W + j0] += w10 * gv
-                if t11:
-                    dst[pl, i1 * W + j1] += w11 * gv
+            else:
+                j0, j1, wx0, wx1, inx0, inx1, dqx = _bilinear_axis(px, W, boundary)
+                i0, i1, wy0, wy1, iny0, iny1, dqy = _bilinear_axis(py, H, boundary)
+                # slopes: every in-frame corner; scatter: in-band corners of non-zero weight
+                t00, t01, t10, t11 = iny0 and inx0, iny0 and inx1, iny1 and inx0, iny1 and inx1
+                ax0, ax1, ax2, ax3 = -wy0 * dqx, wy0 * dqx, -wy1 * dqx, wy1 * dqx
+                ay0, ay1, ay2, ay3 = -wx0 * dqy, -wx1 * dqy, wx0 * dqy, wx1 * dqy
+                band0 = i0 >= r0 and i0 < r1
+                band1 = i1 >= r0 and i1 < r1
+                w00 = wy0 * wx0
+                w01 = wy0 * wx1
+                w10 = wy1 * wx0
+                w11 = wy1 * wx1
+                s00 = t00 and band0 and w00 != 0.0
+                s01 = t01 and band0 and w01 != 0.0
+                s10 = t10 and band1 and w10 != 0.0
+                s11 = t11 and band1 and w11 != 0.0
+                q00, q01, q10, q11 = i0 * W + j0, i0 * W + j1, i1 * W + j0, i1 * W + j1
+                for pl in range(p0, p1):
+                    gv = gs[pl, o]
+                    if own:
+                        sx = 0.0
+                        sy = 0.0
+                        if t00:
+                            sx += ax0 * xs[pl, q00]
+                            sy += ay0 * xs[pl, q00]
+                        if t01:
+                            sx += ax1 * xs[pl, q01]
+                            sy += ay1 * xs[pl, q01]
+                        if t10:
+                            sx += ax2 * xs[pl, q10]
+                            sy += ay2 * xs[pl, q10]
+                        if t11:
+                            sx += ax3 * xs[pl, q11]
+                            sy += ay3 * xs[pl, q11]
+                        gx += gv * sx
+                        gy += gv * sy
+                    if s00:
+                        dst[pl, q00] += w00 * gv
+                    if s01:
+                        dst[pl, q01] += w01 * gv
+                    if s10:
+                        dst[pl, q10] += w10 * gv
+                    if s11:
+                        dst[pl, q11] += w11 * gv
+            if own:
+                gf[y, xx, 0] = gx
+                gf[y, xx, 1] = gy
 
 
-#: grad_x tasks per plane of the banded backward (bands of source rows; any split gives the
-#: same bits; 2 halves beat 4 or 14 bands at (1, 3, 224, 224): rows near a band edge are read
-#: by both bands)
-_BANDS_PER_PLANE = 2
-#: the banded backward is used below this many (n, c) planes (too few to share out as tasks)
+#: tasks the banded backward aims at: each flow plane is cut into ceil(_BAND_TASKS / nf) bands
+#: of rows (any split gives the same bits). One flow plane: 2 halves (beat 4 or 14 bands at
+#: (1, 3, 224, 224)); batched flows: one task per flow plane (whole planes beat halves at
+#: (4, 64, 56, 56), (64, 3, 32, 32), (2, 16, 112, 112) on 1 and 2 threads: no halo rows)
+_BAND_TASKS = 2
+#: with one flow plane shared by every image, the banded backward is used below this many
+#: (n, c) planes; from there on the table path shares the planes out as tasks (the banded one
+#: would have only _BAND_TASKS)
 _BAND_MAX_PLANES = 8
 
 
 @pjit
 def _warp_backward_bands(g, x, flow, mode, boundary, band):
-    """:func:`_warp_backward_tables` for few planes (e.g. one RGB frame): no whole-frame
-    sampling table (at (1, 3, 224, 224) it is 7.6 MB, several times the data, and glibc served
-    it from fresh pages on many calls) and grad_x shared out as (plane, band of ``band`` source
-    rows) tasks instead of whole planes. Bit-identical to the table path."""
+    """:func:`_warp_backward_tables` for few planes (e.g. one RGB frame) or a batched flow: no
+    whole-frame sampling table (at (1, 3, 224, 224) it is 7.6 MB, several times the data, and
+    glibc served it from fresh pages on many calls) and the work shared out as (flow plane,
+    band of ``band`` rows) tasks (:func:`_band_task`) instead of whole planes, in one parallel
+    region, each pixel's weights computed once for both gradients (the halo rows a band's
+    neighbours also read, twice). Bit-identical to the table path."""
     N, C, H, W = x.shape
     nf = flow.shape[0]
     xs = x.reshape((N * C, H * W))
     gs = g.reshape((N * C, H * W))
-    # grad_flow: one flow row per iteration (its table built there), summed over (n, c) in
-    # increasing order; also the source rows each flow row reads, for the grad_x bands
-    grad_flow = np.zeros((nf, H, W, 2))
-    row_lo = np.empty((nf, H), np.int64)
-    row_hi = np.empty((nf, H), np.int64)
-    for r in prange(nf * H):
-        fn = r // H
-        y = r - fn * H
-        n_lo, n_hi = (fn, fn + 1) if nf > 1 else (0, N)
-        row_ints = np.empty((W, _N_INTS), np.int64)
-        row_reals = np.empty((W, _N_REALS))
-        _fill_row_taps(flow, fn, y, mode, boundary, row_ints, row_reals, 0)
-        acc = np.zeros((W, 2))
-        if mode == _BILINEAR:  # nearest: grad_flow = 0
-            for plane in range(n_lo * C, n_hi * C):
-                _slopes_row(xs[plane], gs[plane], acc, row_ints, row_reals, y * W, W)
-        lo = H
-        hi = -1
-        for xx in range(W):
-            if row_ints[xx, 0] == _NAN_TAP:
-                acc[xx, 0] = np.nan
-                acc[xx, 1] = np.nan
-            grad_flow[fn, y, xx, 0] = acc[xx, 0]
-            grad_flow[fn, y, xx, 1] = acc[xx, 1]
-            for k in range(4):
-                q = row_ints[xx, k]
-                if q >= 0:
-                    lo = min(lo, q // W)
-                    hi = max(hi, q // W)
-        row_lo[fn, y] = lo
-        row_hi[fn, y] = hi
-    # grad_x: one (flow plane with the image planes it moves, band of source rows) per
-    # iteration; each iteration owns its outputs and adds their terms in pixel order:
-    # race-free and independent of the thread count
+    # one (flow plane with the image planes it moves, band of rows) per iteration: grad_x of
+    # those source rows and grad_flow of those flow rows; each iteration owns its outputs and
+    # adds their terms in a fixed order: race-free and independent of the thread count
     n_bands = (H + band - 1) // band
     per_flow = C if nf > 1 else N * C  # planes moved by one flow plane
+    grad_flow = np.zeros((nf, H, W, 2))
     grad_x = np.zeros((N * C, H * W))
     for t in prange(nf * n_bands):
         fn = t // n_bands
         r0 = (t - fn * n_bands) * band
-        _scatter_band(gs, grad_x, fn * per_flow, (fn + 1) * per_flow, flow[fn], mode, boundary,
-                      r0, min(r0 + band, H), row_lo[fn], row_hi[fn])
+        _band_task(xs, gs, grad_x, grad_flow[fn], fn * per_flow, (fn + 1) * per_flow, flow[fn],
+                   mode, boundary, r0, min(r0 + band, H))
     return grad_x.reshape((N, C, H, W)), grad_flow
 
 
 @pjit
 def _warp_backward_tables(g, x, flow, mode, boundary):
     """Backward with every flow pixel's sampling table built once, grad_x one plane a task
-    (many planes: the table is shared by all of an image's channels)."""
+    (many planes sharing one flow plane: the table serves them all, and the planes give many
+    tasks)."""
     N, C, H, W = x.shape
     nf = flow.shape[0]
     xs = x.reshape((N * C, H * W))
@@ -638,8 +683,9 @@ def warp_backward(grad_out, x, flow, mode="bilinear", boundary="zeros"):
     g = as_float64(grad_out, "grad_out")
     check_shape(g, "grad_out", shape, "the shape of warp's output, i.e. of x")
     _check_taps_alloc(x4, f4)
-    if x4.shape[0] * x4.shape[1] < _BAND_MAX_PLANES:
-        band = -(-x4.shape[2] // _BANDS_PER_PLANE)
+    nf = f4.shape[0]
+    if nf > 1 or x4.shape[0] * x4.shape[1] < _BAND_MAX_PLANES:
+        band = -(-x4.shape[2] // -(-_BAND_TASKS // nf))
         gx, gf = _warp_backward_bands(g.reshape(x4.shape), x4, f4, m, b, band)
     else:
         gx, gf = _warp_backward_tables(g.reshape(x4.shape), x4, f4, m, b)

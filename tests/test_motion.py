@@ -342,8 +342,63 @@ def test_banded_backward_equals_table_backward_bitwise(rng, mode, boundary, shap
         assert np.isnan(bf[0, 0, 0]).all() and np.isnan(bf[-1, -1, -1]).all()
 
 
-@pytest.mark.parametrize("boundary", ["zeros", "border"])
-def test_few_planes_backward_independent_of_thread_count(rng, boundary):
+def _band_flows(rng, nf, H, W):
+    """Flows that take every branch of the banded backward's tasks: fractional (interior cells
+    and edges), integer (exact pixels, kinks), far out of the frame, inside but wrapping, a row
+    all NaN (reaches no row), and mixed with NaN/inf pixels."""
+    yield rng.uniform(-2.5, 2.5, size=(nf, H, W, 2))
+    yield np.round(rng.uniform(-3, 3, size=(nf, H, W, 2)))
+    yield rng.uniform(-3 * H, 3 * H, size=(nf, H, W, 2))
+    yield rng.uniform(-0.4, 0.4, size=(nf, H, W, 2)) - np.array([0.0, 1.5])  # rows wrap at 0
+    flow = rng.uniform(-1.5, 1.5, size=(nf, H, W, 2))
+    flow[:, H // 2, :, 1] = np.nan
+    yield flow
+    yield _awkward_flow(rng, nf, H, W, 3.0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("shape,nf", [((1, 3, 13, 10), 1), ((2, 2, 9, 7), 2), ((3, 1, 6, 5), 1)])
+def test_band_tasks_equal_table_backward_bitwise(rng, mode, boundary, shape, nf):
+    """The fused band tasks (grad_x rows and grad_flow rows of a band, straight from the
+    flow) give the bits of the table path, signed zeros included, for every band height,
+    with zeros, infs and NaNs in grad_out."""
+    x = rng.standard_normal(shape)
+    x[..., 0, :] = -0.0
+    g = rng.standard_normal(shape)
+    g[0, 0, 1, :2] = (-0.0, np.inf)
+    m, b = MODES.index(mode), BOUNDARIES.index(boundary)
+    for flow in _band_flows(rng, nf, shape[2], shape[3]):
+        tx, tf = M._warp_backward_tables(g, x, flow, m, b)
+        for band in (1, 2, 4, shape[2] // 2 + 1, shape[2], shape[2] + 3):
+            bx, bf = M._warp_backward_bands(g, x, flow, m, b, band)
+            np.testing.assert_array_equal(bx, tx)
+            np.testing.assert_array_equal(bf, tf)
+            assert (np.signbit(bx) == np.signbit(tx)).all()
+            assert (np.signbit(bf) == np.signbit(tf)).all()
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_rows_reached_bounds_every_tap(rng, boundary):
+    """The cheap per-row bound of the band tasks contains every source row a tap of the row
+    reads (the sampling table's corners), in both modes."""
+    H, W = 11, 7
+    for flow in _band_flows(rng, 1, H, W):
+        for mode in (M._BILINEAR, M._NEAREST):
+            ints = np.empty((H * W, M._N_INTS), np.int64)
+            reals = np.empty((H * W, M._N_REALS))
+            for y in range(H):
+                M._fill_row_taps(flow, 0, y, mode, BOUNDARIES.index(boundary), ints, reals, y * W)
+                lo, hi = M._rows_reached(flow[0], y, BOUNDARIES.index(boundary))
+                rows = ints[y * W:(y + 1) * W, :4]
+                read = rows[rows >= 0] // W
+                if read.size:
+                    assert lo <= read.min() and read.max() <= hi, (y, lo, hi, read)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_few_planes_backward_independent_of_thread_count(rng, mode, boundary):
     """One RGB frame (N * C < _BAND_MAX_PLANES: the banded path) is bit-identical on 1 thread
     and on many, NaN flow pixels included."""
     x = rng.standard_normal((1, 3, 37, 29))
@@ -353,17 +408,40 @@ def test_few_planes_backward_independent_of_thread_count(rng, boundary):
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        one = M.warp_backward(g, x, flow, boundary=boundary)
+        one = M.warp_backward(g, x, flow, mode, boundary)
         numba.set_num_threads(before)
-        many = M.warp_backward(g, x, flow, boundary=boundary)
+        many = M.warp_backward(g, x, flow, mode, boundary)
     finally:
         numba.set_num_threads(before)
     for a, b in zip(one, many):
         np.testing.assert_array_equal(a, b)
-    rx, rf = M._warp_backward_reference(g, x, flow, boundary=boundary)
+    rx, rf = M._warp_backward_reference(g, x, flow, mode, boundary)
     assert_close(one[0], rx)
     assert_close(one[1], rf)
     assert np.isnan(one[1][0, 0]).all()
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_batched_flow_backward_takes_bands_bitwise(rng, boundary, monkeypatch):
+    """Many planes with a batched flow (N * C >= _BAND_MAX_PLANES) take the banded path, one
+    band per flow plane: the bits of the table path on 1 thread and on many."""
+    x = rng.standard_normal((3, 4, 11, 9))
+    assert x.shape[0] * x.shape[1] >= M._BAND_MAX_PLANES
+    flow = _awkward_flow(rng, 3, 11, 9, 3.0)
+    g = rng.standard_normal(x.shape)
+    tx, tf = M._warp_backward_tables(g, x, flow, M._BILINEAR, BOUNDARIES.index(boundary))
+    monkeypatch.setattr(M, "_warp_backward_tables", None)  # not called
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = M.warp_backward(g, x, flow, "bilinear", boundary)
+        numba.set_num_threads(before)
+        many = M.warp_backward(g, x, flow, "bilinear", boundary)
+    finally:
+        numba.set_num_threads(before)
+    for got in (one, many):
+        np.testing.assert_array_equal(got[0], tx)
+        np.testing.assert_array_equal(got[1], tf)
 
 
 def test_grad_out_shape_is_checked(rng):
