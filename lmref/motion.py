@@ -293,8 +293,9 @@ def _nearest_row(flow, n, y, boundary, idx):
 
 @jit
 def _gather_row(src, dst, idx, out0, W):
-    """Nearest warp of one plane's row: the operations of :func:`_warp_row` on a nearest
-    table (``0.0 + src[b]``, NaN, or 0.0), without reading the table's weights."""
+    """Nearest warp of ``W`` consecutive pixels of one plane (a row, or the whole plane): the
+    operations of :func:`_warp_row` on a nearest table (``0.0 + src[b]``, NaN, or 0.0), without
+    reading the table's weights."""
     for xx in range(W):
         b = idx[xx]
         if b >= 0:
@@ -308,6 +309,7 @@ def _gather_row(src, dst, idx, out0, W):
 
 @pjit
 def _warp_kernel(x, flow, mode, boundary):
+    """Bilinear warp (nearest: :func:`_warp_nearest_kernel`)."""
     N, C, H, W = x.shape
     nf = flow.shape[0]
     xs = x.reshape((N * C, H * W))
@@ -315,17 +317,32 @@ def _warp_kernel(x, flow, mode, boundary):
     for r in prange(N * H):  # one (image, row): its taps once, then every channel's row
         n = r // H
         y = r - n * H
-        if mode == _NEAREST:  # one index a pixel instead of the 19-entry bilinear table
-            idx = np.empty(W, np.int64)
-            _nearest_row(flow, n if nf > 1 else 0, y, boundary, idx)
-            for c in range(C):
-                _gather_row(xs[n * C + c], out[n * C + c], idx, y * W, W)
-        else:
-            ints = np.empty((W, _N_INTS), np.int64)
-            reals = np.empty((W, _N_REALS))
-            _fill_row_taps(flow, n if nf > 1 else 0, y, mode, boundary, ints, reals, 0)
-            for c in range(C):
-                _warp_row(xs[n * C + c], out[n * C + c], ints, reals, 0, y * W, W)
+        ints = np.empty((W, _N_INTS), np.int64)
+        reals = np.empty((W, _N_REALS))
+        _fill_row_taps(flow, n if nf > 1 else 0, y, mode, boundary, ints, reals, 0)
+        for c in range(C):
+            _warp_row(xs[n * C + c], out[n * C + c], ints, reals, 0, y * W, W)
+    return out.reshape((N, C, H, W))
+
+
+@pjit
+def _warp_nearest_kernel(x, flow, boundary):
+    """Nearest warp: the source index of every pixel of every flow plane first (one index a
+    pixel, not the bilinear table), then one task a (image, channel) plane gathering it whole.
+    Plane by plane, the source plane stays in L1 from row to row (a task a row of all channels
+    walked 64 planes and re-fetched their rows from L2: 1.9x slower at (4, 64, 56, 56))."""
+    N, C, H, W = x.shape
+    nf = flow.shape[0]
+    HW = H * W
+    xs = x.reshape((N * C, HW))
+    out = np.empty((N * C, HW))
+    idx = np.empty((nf, HW), np.int64)
+    for r in prange(nf * H):
+        n = r // H
+        y = r - n * H
+        _nearest_row(flow, n, y, boundary, idx[n, y * W:(y + 1) * W])
+    for plane in prange(N * C):
+        _gather_row(xs[plane], out[plane], idx[plane // C if nf > 1 else 0], 0, HW)
     return out.reshape((N, C, H, W))
 
 
@@ -648,6 +665,8 @@ def warp(x, flow, mode="bilinear", boundary="zeros"):
     """
     shape, x4, f4, m, b = _check_warp_inputs(x, flow, mode, boundary)
     _check_taps_alloc(x4, f4)
+    if m == _NEAREST:
+        return _warp_nearest_kernel(x4, f4, b).reshape(shape)
     return _warp_kernel(x4, f4, m, b).reshape(shape)
 
 

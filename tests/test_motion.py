@@ -318,6 +318,40 @@ def test_nearest_gather_path_bitwise(rng, boundary):
     assert (np.signbit(near) == np.signbit(bil)).all()
 
 
+def _same_bits(a, b):
+    """Bitwise equal outside NaN (signed zeros included), NaN at the same places."""
+    nan = np.isnan(a)
+    np.testing.assert_array_equal(nan, np.isnan(b))
+    np.testing.assert_array_equal(a[~nan].view(np.int64), b[~nan].view(np.int64))
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("shape,nf", [((2, 3, 9, 8), 2), ((3, 2, 7, 6), 1), ((2, 1, 5, 1), 2),
+                                      ((1, 2, 1, 4), 1), ((1, 1, 1, 1), 1)])
+def test_nearest_plane_gather_bitwise(rng, boundary, shape, nf):
+    """The nearest kernel (index table of every flow plane, then one task a whole plane) gives
+    the reference's bits: ties at .5 round up, out-of-frame and huge positions, NaN/inf flow,
+    signed zeros (0.0 + value, as the table path), shared and batched flows; the same bits on
+    1 thread and on all."""
+    N, C, H, W = shape
+    x = rng.standard_normal(shape)
+    x.reshape(-1)[::3] = -0.0
+    flow = _awkward_flow(rng, nf, H, W, max(H, W) + 2.0)
+    flow[..., 0] += rng.choice([0.0, 0.5, -0.5], size=flow.shape[:-1])  # ties on both axes
+    flow[..., 1] += rng.choice([0.0, 0.5, -0.5], size=flow.shape[:-1])
+    flow.reshape(-1, 2)[1::5] = [1e300, -1e300]
+    f = flow if nf > 1 else flow[0]
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = M.warp(x, f, "nearest", boundary)
+    finally:
+        numba.set_num_threads(before)
+    many = M.warp(x, f, "nearest", boundary)
+    _same_bits(one, many)
+    _same_bits(many, M._warp_reference(x, f, "nearest", boundary) + 0.0)
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("boundary", BOUNDARIES)
 @pytest.mark.parametrize("shape,nf", [((1, 3, 11, 9), 1), ((2, 3, 7, 6), 2), ((2, 1, 5, 1), 1),
