@@ -417,10 +417,9 @@ def log_divide(a, b, eps=1.0, *, absolute=False):
     Notes
     -----
     The seed's form is bitwise ``np.log(a + eps) - np.log(b + eps)``: numpy's ``log`` is its
-    own SIMD code on AVX-512 CPUs (then it is numpy's passes that run, on as many threads as
-    ``numba.get_num_threads()``) and the C library's ``log`` elsewhere (then a numba kernel
-    calls that same ``log``), faithfully rounded either way (< 0.6 ulp measured), so the last
-    bit of a result may differ between CPUs, never between thread counts.
+    own SIMD code on AVX-512 CPUs (then it is numpy's passes that run) and the C library's
+    ``log`` elsewhere (then a numba kernel calls that same ``log``), faithfully rounded either
+    way (< 0.6 ulp measured), so the last bit of a result may differ between CPUs.
     ``absolute=True`` uses the C library's ``log1p`` (glibc on Linux).
 
     Examples
