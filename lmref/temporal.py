@@ -42,13 +42,10 @@ never alias them.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import math
-import os
 import sys
 
-import numba
 import numpy as np
 
 from lmref._numba import jit, pjit, prange
@@ -464,9 +461,6 @@ def _log_eps_difference(a, b, eps):
     one scratch chunk stays in cache, and no second array of the input's size is allocated
     (a fresh multi-MB temporary is paged in again on every call where the C library returns
     it to the kernel: 4x the whole op's time on the 2-core Firecracker VM of 2026-12-07).
-    Arrays of several chunks are cut into one part per numba thread (``numba.get_num_threads()``,
-    so ``numba.set_num_threads`` and ``NUMBA_NUM_THREADS`` hold here too): numpy releases the GIL
-    in its passes, and each element is computed alone, so the bits do not depend on the split.
 
     The domain is checked through the result: an element outside it (``x + eps <= 0`` or
     non-finite) gives a NaN or infinite log, so the sum of ``out`` is non-finite (a sum of
@@ -475,75 +469,21 @@ def _log_eps_difference(a, b, eps):
     ``inf`` is in the domain, as before).
     """
     out = np.empty(a.shape)
-    flat = out.reshape(-1), a.reshape(-1), b.reshape(-1), eps
-    bounds = _parts(out.size)
-    if len(bounds) == 2:
-        total = _log_eps_part(*flat, bounds[0], bounds[1])
-    else:
-        pool = _worker_pool(len(bounds) - 2)
-        rest = [pool.submit(_log_eps_part, *flat, lo, hi) for lo, hi in
-                zip(bounds[1:-1], bounds[2:])]
-        total = _log_eps_part(*flat, bounds[0], bounds[1]) + sum(f.result() for f in rest)
-    if not math.isfinite(total):
-        with np.errstate(all="ignore"):  # a + eps may overflow to inf: in the domain
+    flat_out, flat_a, flat_b = out.reshape(-1), a.reshape(-1), b.reshape(-1)
+    log_b = np.empty(min(_CHUNK, flat_out.size))
+    with np.errstate(all="ignore"):  # outside the domain: refused below, never returned
+        for start in range(0, flat_out.size, _CHUNK):
+            stop = min(start + _CHUNK, flat_out.size)
+            chunk, scratch = flat_out[start:stop], log_b[:stop - start]
+            np.add(flat_a[start:stop], eps, out=chunk)
+            np.log(chunk, out=chunk)
+            np.add(flat_b[start:stop], eps, out=scratch)
+            np.log(scratch, out=scratch)
+            np.subtract(chunk, scratch, out=chunk)
+        if not math.isfinite(out.sum()):
             _check_log_domain(a, eps, "a")
             _check_log_domain(b, eps, "b")
     return out
-
-
-def _log_eps_part(out, a, b, eps, lo, hi):
-    """``out[lo:hi] = log(a + eps) - log(b + eps)`` (flat arrays) in passes of ``_CHUNK``
-    elements; returns the sum of ``out[lo:hi]`` (:func:`_log_eps_difference`'s domain test)."""
-    log_b = np.empty(min(_CHUNK, hi - lo))
-    with np.errstate(all="ignore"):  # outside the domain: refused by the caller, never returned
-        for start in range(lo, hi, _CHUNK):
-            stop = min(start + _CHUNK, hi)
-            chunk, scratch = out[start:stop], log_b[:stop - start]
-            np.add(a[start:stop], eps, out=chunk)
-            np.log(chunk, out=chunk)
-            np.add(b[start:stop], eps, out=scratch)
-            np.log(scratch, out=scratch)
-            np.subtract(chunk, scratch, out=chunk)
-        return float(out[lo:hi].sum())
-
-
-#: each thread of :func:`_log_eps_difference` gets at least this many chunks (below, a thread
-#: hand-off costs more than the passes it takes over)
-_CHUNKS_PER_PART = 4
-
-
-def _parts(n):
-    """Chunk-aligned bounds ``[0, ..., n]`` cutting ``n`` elements into one part per numba
-    thread, each of at least ``_CHUNKS_PER_PART`` chunks (one part for small arrays)."""
-    chunks = -(-n // _CHUNK)
-    count = max(1, min(numba.get_num_threads(), chunks // _CHUNKS_PER_PART))
-    return [min(n, (chunks * k // count) * _CHUNK) for k in range(count)] + [n]
-
-
-#: ``(executor, its worker count)`` of :func:`_worker_pool`, or None before the first use
-_POOL = None
-
-
-def _worker_pool(workers):
-    """The threads that run numpy passes beside the caller's (made at first use, replaced by a
-    larger pool when ``numba.set_num_threads`` asks for more; forgotten in a forked child,
-    whose copy has no threads)."""
-    global _POOL
-    if _POOL is None or _POOL[1] < workers:
-        if _POOL is not None:
-            _POOL[0].shutdown(wait=False)
-        _POOL = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="lmref"), \
-            workers
-    return _POOL[0]
-
-
-def _forget_pool():
-    global _POOL
-    _POOL = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def log_divide_backward(grad_out, a, b, eps=1.0, *, absolute=False):

@@ -222,53 +222,6 @@ def test_log_divide_any_layout(rng, log_path, layout):
     assert out.flags.c_contiguous and out.shape == view(a).shape
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3, 5])
-def test_log_divide_numpy_parts_are_bitwise_the_one_pass(rng, monkeypatch, threads):
-    """numpy's passes split into one part per numba thread (chunk-aligned, run on worker
-    threads beside the caller's): the same bits for any split, and the domain error names an
-    element that only a worker saw."""
-    monkeypatch.setattr(T, "_numpy_log_is_simd", lambda: True)
-    monkeypatch.setattr(T, "_CHUNKS_PER_PART", 1)
-    monkeypatch.setattr(T.numba, "get_num_threads", lambda: threads)
-    a, b = rng.uniform(-0.7, 3.0, BIG), rng.uniform(-0.7, 3.0, BIG)
-    bounds = T._parts(a.size)
-    assert len(bounds) == min(threads, 4) + 1 and bounds[0] == 0 and bounds[-1] == a.size
-    assert all(lo % T._CHUNK == 0 and lo < hi for lo, hi in zip(bounds[:-1], bounds[1:]))
-    np.testing.assert_array_equal(T.log_divide(a, b, 0.75), T._log_divide_reference(a, b, 0.75))
-    b.reshape(-1)[-1] = -0.75  # b + eps = 0 in the last part
-    with pytest.raises(ValueError, match=r"b \+ eps > 0.*b\[2, 4, \d+\] = -0.75"):
-        T.log_divide(a, b, 0.75)
-
-
-@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
-def test_log_divide_numpy_parts_after_fork(rng, monkeypatch):
-    """A forked child has no copy of the parent's worker threads: it makes its own pool."""
-    import os
-
-    monkeypatch.setattr(T, "_numpy_log_is_simd", lambda: True)
-    monkeypatch.setattr(T, "_CHUNKS_PER_PART", 1)
-    monkeypatch.setattr(T.numba, "get_num_threads", lambda: 2)
-    a, b = rng.uniform(0.0, 3.0, BIG), rng.uniform(0.0, 3.0, BIG)
-    want = T.log_divide(a, b)  # the parent's pool now exists
-    pid = os.fork()
-    if pid == 0:  # the child: exit status 0 only if the same bits come back
-        try:
-            os._exit(0 if np.array_equal(T.log_divide(a, b), want) else 1)
-        finally:
-            os._exit(2)
-    import signal
-    import time
-
-    deadline = time.monotonic() + 60  # a child waiting on threads it does not have hangs
-    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    if done[0] == 0:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        pytest.fail("log_divide hung in a forked child")
-    assert os.waitstatus_to_exitcode(done[1]) == 0
-
-
 def test_log_divide_is_faithful(rng, log_path):
     """Either path: each log within one ulp of the true value (numpy's SIMD log, < 0.6 ulp
     measured), so the difference is within one ulp of each of the C library's (faithful)
