@@ -266,6 +266,8 @@ def _conv_transpose(nd, x, weight, bias, stride, padding, output_padding, groups
     x, unbatched = _lift(x, nd)
     x, weight, _ = _check_arrays(nd, x, weight, None, weight_name="weight (C_in, C_out // "
                                  "groups, *k) of a transposed convolution")
+    # _transpose_geometry's two steps written out, and no call for a missing bias: on a tiny
+    # input (1x4x5x5) each call saved is ~0.1 us of ~3.5 (measured; the row is near parity)
     plan = _recall(_transpose_memo, True, nd, x.shape, weight.shape, stride, padding,
                    output_padding, dilation, groups)
     if plan is None:

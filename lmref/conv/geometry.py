@@ -66,10 +66,6 @@ def same_padding(size, kernel_size, stride=1, dilation=1, *, extra="after"):
     return same_pads(size, kernel_size, stride, dilation, extra=extra)
 
 
-def _same_padding(size, k, stride, dilation):
-    return same_pads(size, k, stride, dilation)
-
-
 @dataclass(frozen=True)
 class _Geometry:
     """Everything about one convolution except the data, always in 2-D form.

@@ -1179,7 +1179,9 @@ def _split_columns(xp, sw):
     """``(N, C, Hp, Wp) -> (N, C, Hp, P, ceil(Wp / sw))``, ``[..., p, m] = xp[..., p + m sw]``.
 
     Only the ``P = min(sw, Wp)`` phases that exist are stored (a stride larger than the padded
-    width would otherwise allocate ``sw`` mostly empty phases); one vectorised copy.
+    width would otherwise allocate ``sw`` mostly empty phases); one vectorised copy. The kernels
+    get it from :func:`_padded_phases`, which for ``sw > 1`` gathers the same array straight
+    from ``x``; this plain form is what the tests hold it against.
     """
     if sw == 1:
         return xp[:, :, :, None, :]
