@@ -22,10 +22,17 @@ import threading
 
 import numba
 
-__all__ = ["jit", "pjit", "prange", "ParallelKernel", "serialising"]
+__all__ = ["jit", "jit_ieee", "pjit", "prange", "ParallelKernel", "serialising"]
 
 #: serial kernel
 jit = numba.njit(cache=True, nogil=True)
+
+#: serial kernel whose float division follows IEEE 754 (``x / 0.0`` is ``inf`` or NaN) instead
+#: of numba's default test-and-raise ``ZeroDivisionError``: the test is a branch in every
+#: iteration, so a loop that divides never vectorises. Not ``fastmath``: every quotient with a
+#: non-zero divisor has the same bits. Only for kernels whose callers refuse (or never return)
+#: the elements where a divisor can be zero.
+jit_ieee = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 prange = numba.prange
 

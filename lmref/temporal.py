@@ -48,7 +48,7 @@ import sys
 
 import numpy as np
 
-from lmref._numba import jit, pjit, prange
+from lmref._numba import jit, jit_ieee, pjit, prange
 from lmref._validation import (as_float64, as_int, as_real, check_alloc, check_finite,
                                check_shape, one_of)
 from lmref.registry import Op
@@ -240,26 +240,31 @@ def _elementwise_range(a, b, mode, eps, out, lo, hi):
     return bad
 
 
-@jit
+@jit_ieee
 def _log_divide_grad_range(g, a, b, mode, eps, ga, gb, lo, hi):
     """Elements ``lo:hi`` of the log-division gradients; returns the out-of-domain count as
-    :func:`_elementwise_range` does."""
+    :func:`_elementwise_range` does.
+
+    Branch-free, so the loop vectorises (~3x): every element is divided, also one outside the
+    log domain (``x + eps <= 0`` or non-finite), whose quotient (IEEE, ``jit_ieee``: possibly
+    ``inf`` or NaN, never an exception) the caller never returns, since it raises on a
+    non-zero count. Slices indexed from 0 spare numba's negative-index test."""
+    gs, xs, ys, gas, gbs = g[lo:hi], a[lo:hi], b[lo:hi], ga[lo:hi], gb[lo:hi]
     bad = 0
     if mode == _LOG_EPS:
-        for k in range(lo, hi):
-            x = a[k]
-            y = b[k]
-            if _in_log_domain(x, eps) and _in_log_domain(y, eps):
-                ga[k] = g[k] / (x + eps)
-                gb[k] = -g[k] / (y + eps)
-            else:  # never divided: numba raises ZeroDivisionError on / 0.0, and an exception
-                # inside a prange region is lost (the chunk stops, the count reads 0)
-                bad += 1
+        for k in range(hi - lo):
+            x = xs[k]
+            y = ys[k]
+            # _in_log_domain of both, as one mask (& does not short-circuit)
+            bad += not ((abs(x) < math.inf) & (x + eps > 0.0)
+                        & (abs(y) < math.inf) & (y + eps > 0.0))
+            gas[k] = gs[k] / (x + eps)
+            gbs[k] = -gs[k] / (y + eps)
     else:
-        for k in range(lo, hi):
+        for k in range(hi - lo):
             # d log1p(|x|) / dx = sign(x) / (1 + |x|), with sign(0) = 0 as torch.abs's backward
-            ga[k] = g[k] * np.sign(a[k]) / (1.0 + abs(a[k]))
-            gb[k] = -g[k] * np.sign(b[k]) / (1.0 + abs(b[k]))
+            gas[k] = gs[k] * np.sign(xs[k]) / (1.0 + abs(xs[k]))
+            gbs[k] = -gs[k] * np.sign(ys[k]) / (1.0 + abs(ys[k]))
     return bad
 
 

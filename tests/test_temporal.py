@@ -579,6 +579,13 @@ def test_parallel_elementwise_equals_serial_bitwise(rng, absolute):
                                     a.size) == 0
     np.testing.assert_array_equal(ga.ravel(), sa)
     np.testing.assert_array_equal(gb.ravel(), sb)
+    # the vectorised (branch-free, IEEE-division) kernel gives the plain quotients' bits
+    if absolute:
+        want_a, want_b = g * np.sign(a) / (1.0 + abs(a)), -g * np.sign(b) / (1.0 + abs(b))
+    else:
+        want_a, want_b = g / (a + 1.0), -g / (b + 1.0)
+    np.testing.assert_array_equal(ga, want_a)
+    np.testing.assert_array_equal(gb, want_b)
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
