@@ -43,7 +43,7 @@ import math
 
 import numpy as np
 
-from lmref._numba import jit, pjit, prange
+from lmref._numba import jit, jit_ieee, pjit, prange
 from lmref._padding import resolve_padding
 from lmref._validation import (as_float64, as_int, as_tuple, check_alloc, check_shape,
                                max_bytes, one_of)
@@ -559,8 +559,16 @@ def _avg_pool_row(plane, out, div, r0, r1, cf, cs, kw, sw, left, lo, hi):
         for ih in range(r0, r1):
             for j in range(kw):
                 _add_tap(run, plane[ih, lo * sw - left + j:], sw)
-        for ow in range(lo, hi):
-            out[ow] /= div[ow]
+        _divide_run(run, div[lo:hi])
+
+
+@jit_ieee
+def _divide_run(run, div):
+    """``run /= div`` elementwise. The divisors of a run are >= 1 (in-frame windows; a
+    ``divisor_override`` is never 0), so IEEE division (``jit_ieee``) changes no result; it
+    drops numba's zero test, so the loop vectorises."""
+    for t in range(run.shape[0]):
+        run[t] /= div[t]
 
 
 @jit
