@@ -22,7 +22,7 @@ import threading
 
 import numba
 
-__all__ = ["jit", "jit_ieee", "pjit", "prange", "ParallelKernel", "serialising"]
+__all__ = ["jit", "jit_ieee", "jit_inline", "pjit", "prange", "ParallelKernel", "serialising"]
 
 #: serial kernel
 jit = numba.njit(cache=True, nogil=True)
@@ -33,6 +33,10 @@ jit = numba.njit(cache=True, nogil=True)
 #: non-zero divisor has the same bits. Only for kernels whose callers refuse (or never return)
 #: the elements where a divisor can be zero.
 jit_ieee = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+#: serial kernel inlined into its callers by numba (``inline="always"``): for small per-element
+#: helpers that take arrays, whose calls would otherwise reference-count every array argument
+jit_inline = numba.njit(cache=True, nogil=True, inline="always")
 
 prange = numba.prange
 
