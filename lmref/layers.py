@@ -46,7 +46,7 @@ import numpy as np
 from lmref._numba import jit, jit_ieee, pjit, prange
 from lmref._padding import resolve_padding
 from lmref._validation import (as_float64, as_int, as_tuple, check_alloc, check_shape,
-                               max_bytes, one_of)
+                               is_float64_ready, max_bytes, one_of)
 from lmref.registry import Op
 
 __all__ = [
@@ -643,28 +643,107 @@ _POOL_DOC = """{what} over ``kernel_size`` windows, as ``torch.nn.functional.{na
     """
 
 
+class _PoolPlan:
+    """What a pooling call derives from ``x.shape`` and its options: the output shape, the
+    planes ``(P, H, W)``, the window tables, the interior column run, the work and (average
+    pooling) the divisors. Shared between calls of one pattern, so read-only."""
+
+    __slots__ = ("shape", "out_shape", "planes", "rows", "cols", "run", "work", "div")
+
+    def __init__(self, g, div=None):
+        self.shape, self.out_shape, self.planes = g.shape, g.out_shape, g.planes.shape
+        self.rows, self.cols = g.windows()
+        self.run, self.work, self.div = g.column_run(), g.work(), div
+        if div is not None:
+            div.setflags(write=False)
+
+
+#: pooling call pattern -> _PoolPlan; emptied when full (a program pools a few shapes, often)
+_POOL_PLANS = {}
+_POOL_PLANS_MAX = 256
+
+
+def _plain_option(value) -> bool:
+    """Whether an option is spelled with exactly ``int``, ``str``, ``None`` and tuples of them:
+    then equal memo keys mean equal spellings (``2.0``, ``True`` and ``np.int64(2)``, equal
+    to ``2`` as keys, take the checked way and its errors)."""
+    t = type(value)
+    if t is int or t is str or value is None:
+        return True
+    return t is tuple and all(_plain_option(v) for v in value)
+
+
+def _plain_call(options, flags) -> bool:
+    for f in flags:
+        if type(f) is not bool:
+            return False
+    for v in options:
+        if not _plain_option(v):
+            return False
+    return True
+
+
+def _pool_plan(kind, x, options, flags, build):
+    """``(x as float64, plan)`` of a pooling call. A call in the common spelling (a writeable
+    C-contiguous float64 ``x`` of 3 or 4 dimensions, ``options`` plain, ``flags`` bools) is
+    looked up by its pattern, so a repeated small call checks its arguments once (every check
+    depends on the pattern alone; the allocation limit is read at each call, as before);
+    ``build(x)`` makes the plan and does every check on a miss."""
+    key = None
+    if is_float64_ready(x) and 3 <= x.ndim <= 4 and _plain_call(options, flags):
+        key = (kind, x.shape, *options, *flags)
+        plan = _POOL_PLANS.get(key)
+        if plan is not None:
+            check_alloc(plan.out_shape, "padding")
+            return x, plan
+    a, plan = build(x)
+    if key is not None:
+        if len(_POOL_PLANS) >= _POOL_PLANS_MAX:
+            _POOL_PLANS.clear()
+        _POOL_PLANS[key] = plan
+    return a, plan
+
+
+def _max_plan(x, kernel_size, stride, padding, dilation, ceil_mode):
+    def build(x):
+        g = _Geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
+        return g.planes, _PoolPlan(g)
+    return _pool_plan("max", x, (kernel_size, stride, padding, dilation), (ceil_mode,), build)
+
+
+def _avg_plan(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    def build(x):
+        g, rows, cols, div = _avg_setup(x, kernel_size, stride, padding, ceil_mode,
+                                        count_include_pad, divisor_override)
+        return g.planes, _PoolPlan(g, div)
+    return _pool_plan("avg", x, (kernel_size, stride, padding, divisor_override),
+                      (ceil_mode, count_include_pad), build)
+
+
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-    g = _Geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
-    rows, cols = g.windows()
-    out = np.empty((g.planes.shape[0],) + g.out_shape[-2:])
-    _launch(_max_pool_rows, _max_pool_parallel, g.work(), out.shape[0] * out.shape[1],
-            g.planes, out, rows.first, rows.stop, rows.step, cols.first, cols.stop, cols.step,
-            *g.column_run())
-    return out.reshape(g.out_shape)
+    a, plan = _max_plan(x, kernel_size, stride, padding, dilation, ceil_mode)
+    planes = a.reshape(plan.planes)
+    rows, cols = plan.rows, plan.cols
+    out = np.empty((planes.shape[0],) + plan.out_shape[-2:])
+    _launch(_max_pool_rows, _max_pool_parallel, plan.work, out.shape[0] * out.shape[1],
+            planes, out, rows.first, rows.stop, rows.step, cols.first, cols.stop, cols.step,
+            *plan.run)
+    return out.reshape(plan.out_shape)
 
 
 def max_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0, dilation=1,
                         ceil_mode=False):
     """Backward of :func:`max_pool2d`: ``(grad_x,)``; each output's gradient goes to its
     window's selected element (first maximum, last NaN), summed where windows overlap."""
-    g = _Geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
-    grad = _grad_planes(grad_out, g.out_shape)
-    rows, cols = g.windows()
-    gin = np.zeros(g.planes.shape)
-    _launch(_max_pool_backward_planes, _max_pool_backward_parallel, g.work(), gin.shape[0],
-            g.planes, grad, gin, rows.first, rows.stop, rows.step, cols.first, cols.stop,
-            cols.step, *g.column_run())
-    return (gin.reshape(g.shape),)
+    a, plan = _max_plan(x, kernel_size, stride, padding, dilation, ceil_mode)
+    planes = a.reshape(plan.planes)
+    grad = _grad_planes(grad_out, plan.out_shape)
+    rows, cols = plan.rows, plan.cols
+    gin = np.zeros(planes.shape)
+    _launch(_max_pool_backward_planes, _max_pool_backward_parallel, plan.work, gin.shape[0],
+            planes, grad, gin, rows.first, rows.stop, rows.step, cols.first, cols.stop,
+            cols.step, *plan.run)
+    return (gin.reshape(plan.shape),)
 
 
 def _avg_setup(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
@@ -680,24 +759,28 @@ def _avg_setup(x, kernel_size, stride, padding, ceil_mode, count_include_pad, di
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
-    g, rows, cols, div = _avg_setup(x, kernel_size, stride, padding, ceil_mode,
-                                    count_include_pad, divisor_override)
-    out = np.empty((g.planes.shape[0],) + g.out_shape[-2:])
-    _launch(_avg_pool_rows, _avg_pool_parallel, g.work(), out.shape[0] * out.shape[1],
-            g.planes, out, div, rows.first, rows.stop, cols.first, cols.stop, *g.column_run())
-    return out.reshape(g.out_shape)
+    a, plan = _avg_plan(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                        divisor_override)
+    planes = a.reshape(plan.planes)
+    rows, cols = plan.rows, plan.cols
+    out = np.empty((planes.shape[0],) + plan.out_shape[-2:])
+    _launch(_avg_pool_rows, _avg_pool_parallel, plan.work, out.shape[0] * out.shape[1],
+            planes, out, plan.div, rows.first, rows.stop, cols.first, cols.stop, *plan.run)
+    return out.reshape(plan.out_shape)
 
 
 def avg_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0, ceil_mode=False,
                         count_include_pad=True, divisor_override=None):
     """Backward of :func:`avg_pool2d`: ``(grad_x,)``; each output's gradient divided by its
     divisor goes to every in-frame element of its window."""
-    g, rows, cols, div = _avg_setup(x, kernel_size, stride, padding, ceil_mode,
-                                    count_include_pad, divisor_override)
-    grad = _grad_planes(grad_out, g.out_shape)
-    gin = np.zeros(g.planes.shape)
-    _avg_pool_backward_kernel(grad, gin, rows.first, rows.stop, cols.first, cols.stop, div)
-    return (gin.reshape(g.shape),)
+    a, plan = _avg_plan(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                        divisor_override)
+    grad = _grad_planes(grad_out, plan.out_shape)
+    rows, cols = plan.rows, plan.cols
+    gin = np.zeros(plan.planes)
+    _avg_pool_backward_kernel(grad, gin, rows.first, rows.stop, cols.first, cols.stop,
+                              plan.div)
+    return (gin.reshape(plan.shape),)
 
 
 max_pool2d.__doc__ = _POOL_DOC.format(

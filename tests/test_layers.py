@@ -615,3 +615,77 @@ def test_cached_window_tables_are_read_only_and_keyed_by_every_option():
     assert isinstance(a.padded, tuple)
     b = L._axis_windows(9, 3, 2, 1, 0, 1, 5)  # only the right padding differs
     assert a.padded != b.padded
+
+
+# ---------------------------------------------------------------------------------------------
+# memoised pooling plans (a repeated small call checks its arguments once)
+# ---------------------------------------------------------------------------------------------
+
+POOL_SPELLINGS = [
+    ({"kernel_size": 2}, {"kernel_size": (2, 2)}),
+    ({"kernel_size": 3, "stride": 2, "padding": 1}, {"kernel_size": [3, 3], "stride": np.int64(2),
+                                                     "padding": (1, 1)}),
+    ({"kernel_size": (3, 2), "padding": ((1, 0), (0, 1))}, {"kernel_size": (3, 2),
+                                                            "padding": [(1, 0), (0, 1)]}),
+    ({"kernel_size": 3, "padding": "same"}, {"kernel_size": 3, "padding": "same"}),
+]
+
+
+@pytest.mark.parametrize("plain,other", POOL_SPELLINGS)
+def test_memoised_pool_plans_give_the_checked_results(rng, plain, other):
+    """A plan is kept per call pattern (plain ints, strings, tuples; float64 x): the second
+    call of a pattern, with other values, and every other spelling of the same options give
+    the bits of the first computation and of the reference."""
+    for _ in range(2):
+        x = rng.standard_normal((2, 3, 7, 6))
+        g = rng.standard_normal(L.max_pool2d(x, **plain).shape)
+        for kw in (plain, other):
+            np.testing.assert_array_equal(L.max_pool2d(x, **kw), L._max_pool2d_reference(x, **plain))
+            np.testing.assert_array_equal(L.avg_pool2d(x, **kw), L._avg_pool2d_reference(x, **plain))
+            np.testing.assert_array_equal(L.max_pool2d_backward(g, x, **kw)[0],
+                                          L._max_pool2d_backward_reference(g, x, **plain)[0])
+            assert_close(L.avg_pool2d_backward(g, x, **kw)[0],
+                         L._avg_pool2d_backward_reference(g, x, **plain)[0], rtol=1e-15, atol=1e-16)
+    key = ("max", (2, 3, 7, 6)) + tuple(plain.get(k, d) for k, d in (
+        ("kernel_size", None), ("stride", None), ("padding", 0), ("dilation", 1))) + (False,)
+    assert key in L._POOL_PLANS
+    plan = L._POOL_PLANS[key]
+    assert not plan.rows.first.flags.writeable and not plan.cols.stop.flags.writeable
+    assert not L._POOL_PLANS[("avg",) + key[1:5] + (None, False, True)].div.flags.writeable
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda x: L.max_pool2d(x, 2.5), TypeError, "kernel_size"),
+    (lambda x: L.max_pool2d(x, True), TypeError, "kernel_size"),
+    (lambda x: L.max_pool2d(x, 2, ceil_mode=0), TypeError, "ceil_mode must be a bool"),
+    (lambda x: L.max_pool2d(x, 2, stride=(2, 0)), ValueError, "stride"),
+    (lambda x: L.avg_pool2d(x, 2, count_include_pad=1), TypeError, "count_include_pad"),
+    (lambda x: L.avg_pool2d(x, 2, divisor_override=0), ValueError, "divisor_override"),
+    (lambda x: L.avg_pool2d(x, 2, divisor_override=2.5), TypeError, "divisor_override"),
+    (lambda x: L.avg_pool2d_backward(np.ones((1, 2, 3, 3)), x, 2), ValueError, "grad_out"),
+    (lambda x: L.max_pool2d(x[..., :1, :1], 2), ValueError, "too small"),
+])
+def test_pool_errors_are_unchanged_once_a_pattern_is_memoised(call, exc, match):
+    """A valid call of the same shape first: the bad spellings (some equal to the memo key of
+    a valid one: True == 1, 0 == False) still raise, every time."""
+    x = np.ones((1, 2, 4, 4))
+    for good in (lambda: L.max_pool2d(x, 2), lambda: L.max_pool2d(x, 1),
+                 lambda: L.max_pool2d(x, 2, ceil_mode=False),
+                 lambda: L.avg_pool2d(x, 2, count_include_pad=True),
+                 lambda: L.avg_pool2d(x, 2, divisor_override=2)):
+        good()
+    for _ in range(2):
+        with pytest.raises(exc, match=match):
+            call(x)
+
+
+def test_memoised_pool_pattern_still_checks_the_allocation_limit(monkeypatch):
+    x = np.ones((1, 2, 8, 8))
+    L.max_pool2d(x, 2)
+    L.avg_pool2d(x, 2)
+    monkeypatch.setenv("LMREF_MAX_BYTES", "100")
+    for fn in (L.max_pool2d, L.avg_pool2d):
+        with pytest.raises(ValueError, match="LMREF_MAX_BYTES"):
+            fn(x, 2)
+    monkeypatch.delenv("LMREF_MAX_BYTES")
+    assert L.max_pool2d(x, 2).shape == (1, 2, 4, 4)
