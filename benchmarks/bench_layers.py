@@ -60,20 +60,29 @@ class Pool:
 
 
 class Relu:
-    """ReLU of ``(8, 64, 56, 56)`` float64 maps."""
+    """ReLU of ``(8, 64, 56, 56)`` float64 maps, and its backward (torch: ``threshold_backward``,
+    what autograd runs for ``relu``)."""
 
     params = (PEERS,)
     param_names = ["peer"]
 
     def setup(self, peer):
-        self.x = np.random.default_rng(0).standard_normal(SHAPE)
+        rng = np.random.default_rng(0)
+        self.x = rng.standard_normal(SHAPE)
+        self.g = rng.standard_normal(SHAPE)
         if peer == "torch":
             torch = torch_or_skip()
-            tx = torch.from_numpy(self.x)
+            tx, tg = torch.from_numpy(self.x), torch.from_numpy(self.g)
             self.run = lambda: torch.relu(tx)
+            self.back = lambda: torch.ops.aten.threshold_backward(tg, tx, 0.0)
         else:
             self.run = lambda: layers.relu(self.x)
+            self.back = lambda: layers.relu_backward(self.g, self.x)
         self.run()
+        self.back()
 
     def time_relu(self, peer):
         self.run()
+
+    def time_relu_backward(self, peer):
+        self.back()

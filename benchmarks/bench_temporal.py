@@ -115,3 +115,27 @@ class LogDivide:
 
     def time_forward_backward(self, peer):
         self.run()
+
+
+class AddSubtract:
+    """ATM addition and subtraction of two ``(8, 64, 28, 28)`` float64 maps (memory-bound)."""
+
+    params = (PEERS, ["add", "subtract"])
+    param_names = ["peer", "op"]
+
+    def setup(self, peer, op):
+        rng = np.random.default_rng(0)
+        shape = (8, 64, 28, 28)
+        self.a, self.b = rng.standard_normal(shape), rng.standard_normal(shape)
+        if peer == "torch":
+            torch = torch_or_skip()
+            fn = torch.add if op == "add" else torch.sub
+            ta, tb = torch.from_numpy(self.a), torch.from_numpy(self.b)
+            self.run = lambda: fn(ta, tb)
+        else:
+            fn = getattr(temporal, op)
+            self.run = lambda: fn(self.a, self.b)
+        self.run()
+
+    def time_elementwise(self, peer, op):
+        self.run()

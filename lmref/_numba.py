@@ -22,7 +22,8 @@ import threading
 
 import numba
 
-__all__ = ["jit", "jit_ieee", "jit_inline", "pjit", "prange", "ParallelKernel", "serialising"]
+__all__ = ["jit", "jit_ieee", "jit_inline", "pjit", "prange", "thread_share", "ParallelKernel",
+           "serialising"]
 
 #: serial kernel
 jit = numba.njit(cache=True, nogil=True)
@@ -39,6 +40,17 @@ jit_ieee = numba.njit(cache=True, nogil=True, error_model="numpy")
 jit_inline = numba.njit(cache=True, nogil=True, inline="always")
 
 prange = numba.prange
+
+
+def thread_share(n: int) -> int:
+    """Elements per task when ``n`` independent elements are split evenly over numba's
+    threads, one task each (as torch's ``parallel_for`` splits): a multiple of 8 (whole
+    64-byte lines), at least 8. Fixed-size chunks leave one thread a chunk more than the other
+    (25 against 24 on the ReLU benchmark). Python, not numba: ``numba.get_num_threads()``
+    inside a kernel makes it uncacheable."""
+    t = numba.get_num_threads()
+    return max(8, ((n + t - 1) // t + 7) // 8 * 8)
+
 
 #: the layer that may not be entered from two threads at once
 _UNSAFE_LAYER = "workqueue"

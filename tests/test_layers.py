@@ -608,6 +608,29 @@ def test_relu_is_np_maximum_bitwise_serial_and_parallel(rng, monkeypatch, chunk)
     assert L.relu(np.zeros((0, 3))).shape == (0, 3)
 
 
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_relu_backward_kernel_is_the_numpy_form_bitwise(rng, monkeypatch, chunk):
+    """The one-pass kernel (serial, and split over the threads) gives the bits of
+    ``np.where(x > 0, g, 0.0)`` with ``np.nan`` at NaN ``x`` (whatever NaN ``x`` holds: both
+    signs, any payload), ``grad_out``'s own bits (signed zeros, infinities, NaNs) where
+    ``x > 0``, and ``+0.0`` elsewhere."""
+    if chunk is not None:  # the parallel kernel on a small input
+        monkeypatch.setattr(L, "_RELU_CHUNK", chunk)
+    x = _tricky(rng, (3, 5, 7))
+    x[2, 1, :3] = np.array([0x7FF0000000000001, 0xFFF4000000000000, 0x7FF8DEADBEEF0000],
+                           np.uint64).view(np.float64)  # NaN payloads
+    g = _tricky(rng, (3, 5, 7))
+    g[1] = -0.0
+    got = L.relu_backward(g, x)[0]
+    assert _same_bits(got, L._relu_backward_reference(g, x)[0])
+    assert _same_bits(got[2, 1, :3], np.full(3, np.nan))  # NumPy's NaN, not x's
+    with np.errstate(invalid="ignore"):  # a signalling NaN cast to float32
+        small = (g.astype(np.float32), x.astype(np.float32))
+    for sub in ((g[:, ::2], x[:, ::2]), small):
+        assert _same_bits(L.relu_backward(*sub)[0], L._relu_backward_reference(*sub)[0])
+    assert L.relu_backward(np.zeros((0, 3)), np.zeros((0, 3)))[0].shape == (0, 3)
+
+
 def test_cached_window_tables_are_read_only_and_keyed_by_every_option():
     a = L._axis_windows(9, 3, 2, 1, 1, 1, 5)
     assert a is L._axis_windows(9, 3, 2, 1, 1, 1, 5)  # shared: so never writable

@@ -586,6 +586,8 @@ def test_parallel_elementwise_equals_serial_bitwise(rng, absolute):
         want_a, want_b = g / (a + 1.0), -g / (b + 1.0)
     np.testing.assert_array_equal(ga, want_a)
     np.testing.assert_array_equal(gb, want_b)
+    np.testing.assert_array_equal(T.add(a, b), a + b)  # split evenly over the threads
+    np.testing.assert_array_equal(T.subtract(a, b), a - b)
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
