@@ -111,13 +111,13 @@ def relu(x):
     >>> relu(np.array([-1.0, 0.0, 2.0, np.nan]))
     array([ 0.,  0.,  2., nan])
     """
-    a = as_float64(x, "x", allow_empty=True)
+    a = as_float64(x, "x", allow_empty=True)  # the shape of x (np.asarray keeps it)
     out = np.empty(a.shape)
     if a.size <= _RELU_CHUNK:
         _relu_range(a.reshape(-1), out.reshape(-1), 0, a.size)
     else:
         _relu_parallel(a.reshape(-1), out.reshape(-1), thread_share(a.size))
-    return out.reshape(np.shape(x))
+    return out
 
 
 def relu_backward(grad_out, x):
@@ -147,8 +147,8 @@ def relu_backward(grad_out, x):
     ValueError
         If ``grad_out`` does not have the shape of ``x``.
     """
-    a = as_float64(x, "x", allow_empty=True).reshape(np.shape(x))
-    g = as_float64(grad_out, "grad_out", allow_empty=True).reshape(np.shape(grad_out))
+    a = as_float64(x, "x", allow_empty=True)  # the shapes of x and grad_out
+    g = as_float64(grad_out, "grad_out", allow_empty=True)
     check_shape(g, "grad_out", a.shape, "the shape of x")
     grad = np.empty(a.shape)
     if a.size <= _RELU_CHUNK:
