@@ -96,10 +96,14 @@ FORMS = ("safe", "paper", "official")
 BOUNDARIES = ("circular", "zeros")
 #: default ``workers`` of the scipy.fft transforms
 _WORKERS = 2
-#: transforms of fewer reals than this run on one thread whatever ``workers`` says (results do
-#: not depend on it): below it a transform takes well under 0.1 ms, and handing half of it to
-#: a second thread costs more than it saves (3x slower for a (1, 4, 16, 16) solve)
+#: lmref's radix-2 solve runs its pairs on several threads from this many reals on (results
+#: do not depend on it): below it a transform takes well under 0.1 ms, and handing half of it
+#: to a second thread costs more than it saves (3x slower for a (1, 4, 16, 16) solve)
 _PARALLEL_FFT_MIN = 2 ** 15
+#: scipy's transforms get ``workers`` threads only from this many reals on: its threads gain
+#: little below (2 cores, Zen 5, 2026-12-07: a (4, 16, 28, 28) solve 0.94 ms on one thread,
+#: 1.19 ms on two; (4, 16, 56, 56) 3.7 against 4.2 ms; (8, 16, 56, 56) 7.0 against 6.4 ms)
+_PARALLEL_SCIPY_FFT_MIN = 2 ** 18
 #: largest grid (pixels) of lmref's radix-2 solve: its blocks (two per image pair, split real
 #: and imaginary) stay cache-resident up to 256 x 256 (1.3-2x scipy's speed); at 512 x 512 and
 #: beyond scipy's is faster (0.7x)
@@ -184,8 +188,9 @@ def _embed_kernel(a3, spatial):
 
 
 def _fft_workers(workers, size):
-    """Threads for a transform of ``size`` reals: ``workers``, or 1 below _PARALLEL_FFT_MIN."""
-    return workers if size >= _PARALLEL_FFT_MIN else 1
+    """Threads of a scipy transform of ``size`` reals: ``workers``, or 1 below
+    _PARALLEL_SCIPY_FFT_MIN."""
+    return workers if size >= _PARALLEL_SCIPY_FFT_MIN else 1
 
 
 def _tap_positions(kshape, spatial):

@@ -106,8 +106,8 @@ def test_ar_solve_delta_kernel_is_identity_and_accepts_float32(rng):
     assert_close(y, t.astype(np.float64))
 
 
-@pytest.mark.parametrize("shape", [(3, 2, 8, 8), (4, 4, 48, 50)])  # below / above the
-def test_ar_solve_workers_do_not_change_results(rng, shape):     # threading threshold
+@pytest.mark.parametrize("shape", [(3, 2, 8, 8), (4, 4, 128, 130)])  # below / above the
+def test_ar_solve_workers_do_not_change_results(rng, shape):       # threading threshold
     t = rng.standard_normal(shape)
     a = _stable_kernels(rng, shape[1], 3)
     g = rng.standard_normal(shape)
@@ -116,7 +116,7 @@ def test_ar_solve_workers_do_not_change_results(rng, shape):     # threading thr
     for one, many in zip(arma.ar_solve_backward(g, y, a, workers=1),
                          arma.ar_solve_backward(g, y, a, workers=3)):
         assert np.array_equal(one, many)
-    assert (math.prod(shape) >= arma._PARALLEL_FFT_MIN) == (shape[0] == 4)
+    assert (math.prod(shape) >= arma._PARALLEL_SCIPY_FFT_MIN) == (shape[0] == 4)
 
 
 def _scipy_solve(t, a):
