@@ -699,8 +699,8 @@ _POOL_PLANS_MAX = 256
 
 def _plain_option(value) -> bool:
     """Whether an option is spelled with exactly ``int``, ``str``, ``None`` and tuples of them:
-    then equal memo keys mean equal spellings (``2.0``, ``True`` and ``np.int64(2)``, equal
-    to ``2`` as keys, take the checked way and its errors)."""
+    then equal memo keys mean equal spellings. ``True``, ``2.0`` and ``np.int64(2)`` equal
+    ``1`` or ``2`` as keys, so they take the checked way (which refuses ``True``)."""
     t = type(value)
     if t is int or t is str or value is None:
         return True
