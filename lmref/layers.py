@@ -674,6 +674,13 @@ _POOL_DOC = """{what} over ``kernel_size`` windows, as ``torch.nn.functional.{na
     TypeError, ValueError
         Naming the argument; every option may be any size (no overflow: windows are found
         with exact integers), the output is memory-guarded.
+
+    Notes
+    -----
+    What a call derives from the shape of ``x`` and its options (window tables, output
+    shape, divisors) is kept per call pattern (a float64 ``x``; options spelled as ints,
+    strings, tuples of them or None; bool flags), up to 256 patterns, so a repeated call (a
+    test loop, a layer) checks its arguments once. The memory guard is applied on every call.
     """
 
 
