@@ -17,16 +17,17 @@ def _stable_kernels(rng, c, k):
 
 
 class ARSolve:
-    """AR layer solve (eq. 10) of ``(8, 32, 64, 64)`` float64 maps, 3x3 AR kernels; fwd+bwd =
-    ``ar_solve`` then ``ar_solve_backward`` (lmref) vs autograd through ``torch.fft``."""
+    """AR layer solve (eq. 10) of ``(8, 32, H, W)`` float64 maps, 3x3 AR kernels; fwd+bwd =
+    ``ar_solve`` then ``ar_solve_backward`` (lmref) vs autograd through ``torch.fft``. Grids:
+    64 x 64 (lmref's radix-2 FFT) and 56 x 56 (a ResNet stage's size: mixed radix 7 x 4 x 2)."""
 
-    params = (PEERS,)
-    param_names = ["peer"]
-    shape = (8, 32, 64, 64)
+    params = (PEERS, ["64x64", "56x56"])
+    param_names = ["peer", "grid"]
     kernel_size = 3
 
-    def setup(self, peer):
+    def setup(self, peer, grid):
         rng = np.random.default_rng(0)
+        self.shape = (8, 32) + tuple(int(v) for v in grid.split("x"))
         self.t = rng.standard_normal(self.shape)
         self.a = _stable_kernels(rng, self.shape[1], self.kernel_size)
         self.g = rng.standard_normal(self.shape)
@@ -56,26 +57,27 @@ class ARSolve:
         a = self.ta.clone().requires_grad_(True)
         return self.torch.autograd.grad(self.peer(t, a), (t, a), self.tg)
 
-    def time_forward(self, peer):
+    def time_forward(self, peer, grid):
         self.forward()
 
-    def time_forward_backward(self, peer):
+    def time_forward_backward(self, peer, grid):
         self.both()
 
 
 class ARMA2d:
-    """ARMA layer (conv 3x3 circular 'same' then 3x3 AR solve) on ``(4, 16, 32, 32)``, 16 -> 16
-    channels, forward and forward+backward."""
+    """ARMA layer (conv 3x3 circular 'same' then 3x3 AR solve) on ``(4, 16, H, W)``, 16 -> 16
+    channels, forward and forward+backward; grids 32 x 32 and 28 x 28 (mixed radix 7 x 4)."""
 
-    params = (PEERS,)
-    param_names = ["peer"]
+    params = (PEERS, ["32x32", "28x28"])
+    param_names = ["peer", "grid"]
 
-    def setup(self, peer):
+    def setup(self, peer, grid):
         rng = np.random.default_rng(0)
-        self.x = rng.standard_normal((4, 16, 32, 32))
+        shape = (4, 16) + tuple(int(v) for v in grid.split("x"))
+        self.x = rng.standard_normal(shape)
         self.w = rng.standard_normal((16, 16, 3, 3)) / 12
         self.a = _stable_kernels(rng, 16, 3)
-        self.g = rng.standard_normal((4, 16, 32, 32))
+        self.g = rng.standard_normal(shape)
         if peer == "torch":
             torch = torch_or_skip()
             from lmref.peers import torch_arma
@@ -102,8 +104,8 @@ class ARMA2d:
         args = [v.clone().requires_grad_(True) for v in self.targs]
         return self.torch.autograd.grad(self.peer(*args), args, self.tg)
 
-    def time_forward(self, peer):
+    def time_forward(self, peer, grid):
         self.forward()
 
-    def time_forward_backward(self, peer):
+    def time_forward_backward(self, peer, grid):
         self.both()

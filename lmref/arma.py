@@ -17,8 +17,9 @@ AR system              ``(a * y)[n] = sum_d a[d] y[n - d] = t[n]``: a circular *
                        (not a correlation) on the image grid, per channel (eq. 7b); the
                        official code's ``roll(pad(A), (-1, -1))`` + ``rfft`` division.
 DFT                    ``X[k] = sum_n x[n] exp(-2 pi i k n / N)`` (eq. 8 with the usual sign);
-                       transforms over the last 1 or 2 axes: ``scipy.fft``'s, on
-                       power-of-two grids lmref's radix-2 (rounding: :func:`ar_solve`).
+                       transforms over the last 1 or 2 axes: on 7-smooth grids
+                       (sides ``2^a 3^b 5^c 7^d``) lmref's own, else ``scipy.fft``'s
+                       (rounding: :func:`ar_solve`).
 separable kernel       ``a = F (x) G`` with ``F = f^1 * ... * f^Q`` along H (rows, axis -2) and
                        ``G = g^1 * ... * g^Q`` along W (axis -1) (Def. 8); each length-3
                        factor ``[f_-1, f_0, f_1]`` (index 0 = offset -1), centre 1 in the code.
@@ -72,6 +73,8 @@ from typing import NamedTuple
 import numpy as np
 import scipy.fft as _fft
 
+from lmref._fftkernels import (axis_plan, dif_axis, digit_reversal, dit_axis, own_fft_length,
+                               transpose_into)
 from lmref._numba import jit, pjit, prange
 from lmref._validation import (as_float64, as_int, as_real, as_tuple, check_alloc,
                                check_finite, check_shape, check_work, one_of)
@@ -96,7 +99,7 @@ FORMS = ("safe", "paper", "official")
 BOUNDARIES = ("circular", "zeros")
 #: default ``workers`` of the scipy.fft transforms
 _WORKERS = 2
-#: lmref's radix-2 solve runs its pairs on several threads from this many reals on (results
+#: lmref's own FFT solve runs its pairs on several threads from this many reals on (results
 #: do not depend on it): below it a transform takes well under 0.1 ms, and handing half of it
 #: to a second thread costs more than it saves (3x slower for a (1, 4, 16, 16) solve)
 _PARALLEL_FFT_MIN = 2 ** 15
@@ -104,10 +107,10 @@ _PARALLEL_FFT_MIN = 2 ** 15
 #: little below (2 cores, Zen 5, 2026-12-07: a (4, 16, 28, 28) solve 0.94 ms on one thread,
 #: 1.19 ms on two; (4, 16, 56, 56) 3.7 against 4.2 ms; (8, 16, 56, 56) 7.0 against 6.4 ms)
 _PARALLEL_SCIPY_FFT_MIN = 2 ** 18
-#: largest grid (pixels) of lmref's radix-2 solve: its blocks (two per image pair, split real
+#: largest grid (pixels) of lmref's own FFT solve: its blocks (two per image pair, split real
 #: and imaginary) stay cache-resident up to 256 x 256 (1.3-2x scipy's speed); at 512 x 512 and
 #: beyond scipy's is faster (0.7x)
-_RADIX2_MAX_PIXELS = 1 << 16
+_OWN_FFT_MAX_PIXELS = 1 << 16
 #: the spatial grad_a runs its channels on several threads from this many multiply-adds on
 #: (~0.1 ms of work; below it waking the threads costs more, 3 ms a call on the loaded machine)
 _PARALLEL_MIN_MACS = 1 << 18
@@ -264,9 +267,9 @@ def _irfft2(spec, spatial, workers):
 def _solve_spectrum(t4, inv_spec, workers, finite_name=None):
     """``irfft2(rfft2(t) / A)`` (eq. 10) with the reciprocal spectrum ``1 / A``; with
     ``finite_name``, ``t4`` is checked for NaN/Inf through its spectrum. Power-of-two grids
-    take lmref's radix-2 transforms (:func:`_radix2_solve`), others scipy's."""
-    if _radix2_grid(t4.shape[2:]):
-        return _radix2_solve(t4, inv_spec, workers, finite_name=finite_name)
+    take lmref's transforms (:func:`_fft_solve`), others scipy's."""
+    if _own_fft_grid(t4.shape[2:]):
+        return _fft_solve(t4, inv_spec, workers, finite_name=finite_name)
     spec = _fft.rfft2(t4, workers=_fft_workers(workers, t4.size))
     if finite_name is not None:
         _finite_through(_dc_bins(spec), t4, finite_name)
@@ -279,11 +282,11 @@ def _adjoint_solve(g4, inv_spec, workers, keep_spectrum=False, finite_name=None)
 
     The adjoint of a circular convolution is the circular correlation, whose DFT is the
     conjugate of the kernel's. With ``keep_spectrum`` also returns ``DFT(grad_t)``; with
-    ``finite_name``, ``g4`` is checked for NaN/Inf through its spectrum. On power-of-two grids
-    ``grad_t`` comes from :func:`_radix2_solve` (the spectrum, if asked, from scipy's rfft2).
+    ``finite_name``, ``g4`` is checked for NaN/Inf through its spectrum. On 7-smooth grids
+    ``grad_t`` comes from :func:`_fft_solve` (the spectrum, if asked, from scipy's rfft2).
     """
-    if _radix2_grid(g4.shape[2:]):
-        grad_t = _radix2_solve(g4, inv_spec, workers, adjoint=True, finite_name=finite_name)
+    if _own_fft_grid(g4.shape[2:]):
+        grad_t = _fft_solve(g4, inv_spec, workers, adjoint=True, finite_name=finite_name)
         return (grad_t, _adjoint_spectrum(g4, inv_spec, workers)) if keep_spectrum else grad_t
     spec = _adjoint_spectrum(g4, inv_spec, workers, finite_name)
     grad_t = _irfft2(spec.copy() if keep_spectrum else spec, g4.shape[2:], workers)
@@ -301,54 +304,35 @@ def _adjoint_spectrum(g4, inv_spec, workers, finite_name=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# power-of-two grids: lmref's own radix-2 FFT solve
+# 7-smooth grids: lmref's own FFT solve
 # ----------------------------------------------------------------------------------------------
 # scipy's pocketfft (built for the baseline x86-64 SIMD) spends ~2x MKL's time on the batched
-# 64 x 64 transforms of an ARMA layer. On power-of-two grids the solve runs here instead: two
+# 64 x 64 transforms of an ARMA layer, ~4x on 56 x 56. On grids whose sides have no prime
+# factor above 7 (powers of two, 14, 28, 56, 60, 112, 224, ...) the solve runs here instead: two
 # real images of one channel (batch entries 2k and 2k + 1) form one complex image
 # ``z = t[2k] + i t[2k + 1]``; as the circular solve maps real images to real images and is
 # complex-linear, ``ifft2(fft2(z) / A) = y[2k] + i y[2k + 1]`` (full spectrum of ``1 / A``). Each
-# 1-D transform runs along the rows' axis of a split (real, imaginary) ``(n, m)`` block, every
-# butterfly a loop over the ``m`` contiguous columns (SIMD); the second axis is transposed in
-# between. Forward transforms are decimation in frequency (natural order in, bit-reversed out),
-# inverse ones decimation in time (bit-reversed in, natural out), and ``1 / A`` is stored in the
-# bit-reversed, transposed order of the spectrum, so no permutation pass is needed.
+# 1-D transform (``lmref._fftkernels``: radix 2 on powers of two, mixed radix else) runs
+# along the rows' axis of a split (real, imaginary) ``(n, m)`` block; the second axis is
+# transposed in between. Forward transforms leave the spectrum in digit-reversed order and the
+# inverse ones take it so, and ``1 / A`` is stored in the digit-reversed, transposed order of
+# the spectrum, so no permutation pass is needed.
 
-def _radix2_grid(spatial):
-    """Whether both sides of the grid are powers of two (1 included: the 1-D solves), with at
-    most _RADIX2_MAX_PIXELS pixels."""
-    return all(s & (s - 1) == 0 for s in spatial) and spatial[0] * spatial[1] <= _RADIX2_MAX_PIXELS
-
-
-@functools.cache
-def _bit_reversal(n):
-    """``r[k]`` = ``k`` with its ``log2(n)`` bits reversed (``n`` a power of two)."""
-    bits = n.bit_length() - 1
-    k = np.arange(n)
-    out = np.zeros(n, np.int64)
-    for b in range(bits):
-        out |= ((k >> b) & 1) << (bits - 1 - b)
-    out.flags.writeable = False
-    return out
-
-
-@functools.cache
-def _twiddles(n):
-    """``(cos, sin)`` of ``-2 pi k / n``, ``k < n / 2`` (read-only, shared)."""
-    w = np.exp(-2j * np.pi * np.arange(n // 2) / n)
-    re, im = np.ascontiguousarray(w.real), np.ascontiguousarray(w.imag)
-    re.flags.writeable = im.flags.writeable = False
-    return re, im
+def _own_fft_grid(spatial):
+    """Whether lmref's FFT solves this grid: both sides 7-smooth (1 included: the 1-D
+    solves), at most _OWN_FFT_MAX_PIXELS pixels."""
+    return (all(own_fft_length(s) for s in spatial)
+            and spatial[0] * spatial[1] <= _OWN_FFT_MAX_PIXELS)
 
 
 def _pair_layout_spectrum(inv_spec, spatial, adjoint):
     """``1 / A`` (or its conjugate, ``adjoint``) as split ``(C, W, H)`` arrays: the full spectrum
-    from the half one by Hermitian symmetry, in the transposed, bit-reversed order of
-    :func:`_radix2_pair`'s spectrum (``[c, i, j]`` = bin ``(rev_H(j), rev_W(i))``)."""
+    from the half one by Hermitian symmetry, in the transposed, digit-reversed order of
+    :func:`_fft_pair`'s spectrum (``[c, i, j]`` = bin ``(rev_H(j), rev_W(i))``)."""
     h, w = spatial
     shape = (inv_spec.shape[0], w, h)
     invr, invi = np.empty(shape), np.empty(shape)
-    _gather_spectrum(np.ascontiguousarray(inv_spec), _bit_reversal(h), _bit_reversal(w),
+    _gather_spectrum(np.ascontiguousarray(inv_spec), digit_reversal(h), digit_reversal(w),
                      -1.0 if adjoint else 1.0, invr, invi)
     return invr, invi
 
@@ -370,98 +354,6 @@ def _gather_spectrum(half, rev_h, rev_w, sign, invr, invi):
                     v = half[c, (h - kh) % h, w - kw]
                     invr[c, i, j], invi[c, i, j] = v.real, -sign * v.imag
 
-
-@jit
-def _rotate(xr, xi, wr, wi):
-    """``(xr + i xi) (wr + i wi)`` as ``(re, im)``: four products, no FMA (no fastmath)."""
-    return xr * wr - xi * wi, xr * wi + xi * wr
-
-
-@jit
-def _dif_rows(re, im, twr, twi):
-    """In-place radix-2 DFT (sign -1, ``tw`` = :func:`_twiddles`) along axis 0 of the split
-    complex ``(n, m)`` block, decimation in frequency: natural order in, bit-reversed out.
-
-    Two radix-2 stages per pass over the block (four rows at a time, the same operations as
-    one stage after the other: half the loads and stores), one single stage at the end when
-    ``log2(n)`` is odd; every butterfly is a loop over the ``m`` contiguous columns.
-    """
-    n, m = re.shape
-    half, step = n // 2, 1
-    while half >= 2:  # stages ``half`` and ``half / 2`` on rows r0 < r1 < r2 < r3
-        q = half // 2
-        for start in range(0, n, 2 * half):
-            for j in range(q):
-                w1r, w1i = twr[j * step], twi[j * step]
-                w3r, w3i = twr[(j + q) * step], twi[(j + q) * step]
-                w2r, w2i = twr[2 * j * step], twi[2 * j * step]
-                r0 = start + j
-                r1, r2, r3 = r0 + q, r0 + half, r0 + half + q
-                for c in range(m):
-                    x0r, x0i, x1r, x1i = re[r0, c], im[r0, c], re[r1, c], im[r1, c]
-                    x2r, x2i, x3r, x3i = re[r2, c], im[r2, c], re[r3, c], im[r3, c]
-                    y0r, y0i = x0r + x2r, x0i + x2i
-                    y2r, y2i = _rotate(x0r - x2r, x0i - x2i, w1r, w1i)
-                    y1r, y1i = x1r + x3r, x1i + x3i
-                    y3r, y3i = _rotate(x1r - x3r, x1i - x3i, w3r, w3i)
-                    re[r0, c], im[r0, c] = y0r + y1r, y0i + y1i
-                    re[r1, c], im[r1, c] = _rotate(y0r - y1r, y0i - y1i, w2r, w2i)
-                    re[r2, c], im[r2, c] = y2r + y3r, y2i + y3i
-                    re[r3, c], im[r3, c] = _rotate(y2r - y3r, y2i - y3i, w2r, w2i)
-        half //= 4
-        step *= 4
-    if half == 1:
-        for a in range(0, n, 2):
-            for c in range(m):
-                ar, ai, br, bi = re[a, c], im[a, c], re[a + 1, c], im[a + 1, c]
-                re[a, c], im[a, c] = ar + br, ai + bi
-                re[a + 1, c], im[a + 1, c] = _rotate(ar - br, ai - bi, twr[0], twi[0])
-
-
-@jit
-def _dit_rows(re, im, twr, twi):
-    """In-place unscaled inverse DFT along axis 0 (conjugate twiddles), decimation in time:
-    bit-reversed order in, natural out; two stages per pass as in :func:`_dif_rows`."""
-    n, m = re.shape
-    half, step = 1, n // 2
-    while 4 * half <= n:  # stages ``half`` and ``2 half`` on rows r0 < r1 < r2 < r3
-        for start in range(0, n, 4 * half):
-            for j in range(half):
-                war, wai = twr[j * step], -twi[j * step]
-                wbr, wbi = twr[j * step // 2], -twi[j * step // 2]
-                wcr, wci = twr[(j + half) * step // 2], -twi[(j + half) * step // 2]
-                r0 = start + j
-                r1, r2, r3 = r0 + half, r0 + 2 * half, r0 + 3 * half
-                for c in range(m):
-                    x0r, x0i, x2r, x2i = re[r0, c], im[r0, c], re[r2, c], im[r2, c]
-                    tr, ti = _rotate(re[r1, c], im[r1, c], war, wai)
-                    y0r, y0i, y1r, y1i = x0r + tr, x0i + ti, x0r - tr, x0i - ti
-                    tr, ti = _rotate(re[r3, c], im[r3, c], war, wai)
-                    y2r, y2i, y3r, y3i = x2r + tr, x2i + ti, x2r - tr, x2i - ti
-                    tr, ti = _rotate(y2r, y2i, wbr, wbi)
-                    re[r0, c], im[r0, c] = y0r + tr, y0i + ti
-                    re[r2, c], im[r2, c] = y0r - tr, y0i - ti
-                    tr, ti = _rotate(y3r, y3i, wcr, wci)
-                    re[r1, c], im[r1, c] = y1r + tr, y1i + ti
-                    re[r3, c], im[r3, c] = y1r - tr, y1i - ti
-        half *= 4
-        step //= 4
-    if half < n:  # the last stage, ``half = n / 2``
-        for j in range(half):
-            wr, wi = twr[j * step], -twi[j * step]
-            for c in range(m):
-                br, bi = _rotate(re[j + half, c], im[j + half, c], wr, wi)
-                ar, ai = re[j, c], im[j, c]
-                re[j, c], im[j, c] = ar + br, ai + bi
-                re[j + half, c], im[j + half, c] = ar - br, ai - bi
-
-
-@jit
-def _transpose_into(src, dst):
-    n, m = src.shape
-    for i in range(n):
-        for j in range(m):
-            dst[j, i] = src[i, j]
 
 
 @jit
@@ -505,8 +397,16 @@ def _norm_exponent(image):
 
 
 @jit
-def _radix2_pair(t, out, p, invr, invi, thr, thi, twr, twi, dc):
-    """Pair ``p`` = (batch pair ``p // C``, channel ``p % C``) of :func:`_radix2_solve`: the
+def _block_width(m):
+    """Columns of a transform block of ``m`` columns: above 8, ``m`` rounded up to whole
+    vectors of 8 doubles (28 -> 32: 4 pad columns cost less than each butterfly's remainder
+    loop)."""
+    return m if m <= 8 else (m + 7) // 8 * 8
+
+
+@jit
+def _fft_pair(t, out, p, invr, invi, sth, thr, thi, stw, twr, twi, dc):
+    """Pair ``p`` = (batch pair ``p // C``, channel ``p % C``) of :func:`_fft_solve`: the
     complex image of entries ``2k``, ``2k + 1`` (zeros for a missing last one), each scaled by
     the power of two that brings its norm to about ``[1/2, 1)`` (exact; so each entry's error scales
     with its own norm, not its partner's), its 2-D DFT (``dc[p]`` = the DC bin), times
@@ -517,26 +417,28 @@ def _radix2_pair(t, out, p, invr, invi, thr, thi, twr, twi, dc):
     e0 = _norm_exponent(t[n0, c])
     e1 = _norm_exponent(t[n1, c]) if n1 < nb else 0
     s0, s1 = math.ldexp(1.0, -e0), math.ldexp(1.0, -e1)
-    re, im = np.empty((h, w)), np.empty((h, w))
-    re_t, im_t = np.empty((w, h)), np.empty((w, h))
+    # zero pad columns: the butterflies run over whole vectors (no scalar remainder loops);
+    # what they compute there stays zero and is never read
+    re, im = np.zeros((h, _block_width(w))), np.zeros((h, _block_width(w)))
+    re_t, im_t = np.zeros((w, _block_width(h))), np.zeros((w, _block_width(h)))
     for i in range(h):
         for j in range(w):
             re[i, j] = t[n0, c, i, j] * s0
             im[i, j] = t[n1, c, i, j] * s1 if n1 < nb else 0.0
-    _dif_rows(re, im, thr, thi)
-    _transpose_into(re, re_t)
-    _transpose_into(im, im_t)
-    _dif_rows(re_t, im_t, twr, twi)
+    dif_axis(re, im, sth, thr, thi)
+    transpose_into(re[:, :w], re_t[:, :h])
+    transpose_into(im[:, :w], im_t[:, :h])
+    dif_axis(re_t, im_t, stw, twr, twi)
     dc[p, 0], dc[p, 1] = re_t[0, 0], im_t[0, 0]
     for i in range(w):
         for j in range(h):
             xr, xi, vr, vi = re_t[i, j], im_t[i, j], invr[c, i, j], invi[c, i, j]
             re_t[i, j] = xr * vr - xi * vi
             im_t[i, j] = xr * vi + xi * vr
-    _dit_rows(re_t, im_t, twr, twi)
-    _transpose_into(re_t, re)
-    _transpose_into(im_t, im)
-    _dit_rows(re, im, thr, thi)
+    dit_axis(re_t, im_t, stw, twr, twi)
+    transpose_into(re_t[:, :h], re[:, :w])
+    transpose_into(im_t[:, :h], im[:, :w])
+    dit_axis(re, im, sth, thr, thi)
     scale = 1.0 / (h * w)
     u0, u1 = math.ldexp(1.0, e0), math.ldexp(1.0, e1)
     for i in range(h):
@@ -547,21 +449,21 @@ def _radix2_pair(t, out, p, invr, invi, thr, thi, twr, twi, dc):
 
 
 @jit
-def _radix2_serial(t, out, invr, invi, thr, thi, twr, twi, dc):
+def _fft_serial(t, out, invr, invi, sth, thr, thi, stw, twr, twi, dc):
     for p in range(dc.shape[0]):
-        _radix2_pair(t, out, p, invr, invi, thr, thi, twr, twi, dc)
+        _fft_pair(t, out, p, invr, invi, sth, thr, thi, stw, twr, twi, dc)
 
 
 @pjit
-def _radix2_parallel(t, out, invr, invi, thr, thi, twr, twi, dc):
+def _fft_parallel(t, out, invr, invi, sth, thr, thi, stw, twr, twi, dc):
     for p in prange(dc.shape[0]):
-        _radix2_pair(t, out, p, invr, invi, thr, thi, twr, twi, dc)
+        _fft_pair(t, out, p, invr, invi, sth, thr, thi, stw, twr, twi, dc)
 
 
-def _radix2_solve(t4, inv_spec, workers, adjoint=False, finite_name=None):
+def _fft_solve(t4, inv_spec, workers, adjoint=False, finite_name=None):
     """:func:`_solve_spectrum` (``adjoint``: with ``conj(1 / A)``, as :func:`_adjoint_solve`) on a
-    power-of-two grid by lmref's radix-2 FFT; see the section's notes and :func:`ar_solve` for
-    its rounding. Pairs run on several threads from _PARALLEL_FFT_MIN reals on (the same
+    7-smooth grid by lmref's FFT; see the section's notes and :func:`ar_solve` for its
+    rounding. Pairs run on several threads from _PARALLEL_FFT_MIN reals on (the same
     per-pair code either way, so the same bits)."""
     nb, nc, h, w = t4.shape
     t4 = np.ascontiguousarray(t4)
@@ -569,8 +471,8 @@ def _radix2_solve(t4, inv_spec, workers, adjoint=False, finite_name=None):
     out = np.empty(t4.shape)
     dc = np.empty(((nb + 1) // 2 * nc, 2))
     parallel = workers > 1 and t4.size >= _PARALLEL_FFT_MIN
-    (_radix2_parallel if parallel else _radix2_serial)(t4, out, invr, invi, *_twiddles(h),
-                                                      *_twiddles(w), dc)
+    (_fft_parallel if parallel else _fft_serial)(t4, out, invr, invi, *axis_plan(h),
+                                                *axis_plan(w), dc)
     if finite_name is not None:
         _finite_through(dc, t4, finite_name)
     return out
@@ -594,8 +496,8 @@ def ar_solve(t, a, *, workers=_WORKERS, rcond=RCOND):
     a : array_like, ``(C, kh, kw)`` or 1-D ``(C, k)``
         AR kernels, odd sizes, no larger than the image, origin at the centre.
     workers : int
-        Threads of scipy's transforms; above 1, the radix-2 path (see Notes) runs on numba's
-        threads. Results do not depend on it.
+        Threads of scipy's transforms; above 1, lmref's own FFT path (see Notes) runs on
+        numba's threads. Results do not depend on it.
     rcond : float
         The kernel is refused (``ValueError``) when ``min |DFT(a)| <= rcond * max |DFT(a)|`` on
         the grid (condition number of the system ``>= 1 / rcond``; default 1e-12).
@@ -612,22 +514,27 @@ def ar_solve(t, a, *, workers=_WORKERS, rcond=RCOND):
 
     Notes
     -----
-    Transforms. Where a side of the grid is not a power of two, or beyond 65536 pixels,
-    ``scipy.fft``'s: the result is bit for bit ``irfft2(rfft2(t) * (1 / A))`` (tested). On
-    power-of-two grids (``H`` and ``W``; ``1`` counts, so 1-D solves of power-of-two length
-    too) up to 65536 pixels, lmref's own radix-2 FFT, whose rounding differs: with ``Y*`` the
-    exact solve with the same computed ``1 / A``, ``u = 2**-53`` and ``L = log2(H W)``, per
-    batch entry ``n`` and channel ``c``
-    ``||Y[n,c] - Y*[n,c]||_F <= 3 (20 L + 3) u max_k |1 / A_c[k]| ||T[n,c]||_F`` to first
-    order, barring underflow and overflow (Higham, *Accuracy and Stability of Numerical
-    Algorithms*, Thm. 24.2, ``eta <= 10 u`` per radix-2 stage with the twiddles' error, for the
-    forward and the inverse 2-D transforms, plus ``3 u`` for the product by ``1 / A``; the
-    result and scipy's are tested to lie within this of each other). Batch entries ``2k`` and
-    ``2k + 1`` share one complex transform (``t[2k] / s + i t[2k + 1] / s'``, each scaled by
-    the power of two ``s`` that brings its norm into ``[1/2, 1)``: exact, and the reason an
-    entry's bound is its own norm's, the factor 3 covering its partner's share): an entry's
-    last bits depend on its partner, so solving a slice of the batch may round differently
-    (within the bound).
+    Transforms. Where a side of the grid has a prime factor above 7 (11, 13, 17, ...), or
+    beyond 65536 pixels, ``scipy.fft``'s: the result is bit for bit
+    ``irfft2(rfft2(t) * (1 / A))`` (tested). On 7-smooth grids (``H`` and ``W`` of the form
+    ``2^a 3^b 5^c 7^d``: powers of two, 14, 28, 56, 60, 112, 224, ...; ``1`` counts, so the
+    1-D solves too) up to 65536 pixels, lmref's own FFT (radix 2 on powers of two, mixed radix
+    2/3/4/5/7 else, ``lmref._fftkernels``), whose rounding differs: with ``Y*`` the exact
+    solve with the same computed ``1 / A``, ``u = 2**-53`` and ``E = E(H) + E(W)`` the
+    transforms' error constants, per batch entry ``n`` and channel ``c``
+    ``||Y[n,c] - Y*[n,c]||_F <= 3 (2 E + 3) u max_k |1 / A_c[k]| ||T[n,c]||_F`` to first
+    order, barring underflow and overflow. ``E(n)`` sums a constant per stage of the
+    length-``n`` transform (Higham, *Accuracy and Stability of Numerical Algorithms*,
+    Thm. 24.2, with twiddles accurate to ``1.5 u`` per component: ``10`` per radix-2 or
+    radix-4 stage, so ``E = 10 log2(H W)`` on power-of-two grids; ``21``, ``30``, ``40`` per
+    radix-3, 5, 7 stage; derivation in ``lmref._fftkernels``), for the forward and the
+    inverse 2-D transforms, plus ``3 u`` for the product by ``1 / A`` (the result and scipy's
+    are tested to lie within this of each other; on 56 x 56, ``E = 120``: about
+    ``8e-14 max|1 / A| ||T||``). Batch entries ``2k`` and ``2k + 1`` share one complex
+    transform (``t[2k] / s + i t[2k + 1] / s'``, each scaled by the power of two ``s`` that
+    brings its norm into ``[1/2, 1)``: exact, and the reason an entry's bound is its own
+    norm's, the factor 3 covering its partner's share): an entry's last bits depend on its
+    partner, so solving a slice of the batch may round differently (within the bound).
 
     Examples
     --------

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmref import arma
+from lmref._fftkernels import transform_error
 from lmref.peers import run_peer
 from lmref.testing import assert_close, gradcheck
 from lmref.testing.strategies import ar_factors, ar_solve_args
@@ -127,23 +128,34 @@ def _scipy_solve(t, a):
     return fft.irfft2(fft.rfft2(t) * inv, s=t.shape[2:]), inv
 
 
-def _radix2_bound(t, inv):
-    """ar_solve's stated bound per entry and channel:
-    ``3 (20 log2(H W) + 3) u max|1 / A_c| ||T[n, c]||_F``."""
-    levels = math.log2(t.shape[2] * t.shape[3])
+def _own_fft_bound(t, inv):
+    """ar_solve's stated bound per entry and channel on lmref's FFT path:
+    ``3 (2 E + 3) u max|1 / A_c| ||T[n, c]||_F``, ``E = E(H) + E(W)``."""
+    e = transform_error(t.shape[2]) + transform_error(t.shape[3])
     norms = np.sqrt((t * t).sum(axis=(2, 3)))
-    return 3 * (20 * levels + 3) * 2.0 ** -53 * np.abs(inv).max(axis=(1, 2)) * norms
+    return 3 * (2 * e + 3) * 2.0 ** -53 * np.abs(inv).max(axis=(1, 2)) * norms
+
+
+def test_own_fft_bound_on_power_of_two_grids_is_the_radix2_one():
+    """On powers of two E = 10 log2(H W): the bound ``3 (20 L + 3) u ...`` of the radix-2 path."""
+    for h, w in ((64, 64), (8, 16), (1, 32)):
+        assert transform_error(h) + transform_error(w) == 10 * math.log2(h * w)
 
 
 @pytest.mark.parametrize("shape,k,ratio", [
     ((3, 4, 64, 64), 3, 0.8), ((2, 3, 8, 16), 3, 0.8), ((5, 2, 4, 4), 3, 0.8),
-    ((1, 2, 32, 8), 5, 0.8), ((1, 1, 2, 2), 1, 0.8), ((2, 2, 16, 16), 3, 0.999999)])
-def test_ar_solve_radix2_grid_within_the_stated_bound(rng, shape, k, ratio):
-    """Power-of-two grids: lmref's radix-2 solve is within ar_solve's stated bound of scipy's
-    (itself far closer to the exact solve with the same ``1 / A``), entry by entry: odd
-    batches, a batch of one, a nearly singular kernel (ratio 0.999999), and entries of very
-    different sizes in one batch (a pair shares one complex transform: the small entry's
-    error must still scale with its own norm)."""
+    ((1, 2, 32, 8), 5, 0.8), ((1, 1, 2, 2), 1, 0.8), ((2, 2, 16, 16), 3, 0.999999),
+    # 7-smooth grids: mixed radix (padded block widths 28 -> 32, 60 -> 64; 9, 5 unpadded)
+    ((3, 4, 56, 56), 3, 0.8), ((2, 3, 28, 14), 3, 0.8), ((1, 2, 60, 12), 5, 0.8),
+    ((5, 2, 7, 9), 3, 0.8), ((2, 2, 15, 21), 3, 0.999999), ((3, 1, 49, 5), 3, 0.8),
+    ((2, 2, 6, 64), 3, 0.8)])
+def test_ar_solve_own_fft_grid_within_the_stated_bound(rng, shape, k, ratio):
+    """7-smooth grids (powers of two: radix 2; others: mixed radix): lmref's solve is within
+    ar_solve's stated bound of scipy's (itself far closer to the exact solve with the same
+    ``1 / A``), entry by entry: odd batches, a batch of one, nearly singular kernels (ratio
+    0.999999), and entries of very different sizes in one batch (a pair shares one complex
+    transform: the small entry's error must still scale with its own norm)."""
+    assert arma._own_fft_grid(shape[2:])
     t = rng.standard_normal(shape) * np.exp(rng.uniform(-3, 3, shape[:2] + (1, 1)))
     t[::4] *= 1e12
     t[1::4] *= 1e-12
@@ -151,39 +163,57 @@ def test_ar_solve_radix2_grid_within_the_stated_bound(rng, shape, k, ratio):
     y = arma.ar_solve(t, a)
     expected, inv = _scipy_solve(t, a)
     err = np.sqrt(((y - expected) ** 2).sum(axis=(2, 3)))
-    assert (err <= _radix2_bound(t, inv)).all()
+    assert (err <= _own_fft_bound(t, inv)).all()
     if ratio < 0.9:
         assert_close(y, arma.ar_solve_dense(t, a))
 
 
-def test_radix2_transforms_are_dfts_in_bit_reversed_order(rng):
-    """_dif_rows is the DFT along axis 0 with bit-reversed output, _dit_rows the unscaled
-    inverse from bit-reversed input (against numpy.fft, within the radix-2 bound)."""
-    for n in (1, 2, 4, 8, 32, 128):
-        x = rng.standard_normal((n, 5)) + 1j * rng.standard_normal((n, 5))
-        re, im = x.real.copy(), x.imag.copy()
-        arma._dif_rows(re, im, *arma._twiddles(n))
-        rev = arma._bit_reversal(n)
-        bound = 10 * max(math.log2(n), 1) * 2.0 ** -53 * np.linalg.norm(np.fft.fft(x, axis=0))
-        assert np.linalg.norm(re + 1j * im - np.fft.fft(x, axis=0)[rev]) <= bound
-        arma._dit_rows(re, im, *arma._twiddles(n))
-        assert np.linalg.norm((re + 1j * im) / n - x) <= 2 * bound / math.sqrt(n)
+@pytest.mark.parametrize("length", [12, 100, 63, 1])
+def test_ar_solve_1d_own_fft_within_the_stated_bound(rng, length):
+    """1-D solves (an ``(N, C, 1, L)`` grid) on 7-smooth lengths take lmref's FFT too."""
+    t = rng.standard_normal((3, 2, length))
+    a = _stable_kernels(rng, 2, 1 if length == 1 else 3, ndim=1)
+    y = arma.ar_solve(t, a)
+    expected, inv = _scipy_solve(t[:, :, None, :], a[:, None, :])
+    err = np.sqrt(((y - expected[:, :, 0]) ** 2).sum(axis=-1))
+    assert (err <= _own_fft_bound(t[:, :, None, :], inv)).all()
+
+
+def test_ar_solve_backward_on_a_mixed_radix_grid_matches_scipys_adjoint(rng):
+    """The adjoint solve of ar_solve_backward (conjugate spectrum) on a 7-smooth grid: within
+    the bound of the scipy path; grad_a (a direct correlation of grad_t with y) follows."""
+    shape = (3, 2, 14, 21)
+    y = rng.standard_normal(shape)
+    g = rng.standard_normal(shape)
+    a = _stable_kernels(rng, 2, 3)
+    from scipy import fft
+
+    inv = 1.0 / arma._kernel_spectrum(a, shape[2:], 0.0, 1)
+    expected = fft.irfft2(fft.rfft2(g) * inv.conj(), s=shape[2:])
+    grad_t, grad_a = arma.ar_solve_backward(g, y, a)
+    err = np.sqrt(((grad_t - expected) ** 2).sum(axis=(2, 3)))
+    assert (err <= _own_fft_bound(g, inv)).all()
+    assert_close(grad_a, arma._ar_grad_a(expected, y, 3, 3), rtol=1e-10)
 
 
 def test_ar_solve_other_grids_are_bitwise_scipys(rng):
-    """Grids with a side that is not a power of two, or beyond _RADIX2_MAX_PIXELS, keep
+    """Grids with a side that has a prime factor above 7, or beyond _OWN_FFT_MAX_PIXELS, keep
     scipy's transforms bit for bit."""
-    assert arma._RADIX2_MAX_PIXELS == 256 * 256
-    for shape in ((2, 3, 6, 8), (3, 2, 8, 5), (1, 2, 1, 12), (1, 1, 512, 256)):
+    assert arma._OWN_FFT_MAX_PIXELS == 256 * 256
+    for shape in ((2, 3, 11, 8), (3, 2, 8, 13), (1, 2, 1, 22), (1, 1, 512, 256),
+                  (1, 1, 256, 280)):
+        assert not arma._own_fft_grid(shape[2:])
         t = rng.standard_normal(shape)
         a = _stable_kernels(rng, shape[1], 1 if shape[2] == 1 else 3)
         expected, _ = _scipy_solve(t, a)
         assert np.array_equal(arma.ar_solve(t, a).view(np.int64), expected.view(np.int64))
 
 
-def test_radix2_solve_pairs_do_not_depend_on_threads(rng):
-    """An odd batch above the threading threshold: serial and parallel pair loops agree."""
-    t = rng.standard_normal((5, 4, 64, 32))
+@pytest.mark.parametrize("shape", [(5, 4, 64, 32), (5, 4, 56, 30)])
+def test_own_fft_solve_pairs_do_not_depend_on_threads(rng, shape):
+    """An odd batch above the threading threshold: serial and parallel pair loops agree (radix 2
+    and mixed radix)."""
+    t = rng.standard_normal(shape)
     a = _stable_kernels(rng, 4, 3)
     assert t.size >= arma._PARALLEL_FFT_MIN
     y = arma.ar_solve(t, a, workers=1)
@@ -363,16 +393,22 @@ def test_non_finite_y_found_on_the_spectral_grad_a_path(rng):
 
 def test_overflow_from_finite_inputs_is_not_refused():
     """A finite t whose spectrum overflows passes the check (as before): the check is of the
-    input, not of the arithmetic (scipy's transforms: a 3 x 4 grid). On power-of-two grids the
-    radix-2 path scales each image by a power of two first: no overflow, the exact answer."""
+    input, not of the arithmetic (scipy's transforms: an 11 x 4 grid). On 7-smooth grids lmref's
+    FFT scales each image by a power of two first: no overflow; the exact answer on powers of
+    two (a constant's differences are exact zeros), within a few ulps on mixed radix (the odd
+    butterflies' twiddle sums are not)."""
     a = np.zeros((1, 3, 3))
     a[0, 1, 1] = 1.0
     with np.errstate(over="ignore", invalid="ignore"):
-        y = arma.ar_solve(np.full((1, 1, 3, 4), 1.5e308), a)
+        y = arma.ar_solve(np.full((1, 1, 11, 4), 1.5e308), a)
     assert not np.isfinite(y).all()
-    t = np.full((2, 1, 4, 4), 1.5e308)
-    t[1] = 1e-300
-    np.testing.assert_array_equal(arma.ar_solve(t, a), t)
+    for spatial in ((4, 4), (3, 4), (7, 6)):
+        t = np.full((2, 1) + spatial, 1.5e308)
+        t[1] = 1e-300
+        if spatial == (4, 4):
+            np.testing.assert_array_equal(arma.ar_solve(t, a), t)
+        else:
+            np.testing.assert_allclose(arma.ar_solve(t, a), t, rtol=1e-14, atol=0)
 
 
 @pytest.mark.parametrize("spatial", [(64, 64), (60, 60), (7, 9), (97, 101), (1, 11), (5, 6),
