@@ -103,6 +103,8 @@ _WORKERS = 2
 #: do not depend on it): below it a transform takes well under 0.1 ms, and handing half of it
 #: to a second thread costs more than it saves (3x slower for a (1, 4, 16, 16) solve)
 _PARALLEL_FFT_MIN = 2 ** 15
+#: tasks of lmref's parallel FFT solve: blocks of pairs, each with its own scratch blocks
+_PAIR_BLOCKS = 64
 #: scipy's transforms get ``workers`` threads only from this many reals on: its threads gain
 #: little below (2 cores, Zen 5, 2026-12-07: a (4, 16, 28, 28) solve 0.94 ms on one thread,
 #: 1.19 ms on two; (4, 16, 56, 56) 3.7 against 4.2 ms; (8, 16, 56, 56) 7.0 against 6.4 ms)
@@ -399,28 +401,26 @@ def _norm_exponent(image):
 @jit
 def _block_width(m):
     """Columns of a transform block of ``m`` columns: above 8, ``m`` rounded up to whole
-    vectors of 8 doubles (28 -> 32: 4 pad columns cost less than each butterfly's remainder
-    loop)."""
+    vectors of 8 doubles (28 -> 32: 4 zero pad columns cost less than each butterfly's
+    remainder loop; what the butterflies compute there stays zero and is never read)."""
     return m if m <= 8 else (m + 7) // 8 * 8
 
 
 @jit
-def _fft_pair(t, out, p, invr, invi, sth, thr, thi, stw, twr, twi, dc):
+def _fft_pair(t, out, p, invr, invi, sth, thr, thi, stw, twr, twi, dc, re, im, re_t, im_t):
     """Pair ``p`` = (batch pair ``p // C``, channel ``p % C``) of :func:`_fft_solve`: the
     complex image of entries ``2k``, ``2k + 1`` (zeros for a missing last one), each scaled by
-    the power of two that brings its norm to about ``[1/2, 1)`` (exact; so each entry's error scales
-    with its own norm, not its partner's), its 2-D DFT (``dc[p]`` = the DC bin), times
-    ``1 / A``, the inverse DFT scaled by ``1 / (H W)`` and each entry's scale undone."""
+    the power of two that brings its norm to about ``[1/2, 1)`` (exact; so each entry's error
+    scales with its own norm, not its partner's), its 2-D DFT (``dc[p]`` = the DC bin), times
+    ``1 / A``, the inverse DFT scaled by ``1 / (H W)`` and each entry's scale undone. ``re``,
+    ``im`` (``(H, block_width(W))``) and ``re_t``, ``im_t`` (``(W, block_width(H))``) are
+    the scratch blocks of :func:`_fft_pairs`."""
     nb, nc, h, w = t.shape
     k, c = p // nc, p % nc
     n0, n1 = 2 * k, 2 * k + 1
     e0 = _norm_exponent(t[n0, c])
     e1 = _norm_exponent(t[n1, c]) if n1 < nb else 0
     s0, s1 = math.ldexp(1.0, -e0), math.ldexp(1.0, -e1)
-    # zero pad columns: the butterflies run over whole vectors (no scalar remainder loops);
-    # what they compute there stays zero and is never read
-    re, im = np.zeros((h, _block_width(w))), np.zeros((h, _block_width(w)))
-    re_t, im_t = np.zeros((w, _block_width(h))), np.zeros((w, _block_width(h)))
     for i in range(h):
         for j in range(w):
             re[i, j] = t[n0, c, i, j] * s0
@@ -449,15 +449,29 @@ def _fft_pair(t, out, p, invr, invi, sth, thr, thi, stw, twr, twi, dc):
 
 
 @jit
+def _fft_pairs(t, out, p0, p1, invr, invi, sth, thr, thi, stw, twr, twi, dc):
+    """Pairs ``p0 <= p < p1`` with one set of scratch blocks (four allocations a block, not a
+    pair). Their pad columns start at zero and stay so: the butterflies are column by column,
+    and zeros map to zeros."""
+    h, w = t.shape[2], t.shape[3]
+    re, im = np.zeros((h, _block_width(w))), np.zeros((h, _block_width(w)))
+    re_t, im_t = np.zeros((w, _block_width(h))), np.zeros((w, _block_width(h)))
+    for p in range(p0, p1):
+        _fft_pair(t, out, p, invr, invi, sth, thr, thi, stw, twr, twi, dc, re, im, re_t, im_t)
+
+
+@jit
 def _fft_serial(t, out, invr, invi, sth, thr, thi, stw, twr, twi, dc):
-    for p in range(dc.shape[0]):
-        _fft_pair(t, out, p, invr, invi, sth, thr, thi, stw, twr, twi, dc)
+    _fft_pairs(t, out, 0, dc.shape[0], invr, invi, sth, thr, thi, stw, twr, twi, dc)
 
 
 @pjit
 def _fft_parallel(t, out, invr, invi, sth, thr, thi, stw, twr, twi, dc):
-    for p in prange(dc.shape[0]):
-        _fft_pair(t, out, p, invr, invi, sth, thr, thi, stw, twr, twi, dc)
+    n = dc.shape[0]
+    blocks = min(n, _PAIR_BLOCKS)
+    for b in prange(blocks):  # pairs are independent: any split gives the same bits
+        _fft_pairs(t, out, n * b // blocks, n * (b + 1) // blocks, invr, invi, sth, thr, thi,
+                   stw, twr, twi, dc)
 
 
 def _fft_solve(t4, inv_spec, workers, adjoint=False, finite_name=None):

@@ -209,6 +209,21 @@ def test_ar_solve_other_grids_are_bitwise_scipys(rng):
         assert np.array_equal(arma.ar_solve(t, a).view(np.int64), expected.view(np.int64))
 
 
+@pytest.mark.parametrize("shape", [(6, 3, 8, 8), (7, 2, 28, 7), (6, 3, 5, 56)])
+def test_own_fft_solve_pairs_share_scratch_without_leaking(rng, shape):
+    """A block of pairs reuses one set of scratch blocks (pad columns included): each pair's
+    result is the one it gets solved alone, bit for bit, whatever came before it (here a
+    pair of huge, one of tiny and one of ordinary entries)."""
+    t = rng.standard_normal(shape)
+    t[0:2] *= 1e300
+    t[2:4] *= 1e-300
+    a = _stable_kernels(rng, shape[1], 3)
+    y = arma.ar_solve(t, a, workers=1)
+    for k in range(0, shape[0], 2):
+        alone = arma.ar_solve(t[k:k + 2], a, workers=1)
+        assert np.array_equal(y[k:k + 2].view(np.int64), alone.view(np.int64))
+
+
 @pytest.mark.parametrize("shape", [(5, 4, 64, 32), (5, 4, 56, 30)])
 def test_own_fft_solve_pairs_do_not_depend_on_threads(rng, shape):
     """An odd batch above the threading threshold: serial and parallel pair loops agree (radix 2
