@@ -370,6 +370,8 @@ def _avg_divisors(rows, cols, include_pad, divisor_override):
 #: output elements x window taps below which a pooling kernel runs serially (a parallel
 #: launch costs more than such a pass)
 _SERIAL_WORK = 2**15
+#: interior runs of fewer average-pooling windows than this are summed window by window
+_SHORT_RUN = 8
 #: tasks of a parallel pooling kernel: blocks of whole output rows (or planes); a few per
 #: thread balance the load without a call per row
 _BLOCKS = 256
@@ -579,15 +581,19 @@ def _add_tap(acc, src, step):
 @jit
 def _avg_pool_row(plane, out, div, r0, r1, cf, cs, kw, sw, left, lo, hi):
     """One output row: row-major window sums (0.0 first, as :func:`_window_sum`), then one
-    division each; a window without taps gives 0."""
+    division each; a window without taps gives 0. The interior run goes tap by tap over the
+    run (SIMD), unless it is shorter than _SHORT_RUN windows: then window by window like the
+    border (the same sums and quotients; the divisors are >= 1), which spares a slice and a
+    call per tap (a (2, 3, 7, 8) input: ~4.5 -> ~1.5 us of kernel)."""
     if r0 >= r1:
         out[:] = 0.0
         return
+    short = hi - lo < _SHORT_RUN
     for ow in range(out.shape[0]):
-        if ow < lo or ow >= hi:
+        if ow < lo or ow >= hi or short:
             c0, c1 = cf[ow], cs[ow]
             out[ow] = _window_sum(plane, r0, r1, c0, c1) / div[ow] if c0 < c1 else 0.0
-    if lo < hi:
+    if lo < hi and not short:
         run = out[lo:hi]
         run[:] = 0.0
         for ih in range(r0, r1):
@@ -704,24 +710,30 @@ _POOL_PLANS = {}
 _POOL_PLANS_MAX = 256
 
 
+#: the types of a plain option's scalars (type(v) in this set: no __eq__ surprises)
+_PLAIN_SCALARS = frozenset({int, str, type(None)})
+
+
 def _plain_option(value) -> bool:
     """Whether an option is spelled with exactly ``int``, ``str``, ``None`` and tuples of them:
     then equal memo keys mean equal spellings. ``True``, ``2.0`` and ``np.int64(2)`` equal
     ``1`` or ``2`` as keys, so they take the checked way (which refuses ``True``)."""
     t = type(value)
-    if t is int or t is str or value is None:
+    if t in _PLAIN_SCALARS:
         return True
-    return t is tuple and all(_plain_option(v) for v in value)
+    if t is not tuple:
+        return False
+    for v in value:  # a loop, not all(generator): this runs on every small call
+        if type(v) not in _PLAIN_SCALARS and not _plain_option(v):
+            return False
+    return True
 
 
 def _plain_call(options, flags) -> bool:
     for f in flags:
         if type(f) is not bool:
             return False
-    for v in options:
-        if not _plain_option(v):
-            return False
-    return True
+    return _plain_option(options)  # options: a tuple
 
 
 def _pool_plan(kind, x, options, flags, build):

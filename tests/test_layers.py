@@ -217,6 +217,18 @@ def test_fast_pool_equals_reference_on_4d_and_3d(rng):
         assert L.max_pool2d(x, 2).ndim == x.ndim
 
 
+@pytest.mark.parametrize("width", [14, 15, 16, 17, 18, 40])
+@pytest.mark.parametrize("kw", [{"kernel_size": 2, "stride": 2},
+                                {"kernel_size": 3, "stride": 2, "padding": 1},
+                                {"kernel_size": (2, 3), "stride": 1, "count_include_pad": False}])
+def test_avg_pool_runs_short_and_long_are_the_reference(rng, width, kw):
+    """Interior runs shorter than _SHORT_RUN windows go window by window, longer ones tap by
+    tap over the run: both give the reference's bits (runs of 6 to 38 windows here)."""
+    x = rng.standard_normal((2, 3, 6, width))
+    np.testing.assert_array_equal(L.avg_pool2d(x, **kw), L._avg_pool2d_reference(x, **kw))
+    assert L._SHORT_RUN == 8
+
+
 @pytest.mark.parametrize("call,exc,match", [
     (lambda: L.max_pool2d(np.zeros((1, 1, 5, 5)), 3, padding=-1), ValueError,
      "padding must be >= 0"),
