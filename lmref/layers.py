@@ -584,7 +584,7 @@ def _avg_pool_row(plane, out, div, r0, r1, cf, cs, kw, sw, left, lo, hi):
     division each; a window without taps gives 0. The interior run goes tap by tap over the
     run (SIMD), unless it is shorter than _SHORT_RUN windows: then window by window like the
     border (the same sums and quotients; the divisors are >= 1), which spares a slice and a
-    call per tap (a (2, 3, 7, 8) input: ~4.5 -> ~1.5 us of kernel)."""
+    call per tap (a (2, 3, 7, 8) input: 4.5 -> 3.1 us of kernel; the call 8.8 -> 6.8 us)."""
     if r0 >= r1:
         out[:] = 0.0
         return
