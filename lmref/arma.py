@@ -200,9 +200,23 @@ def _fft_workers(workers, size):
 
 def _tap_positions(kshape, spatial):
     """Grid rows and columns of the kernel's taps: offset ``i - k // 2`` modulo the size
-    (distinct, as ``k <= size``)."""
-    _, kh, kw = kshape
-    return (np.arange(kh) - kh // 2) % spatial[0], (np.arange(kw) - kw // 2) % spatial[1]
+    (distinct, as ``k <= size``); read-only arrays, shared."""
+    return _taps_on_grid(kshape[1], spatial[0]), _taps_on_grid(kshape[2], spatial[1])
+
+
+@functools.lru_cache(maxsize=64)
+def _taps_on_grid(k, size):
+    taps = (np.arange(k) - k // 2) % size
+    taps.flags.writeable = False
+    return taps
+
+
+@functools.lru_cache(maxsize=64)
+def _zero_row_spectrum(w):
+    """``rfft(zeros(w))``: zeros with the signs of zero the transform gives them (read-only)."""
+    spec = _fft.rfft(np.zeros(w))
+    spec.flags.writeable = False
+    return spec
 
 
 def _kernel_spectrum(a3, spatial, rcond, workers, name="a"):
@@ -218,7 +232,7 @@ def _kernel_spectrum(a3, spatial, rcond, workers, name="a"):
     tap_rows = np.zeros(a3.shape[:2] + (spatial[1],))
     tap_rows[:, :, cols] = a3
     spec = np.empty((a3.shape[0], spatial[0], spatial[1] // 2 + 1), complex)
-    spec[...] = _fft.rfft(np.zeros(spatial[1]))
+    spec[...] = _zero_row_spectrum(spatial[1])
     spec[:, rows] = _fft.rfft(tap_rows, axis=-1, workers=workers)
     spec = _fft.fft(spec, axis=-2, workers=workers, overwrite_x=True)
     mag = np.abs(spec).reshape(spec.shape[0], -1)
