@@ -746,6 +746,38 @@ def test_column_vector_input_grad_summation_order_bitwise(c_in_g, groups, stride
     np.testing.assert_array_equal(got, want)
 
 
+def _fold_two_passes(gp, ih, iw):
+    """The adjoint of index-map padding as two NumPy passes: every padded row's columns into
+    their source columns (``q`` ascending, from 0.0), then the rows (``p`` ascending)."""
+    cols = np.zeros(gp.shape[:3] + (int(iw.max()) + 1,))
+    for q in range(gp.shape[3]):
+        if iw[q] >= 0:
+            cols[..., iw[q]] += gp[..., q]
+    out = np.zeros(gp.shape[:2] + (int(ih.max()) + 1, cols.shape[3]))
+    for p in range(gp.shape[2]):
+        if ih[p] >= 0:
+            out[:, :, ih[p]] += cols[:, :, p]
+    return out
+
+
+@pytest.mark.parametrize("mode", ["circular", "reflect", "replicate"])
+@pytest.mark.parametrize("padding", [1, (2, 3), ((3, 0), (1, 4))])
+def test_unpad_adjoint_is_the_two_pass_fold_bitwise(mode, padding, rng):
+    """:func:`_unpad_adjoint` folds each plane in one pass with a row of scratch: the bits of
+    the two-pass fold (columns, then rows), with Inf and NaN, and the adjoint of :func:`_pad`
+    (``<pad(x), g> == <x, unpad_adjoint(g)>``)."""
+    geom = conv_geometry._geometry(2, (7, 6), 3, (2, 3, 3, 3), 1, padding, 1, 1, mode)
+    ih, iw = conv_geometry._pad_maps(geom)
+    gp = rng.standard_normal((2, 3, len(ih), len(iw)))
+    got = conv_geometry._unpad_adjoint(gp, geom)
+    np.testing.assert_array_equal(got, _fold_two_passes(gp, ih, iw))
+    x = rng.standard_normal((2, 3, 7, 6))
+    assert np.isclose(np.vdot(conv_geometry._pad(x, geom), gp), np.vdot(x, got), rtol=1e-13)
+    gp[0, 1, 0, 0], gp[1, 2, -1, 3] = np.inf, np.nan
+    np.testing.assert_array_equal(conv_geometry._unpad_adjoint(gp, geom),
+                                  _fold_two_passes(gp, ih, iw))
+
+
 def _direct_cases():
     """(nd, stride, padding, dilation, groups, c_in, c_out, output_padding) of the direct
     kernels' test: odd and even channel counts (a channel pair left over), per-side and
