@@ -47,8 +47,8 @@ __all__ = ["MAX_PRIME", "own_fft_length", "radices", "AxisPlan", "axis_plan", "t
            "unit_roots", "bit_reversal", "digit_reversal", "dif_axis", "dit_axis",
            "transpose_into"]
 
-#: largest prime factor of a length the mixed-radix kernels take: a direct radix-``p``
-#: butterfly costs ``p`` complex products an output, beyond 7 scipy's pocketfft is the faster
+#: largest prime factor of a length the mixed-radix kernels take: their odd butterflies are
+#: written out for 3, 5 and 7 (lengths with larger prime factors take scipy's pocketfft)
 MAX_PRIME = 7
 
 
@@ -136,12 +136,13 @@ def _two_product(a, b):
 
 
 def unit_roots(n, count):
-    """``(cos, sin)`` of ``-2 pi k / n`` for ``k < count``, each within 1.5 ulp (so the
-    twiddles' error ``mu <= 1.5 sqrt(2) u``, module notes): the angle reduced to an octant
+    """``(cos, sin)`` of ``-2 pi k / n`` for ``k < count``, each within ``1.5 u`` (libm's
+    ulp and the final rounding's half ulp, values below 1; so the twiddles' error
+    ``mu <= 1.5 sqrt(2) u``, module notes): the angle reduced to an octant
     exactly, ``alpha = pi / 4 * j / n`` with ``0 <= j <= n`` from integer arithmetic, formed
     as a double-double, and ``cos(alpha_hi) - sin(alpha_hi) alpha_lo`` (and the sine) mapped
     back by exact swaps and sign changes. ``np.exp(-2j * np.pi * k / n)`` instead carries
-    the rounding of ``2 pi k / n`` (up to ~8 u near ``pi``)."""
+    the rounding of ``2 pi k / n`` (up to ~12 u measured)."""
     k = np.arange(count, dtype=np.int64)
     octant, rem = np.divmod(8 * k, n)  # the angle is pi / 4 (octant + rem / n)
     odd = octant % 2 == 1
