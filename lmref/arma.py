@@ -647,23 +647,28 @@ def _ar_grad_a(gt, y, kh, kw):
 def _ar_grad_a_channel(gt, y, kh, kw, c, out):
     """Channel ``c`` of :func:`_ar_grad_a`. Each tap accumulates into a vector over ``j`` (no
     reduction inside the inner loop, so nothing depends on the previous addition), summed in
-    a fixed order at the end; the column wrap is split into two contiguous runs.
-    """
+    a fixed order at the end. Each row of ``y`` is kept twice in a row (``rings``), so every
+    column shift is one contiguous run read from index 0: one loop without a wrap split or a
+    negative-index test, which vectorises (the same products and sums: the same bits)."""
     nb, _, h, w = gt.shape
-    ntap = kh * kw
-    acc = np.zeros((ntap, w))
+    acc = np.zeros((kh * kw, w))
+    rings = np.empty((nb, h, 2 * w))
+    for n in range(nb):
+        for r in range(h):
+            rings[n, r, :w] = y[n, c, r]
+            rings[n, r, w:] = y[n, c, r]
     for n in range(nb):
         for i in range(h):
+            g = gt[n, c, i]
             for p in range(kh):
-                r = (i - (p - kh // 2) + h) % h
+                ring = rings[n, (i - (p - kh // 2) + h) % h]
                 for q in range(kw):
                     sw = (q - kw // 2 + w) % w
-                    k = p * kw + q
-                    for j in range(sw, w):
-                        acc[k, j] += gt[n, c, i, j] * y[n, c, r, j - sw]
-                    for j in range(sw):
-                        acc[k, j] += gt[n, c, i, j] * y[n, c, r, j - sw + w]
-    for k in range(ntap):
+                    v = ring[w - sw:2 * w - sw]  # v[j] = y[n, c, r, (j - sw) % w]
+                    a = acc[p * kw + q]
+                    for j in range(w):
+                        a[j] += g[j] * v[j]
+    for k in range(kh * kw):
         total = 0.0
         for j in range(w):
             total += acc[k, j]

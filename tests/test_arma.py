@@ -549,6 +549,38 @@ def test_grad_a_serial_and_parallel_kernels_agree_bitwise(rng, shape, k):
     assert np.array_equal(arma._ar_grad_a(gt, y, kh, k), one)
 
 
+def _grad_a_in_order(gt, y, kh, kw):
+    """_ar_grad_a's documented order in NumPy: per channel and tap a vector over the columns
+    accumulating ``gt[n, c, i] * y[n, c, i - dh]`` (circular, column shift ``dw``) for ``n``,
+    then ``i`` ascending, then its sum over the columns in order, from 0.0."""
+    nb, nc, h, w = gt.shape
+    out = np.empty((nc, kh, kw))
+    for c in range(nc):
+        for p in range(kh):
+            for q in range(kw):
+                acc = np.zeros(w)
+                for n in range(nb):
+                    for i in range(h):
+                        row = y[n, c, (i - (p - kh // 2)) % h]
+                        acc += gt[n, c, i] * np.roll(row, q - kw // 2)
+                total = 0.0
+                for v in acc:
+                    total += v
+                out[c, p, q] = -total
+    return out
+
+
+@pytest.mark.parametrize("shape,k", [((2, 3, 6, 7), 3), ((3, 2, 9, 8), 5), ((2, 2, 1, 9), 1),
+                                     ((1, 2, 3, 3), 3), ((2, 1, 5, 1), 1)])
+def test_grad_a_kernel_is_its_documented_order_bitwise(rng, shape, k):
+    """The spatial grad_a (rows of y kept twice, every shift one run) gives the bits of its
+    documented summation order, replayed in NumPy."""
+    gt, y = rng.standard_normal(shape), rng.standard_normal(shape)
+    kh = 1 if shape[2] == 1 else k
+    kw = 1 if shape[3] == 1 else k
+    np.testing.assert_array_equal(arma._ar_grad_a(gt, y, kh, kw), _grad_a_in_order(gt, y, kh, kw))
+
+
 def test_ar_solve_backward_is_the_dense_adjoint(rng):
     """grad_t = M^-T g and grad_a[d] = -grad_t . (shift_d y), with M the dense circulant."""
     t = rng.standard_normal((1, 1, 4, 5))
