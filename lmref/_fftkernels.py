@@ -487,8 +487,9 @@ def _dif_mixed(re, im, stages, twr, twi):
     for r in stages:
         span = size // r
         _stage_dfts(re, im, size, r, twr, twi, 1.0)
-        for start in range(0, n, size):
-            _twiddle_block(re, im, start, span, r, n // size, twr, twi, 1.0)
+        if span > 1:  # a last stage (one row a butterfly) has no twiddles: no call a block
+            for start in range(0, n, size):
+                _twiddle_block(re, im, start, span, r, n // size, twr, twi, 1.0)
         size = span
 
 
@@ -502,8 +503,9 @@ def _dit_mixed(re, im, stages, twr, twi):
     for i in range(stages.size - 1, -1, -1):
         r = stages[i]
         span, size = size, size * r
-        for start in range(0, n, size):
-            _twiddle_block(re, im, start, span, r, n // size, twr, twi, -1.0)
+        if span > 1:
+            for start in range(0, n, size):
+                _twiddle_block(re, im, start, span, r, n // size, twr, twi, -1.0)
         _stage_dfts(re, im, size, r, twr, twi, -1.0)
 
 
