@@ -43,9 +43,8 @@ import numpy as np
 
 from lmref._numba import jit
 
-__all__ = ["MAX_PRIME", "own_fft_length", "radices", "AxisPlan", "axis_plan", "transform_error",
-           "unit_roots", "bit_reversal", "digit_reversal", "dif_axis", "dit_axis",
-           "transpose_into"]
+__all__ = ["MAX_PRIME", "own_fft_length", "radices", "axis_plan", "transform_error", "unit_roots",
+           "bit_reversal", "digit_reversal", "dif_axis", "dit_axis", "transpose_into"]
 
 #: largest prime factor of a length the mixed-radix kernels take: their odd butterflies are
 #: written out for 3, 5 and 7 (lengths with larger prime factors take scipy's pocketfft)
@@ -165,12 +164,6 @@ def unit_roots(n, count):
     return re, im
 
 
-@functools.cache
-def _twiddles(n):
-    """``(cos, sin)`` of ``-2 pi k / n``, ``k < n / 2`` (read-only, shared)."""
-    return unit_roots(n, n // 2)
-
-
 @jit
 def _rotate(xr, xi, wr, wi):
     """``(xr + i xi) (wr + i wi)`` as ``(re, im)``: four products, no FMA (no fastmath)."""
@@ -179,7 +172,7 @@ def _rotate(xr, xi, wr, wi):
 
 @jit
 def _dif_rows(re, im, twr, twi):
-    """In-place radix-2 DFT (sign -1, ``tw`` = :func:`_twiddles`) along axis 0 of the split
+    """In-place radix-2 DFT (sign -1, ``tw`` = :func:`axis_plan`'s) along axis 0 of the split
     complex ``(n, m)`` block, decimation in frequency: natural order in, bit-reversed out.
 
     Two radix-2 stages per pass over the block (four rows at a time, the same operations as
@@ -288,25 +281,14 @@ def digit_reversal(n):
 
 
 @functools.cache
-def _full_twiddles(n):
-    """``(cos, sin)`` of ``-2 pi k / n`` for all ``k < n`` (read-only, shared)."""
-    return unit_roots(n, n)
-
-
-class AxisPlan(tuple):
-    """``(radices, twr, twi)`` of one axis as the kernels take it: an empty int64 array and
-    the half-length twiddles for powers of two, the stages and full-length twiddles else."""
-
-    __slots__ = ()
-
-
-@functools.cache
 def axis_plan(n):
-    """The :class:`AxisPlan` of length ``n`` (:func:`own_fft_length` must hold)."""
+    """``(stages, twr, twi)`` of length ``n`` as the kernels take them (read-only, shared;
+    :func:`own_fft_length` must hold): an empty int64 array and the twiddles
+    ``-2 pi k / n``, ``k < n / 2``, for powers of two (the radix-2 kernels), else the
+    :func:`radices` and the twiddles of every ``k < n``."""
     stages = np.array(radices(n), np.int64)
     stages.flags.writeable = False
-    tw = _twiddles(n) if _is_power_of_two(n) else _full_twiddles(n)
-    return AxisPlan((stages, *tw))
+    return (stages, *unit_roots(n, n // 2 if _is_power_of_two(n) else n))
 
 
 @jit
@@ -511,7 +493,7 @@ def _dit_mixed(re, im, stages, twr, twi):
 
 @jit
 def dif_axis(re, im, stages, twr, twi):
-    """The forward transform along axis 0 with an :class:`AxisPlan`'s arrays."""
+    """The forward transform along axis 0 with :func:`axis_plan`'s arrays."""
     if stages.size == 0:
         _dif_rows(re, im, twr, twi)
     else:
@@ -520,7 +502,7 @@ def dif_axis(re, im, stages, twr, twi):
 
 @jit
 def dit_axis(re, im, stages, twr, twi):
-    """The unscaled inverse transform along axis 0 with an :class:`AxisPlan`'s arrays."""
+    """The unscaled inverse transform along axis 0 with :func:`axis_plan`'s arrays."""
     if stages.size == 0:
         _dit_rows(re, im, twr, twi)
     else:
