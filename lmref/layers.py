@@ -43,7 +43,7 @@ import math
 
 import numpy as np
 
-from lmref._numba import jit, jit_ieee, pjit, prange, thread_share
+from lmref._numba import STREAM_BLOCK, jit, jit_ieee, pjit, prange
 from lmref._padding import resolve_padding
 from lmref._validation import (as_float64, as_int, as_tuple, check_alloc, check_shape,
                                is_float64_ready, max_bytes, one_of)
@@ -58,7 +58,7 @@ __all__ = [
 # ----------------------------------------------------------------------------- ReLU
 
 #: ReLU inputs up to this size run serially (a parallel launch costs more than the work there);
-#: larger ones are split evenly over the threads (:func:`lmref._numba.thread_share`)
+#: larger ones run in blocks of :data:`lmref._numba.STREAM_BLOCK`, split evenly over the threads
 _RELU_CHUNK = 2**15
 
 
@@ -75,10 +75,10 @@ def _relu_range(x, out, lo, hi):
 
 
 @pjit
-def _relu_parallel(x, out, share):
+def _relu_parallel(x, out, block):
     n = x.size
-    for c in prange((n + share - 1) // share):  # independent elements: any split, same bits
-        _relu_range(x, out, c * share, min(n, (c + 1) * share))
+    for c in prange((n + block - 1) // block):  # independent elements: any split, same bits
+        _relu_range(x, out, c * block, min(n, (c + 1) * block))
 
 
 @jit
@@ -95,10 +95,10 @@ def _relu_backward_range(g, x, out, lo, hi):
 
 
 @pjit
-def _relu_backward_parallel(g, x, out, share):
+def _relu_backward_parallel(g, x, out, block):
     n = x.size
-    for c in prange((n + share - 1) // share):  # independent elements: any split, same bits
-        _relu_backward_range(g, x, out, c * share, min(n, (c + 1) * share))
+    for c in prange((n + block - 1) // block):  # independent elements: any split, same bits
+        _relu_backward_range(g, x, out, c * block, min(n, (c + 1) * block))
 
 
 def relu(x):
@@ -116,7 +116,7 @@ def relu(x):
     if a.size <= _RELU_CHUNK:
         _relu_range(a.reshape(-1), out.reshape(-1), 0, a.size)
     else:
-        _relu_parallel(a.reshape(-1), out.reshape(-1), thread_share(a.size))
+        _relu_parallel(a.reshape(-1), out.reshape(-1), STREAM_BLOCK)
     return out
 
 
@@ -154,8 +154,7 @@ def relu_backward(grad_out, x):
     if a.size <= _RELU_CHUNK:
         _relu_backward_range(g.reshape(-1), a.reshape(-1), grad.reshape(-1), 0, a.size)
     else:
-        _relu_backward_parallel(g.reshape(-1), a.reshape(-1), grad.reshape(-1),
-                                thread_share(a.size))
+        _relu_backward_parallel(g.reshape(-1), a.reshape(-1), grad.reshape(-1), STREAM_BLOCK)
     return (grad,)
 
 

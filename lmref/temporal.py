@@ -48,7 +48,7 @@ import sys
 
 import numpy as np
 
-from lmref._numba import jit, jit_ieee, pjit, prange, thread_share
+from lmref._numba import STREAM_BLOCK, jit, jit_ieee, pjit, prange
 from lmref._validation import (as_float64, as_int, as_real, check_alloc, check_finite,
                                check_shape, one_of)
 from lmref.registry import Op
@@ -203,8 +203,8 @@ def context_span(frames, z, *, layout="seed"):
 # ----------------------------------------------------------------------------------------------
 
 #: element-wise inputs up to this size run serially (a parallel launch costs more than the
-#: work there); larger ones are split evenly over the threads (``thread_share``). Also the
-#: chunk of the NumPy log passes (:func:`_log_eps_difference`).
+#: work there); larger ones run in blocks of ``STREAM_BLOCK``, split evenly over the threads.
+#: Also the chunk of the NumPy log passes (:func:`_log_eps_difference`).
 _CHUNK = 2**14
 
 
@@ -272,21 +272,21 @@ def _log_divide_grad_range(g, a, b, mode, eps, ga, gb, lo, hi):
 
 
 @pjit
-def _elementwise_parallel(a, b, mode, eps, out, share):
+def _elementwise_parallel(a, b, mode, eps, out, block):
     n = a.size
     bad = 0
-    for c in prange((n + share - 1) // share):  # independent elements: any split, same bits
-        bad += _elementwise_range(a, b, mode, eps, out, c * share, min(n, (c + 1) * share))
+    for c in prange((n + block - 1) // block):  # independent elements: any split, same bits
+        bad += _elementwise_range(a, b, mode, eps, out, c * block, min(n, (c + 1) * block))
     return bad
 
 
 @pjit
-def _log_divide_grad_parallel(g, a, b, mode, eps, ga, gb, share):
+def _log_divide_grad_parallel(g, a, b, mode, eps, ga, gb, block):
     n = a.size
     bad = 0
-    for c in prange((n + share - 1) // share):
-        bad += _log_divide_grad_range(g, a, b, mode, eps, ga, gb, c * share,
-                                      min(n, (c + 1) * share))
+    for c in prange((n + block - 1) // block):
+        bad += _log_divide_grad_range(g, a, b, mode, eps, ga, gb, c * block,
+                                      min(n, (c + 1) * block))
     return bad
 
 
@@ -294,13 +294,13 @@ def _elementwise(a, b, mode, eps, out) -> int:
     """Run the element-wise op on flat arrays: serially for one chunk, else in parallel."""
     if a.size <= _CHUNK:
         return _elementwise_range(a, b, mode, eps, out, 0, a.size)
-    return _elementwise_parallel(a, b, mode, eps, out, thread_share(a.size))
+    return _elementwise_parallel(a, b, mode, eps, out, STREAM_BLOCK)
 
 
 def _log_divide_grad(g, a, b, mode, eps, ga, gb) -> int:
     if a.size <= _CHUNK:
         return _log_divide_grad_range(g, a, b, mode, eps, ga, gb, 0, a.size)
-    return _log_divide_grad_parallel(g, a, b, mode, eps, ga, gb, thread_share(a.size))
+    return _log_divide_grad_parallel(g, a, b, mode, eps, ga, gb, STREAM_BLOCK)
 
 
 def _pair(a, b):

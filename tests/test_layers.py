@@ -610,8 +610,9 @@ def test_interior_run_is_exactly_the_windows_inside_the_frame(width, k, s, left,
 
 @pytest.mark.parametrize("chunk", [None, 7])
 def test_relu_is_np_maximum_bitwise_serial_and_parallel(rng, monkeypatch, chunk):
-    if chunk is not None:  # many chunks: the parallel kernel on a small input
+    if chunk is not None:  # the parallel kernel on a small input, in 14 blocks (the last of 1)
         monkeypatch.setattr(L, "_RELU_CHUNK", chunk)
+        monkeypatch.setattr(L, "STREAM_BLOCK", 8)
     x = _tricky(rng, (3, 5, 7))
     x[1, 1, 1] = 5e-324
     for a in (x, x[:, ::2].T, x.astype(np.float32), np.arange(-3, 4), np.float64(-0.0)):
@@ -626,8 +627,9 @@ def test_relu_backward_kernel_is_the_numpy_form_bitwise(rng, monkeypatch, chunk)
     ``np.where(x > 0, g, 0.0)`` with ``np.nan`` at NaN ``x`` (whatever NaN ``x`` holds: both
     signs, any payload), ``grad_out``'s own bits (signed zeros, infinities, NaNs) where
     ``x > 0``, and ``+0.0`` elsewhere."""
-    if chunk is not None:  # the parallel kernel on a small input
+    if chunk is not None:  # the parallel kernel on a small input, in 14 blocks (the last of 1)
         monkeypatch.setattr(L, "_RELU_CHUNK", chunk)
+        monkeypatch.setattr(L, "STREAM_BLOCK", 8)
     x = _tricky(rng, (3, 5, 7))
     x[2, 1, :3] = np.array([0x7FF0000000000001, 0xFFF4000000000000, 0x7FF8DEADBEEF0000],
                            np.uint64).view(np.float64)  # NaN payloads

@@ -557,7 +557,7 @@ def test_huge_patch_size_guard_names_patch_size(call):
 # the parallel element-wise path (arrays of more than one chunk)
 # ---------------------------------------------------------------------------------------------
 
-BIG = (3, 5, T._CHUNK // 4 + 7)  # a little over 3.75 chunks
+BIG = (3, 5, T._CHUNK // 4 + 7)  # a little over 3.75 chunks: 16 blocks, the last of 105
 
 
 @pytest.mark.parametrize("absolute", [False, True])
@@ -586,7 +586,7 @@ def test_parallel_elementwise_equals_serial_bitwise(rng, absolute):
         want_a, want_b = g / (a + 1.0), -g / (b + 1.0)
     np.testing.assert_array_equal(ga, want_a)
     np.testing.assert_array_equal(gb, want_b)
-    np.testing.assert_array_equal(T.add(a, b), a + b)  # split evenly over the threads
+    np.testing.assert_array_equal(T.add(a, b), a + b)  # blocks split over the threads
     np.testing.assert_array_equal(T.subtract(a, b), a - b)
     before = numba.get_num_threads()
     try:
