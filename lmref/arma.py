@@ -105,6 +105,12 @@ _WORKERS = 2
 _PARALLEL_FFT_MIN = 2 ** 15
 #: tasks of lmref's parallel FFT solve: blocks of pairs, each with its own scratch blocks
 _PAIR_BLOCKS = 64
+#: columns lmref's FFT solve puts side by side in one transform on small grids
+#: (:func:`_pairs_per_group`): a 7-point transform of 7 columns is mostly fixed cost. 2 cores,
+#: Zen 5, 2026-12-08, ar_solve (8, 512, 7, 7) / (8, 256, 14, 14) / (8, 128, 28, 28) in ms:
+#: 2.7 / 3.1 / 3.7 a pair at a time, 1.3 / 2.0 / 3.1 with 128 columns, 1.2 / 1.9 / 2.9 with
+#: 256, the same with 512 or 1024
+_GROUP_COLUMNS = 256
 #: scipy's transforms get ``workers`` threads only from this many reals on: its threads gain
 #: little below (2 cores, Zen 5, 2026-12-07: a (4, 16, 28, 28) solve 0.94 ms on one thread,
 #: 1.19 ms on two; (4, 16, 56, 56) 3.7 against 4.2 ms; (8, 16, 56, 56) 7.0 against 6.4 ms)
@@ -344,7 +350,7 @@ def _own_fft_grid(spatial):
 def _pair_layout_spectrum(inv_spec, spatial, adjoint):
     """``1 / A`` (or its conjugate, ``adjoint``) as split ``(C, W, H)`` arrays: the full spectrum
     from the half one by Hermitian symmetry, in the transposed, digit-reversed order of
-    :func:`_fft_pair`'s spectrum (``[c, i, j]`` = bin ``(rev_H(j), rev_W(i))``)."""
+    :func:`_fft_group`'s spectrum (``[c, i, j]`` = bin ``(rev_H(j), rev_W(i))``)."""
     h, w = spatial
     shape = (inv_spec.shape[0], w, h)
     invr, invi = np.empty(shape), np.empty(shape)
@@ -421,85 +427,122 @@ def _block_width(m):
 
 
 @jit
-def _fft_pair(t, out, p, invr, invi, sth, thr, thi, stw, twr, twi, dc, re, im, re_t, im_t):
-    """Pair ``p`` = (batch pair ``p // C``, channel ``p % C``) of :func:`_fft_solve`: the
-    complex image of entries ``2k``, ``2k + 1`` (zeros for a missing last one), each scaled by
-    the power of two that brings its norm to about ``[1/2, 1)`` (exact; so each entry's error
-    scales with its own norm, not its partner's), its 2-D DFT (``dc[p]`` = the DC bin), times
-    ``1 / A``, the inverse DFT scaled by ``1 / (H W)`` and each entry's scale undone. ``re``,
-    ``im`` (``(H, block_width(W))``) and ``re_t``, ``im_t`` (``(W, block_width(H))``) are
-    the scratch blocks of :func:`_fft_pairs`."""
+def _fft_group(t, out, p, g, invr, invi, sth, thr, thi, stw, twr, twi, dc, re, im, re_t, im_t):
+    """Pairs ``p .. p + g - 1`` of :func:`_fft_solve`, side by side in one set of scratch
+    blocks (pair ``q`` in columns ``q W .. q W + W - 1`` of ``re``, ``im`` and ``q H .. q H + H
+    - 1`` of ``re_t``, ``im_t``), so that each 1-D transform runs over all their columns at once
+    (a 7-point transform of 7 columns is mostly fixed cost). Pair ``p`` = (batch pair
+    ``p // C``, channel ``p % C``): the complex image of entries ``2k``, ``2k + 1`` (zeros for a
+    missing last one), each scaled by the power of two that brings its norm to about
+    ``[1/2, 1)`` (exact; so each entry's error scales with its own norm, not its partner's), its
+    2-D DFT (``dc[p]`` = the DC bin), times ``1 / A``, the inverse DFT scaled by ``1 / (H W)``
+    and each entry's scale undone. The butterflies work column by column, the same operations
+    on every column, so a pair's bits do not depend on its neighbours or on ``g``."""
     nb, nc, h, w = t.shape
-    k, c = p // nc, p % nc
-    n0, n1 = 2 * k, 2 * k + 1
-    e0 = _norm_exponent(t[n0, c])
-    e1 = _norm_exponent(t[n1, c]) if n1 < nb else 0
-    s0, s1 = math.ldexp(1.0, -e0), math.ldexp(1.0, -e1)
-    for i in range(h):
-        for j in range(w):
-            re[i, j] = t[n0, c, i, j] * s0
-            im[i, j] = t[n1, c, i, j] * s1 if n1 < nb else 0.0
+    exps = np.empty((g, 2), np.int64)
+    for q in range(g):
+        k, c = (p + q) // nc, (p + q) % nc
+        n0, n1 = 2 * k, 2 * k + 1
+        exps[q, 0] = _norm_exponent(t[n0, c])
+        exps[q, 1] = _norm_exponent(t[n1, c]) if n1 < nb else 0
+        s0, s1 = math.ldexp(1.0, -exps[q, 0]), math.ldexp(1.0, -exps[q, 1])
+        for i in range(h):
+            for j in range(w):
+                re[i, q * w + j] = t[n0, c, i, j] * s0
+                im[i, q * w + j] = t[n1, c, i, j] * s1 if n1 < nb else 0.0
+    re[:, g * w:] = 0.0  # a last, short group: columns a longer one left are cleared
+    im[:, g * w:] = 0.0
     dif_axis(re, im, sth, thr, thi)
-    transpose_into(re[:, :w], re_t[:, :h])
-    transpose_into(im[:, :w], im_t[:, :h])
+    _transpose_planes(re, re_t, g, h, w)
+    _transpose_planes(im, im_t, g, h, w)
+    re_t[:, g * h:] = 0.0
+    im_t[:, g * h:] = 0.0
     dif_axis(re_t, im_t, stw, twr, twi)
-    dc[p, 0], dc[p, 1] = re_t[0, 0], im_t[0, 0]
-    for i in range(w):
-        for j in range(h):
-            xr, xi, vr, vi = re_t[i, j], im_t[i, j], invr[c, i, j], invi[c, i, j]
-            re_t[i, j] = xr * vr - xi * vi
-            im_t[i, j] = xr * vi + xi * vr
+    for q in range(g):
+        c = (p + q) % nc
+        dc[p + q, 0], dc[p + q, 1] = re_t[0, q * h], im_t[0, q * h]
+        for i in range(w):
+            for j in range(h):
+                xr, xi = re_t[i, q * h + j], im_t[i, q * h + j]
+                vr, vi = invr[c, i, j], invi[c, i, j]
+                re_t[i, q * h + j] = xr * vr - xi * vi
+                im_t[i, q * h + j] = xr * vi + xi * vr
     dit_axis(re_t, im_t, stw, twr, twi)
-    transpose_into(re_t[:, :h], re[:, :w])
-    transpose_into(im_t[:, :h], im[:, :w])
+    _transpose_planes(re_t, re, g, w, h)
+    _transpose_planes(im_t, im, g, w, h)
     dit_axis(re, im, sth, thr, thi)
     scale = 1.0 / (h * w)
-    u0, u1 = math.ldexp(1.0, e0), math.ldexp(1.0, e1)
-    for i in range(h):
-        for j in range(w):
-            out[n0, c, i, j] = re[i, j] * scale * u0
-            if n1 < nb:
-                out[n1, c, i, j] = im[i, j] * scale * u1
+    for q in range(g):
+        k = (p + q) // nc
+        c = (p + q) % nc
+        n0, n1 = 2 * k, 2 * k + 1
+        u0, u1 = math.ldexp(1.0, exps[q, 0]), math.ldexp(1.0, exps[q, 1])
+        for i in range(h):
+            for j in range(w):
+                out[n0, c, i, j] = re[i, q * w + j] * scale * u0
+                if n1 < nb:
+                    out[n1, c, i, j] = im[i, q * w + j] * scale * u1
 
 
 @jit
-def _fft_pairs(t, out, p0, p1, invr, invi, sth, thr, thi, stw, twr, twi, dc):
-    """Pairs ``p0 <= p < p1`` with one set of scratch blocks (four allocations a block, not a
-    pair). Their pad columns start at zero and stay so: the butterflies are column by column,
-    and zeros map to zeros."""
+def _transpose_planes(src, dst, g, n, m):
+    """``dst[j, q n + i] = src[i, q m + j]``: each of ``g`` side-by-side ``(n, m)`` planes of
+    ``src`` transposed into its ``(m, n)`` place in ``dst``."""
+    for q in range(g):
+        transpose_into(src[:n, q * m:(q + 1) * m], dst[:m, q * n:(q + 1) * n])
+
+
+def _pairs_per_group(h, w):
+    """Pairs :func:`_fft_group` puts side by side: up to _GROUP_COLUMNS columns on the longer
+    side (a 7x7 grid: 36 pairs, 56x56: 4), one pair from 129 pixels a side on."""
+    return max(1, _GROUP_COLUMNS // max(h, w))
+
+
+@jit
+def _fft_pairs(t, out, p0, p1, group, invr, invi, sth, thr, thi, stw, twr, twi, dc):
+    """Pairs ``p0 <= p < p1`` in as few groups of at most ``group`` pairs as will do, of
+    equal size but for a last, shorter one (the transforms run over a group's full width), with
+    one set of scratch blocks (four allocations a block of pairs, not a pair). Their pad
+    columns start at zero and stay so: the butterflies are column by column, and zeros map to
+    zeros."""
     h, w = t.shape[2], t.shape[3]
-    re, im = np.zeros((h, _block_width(w))), np.zeros((h, _block_width(w)))
-    re_t, im_t = np.zeros((w, _block_width(h))), np.zeros((w, _block_width(h)))
-    for p in range(p0, p1):
-        _fft_pair(t, out, p, invr, invi, sth, thr, thi, stw, twr, twi, dc, re, im, re_t, im_t)
+    n = p1 - p0
+    size = -(-n // max(1, -(-n // group)))  # n pairs in ceil(n / group) groups
+    re, im = np.zeros((h, _block_width(size * w))), np.zeros((h, _block_width(size * w)))
+    re_t = np.zeros((w, _block_width(size * h)))
+    im_t = np.zeros((w, _block_width(size * h)))
+    for p in range(p0, p1, size):
+        _fft_group(t, out, p, min(size, p1 - p), invr, invi, sth, thr, thi, stw, twr, twi,
+                   dc, re, im, re_t, im_t)
 
 
 @jit
-def _fft_serial(t, out, invr, invi, sth, thr, thi, stw, twr, twi, dc):
-    _fft_pairs(t, out, 0, dc.shape[0], invr, invi, sth, thr, thi, stw, twr, twi, dc)
+def _fft_serial(t, out, group, invr, invi, sth, thr, thi, stw, twr, twi, dc):
+    _fft_pairs(t, out, 0, dc.shape[0], group, invr, invi, sth, thr, thi, stw, twr, twi, dc)
 
 
 @pjit
-def _fft_parallel(t, out, invr, invi, sth, thr, thi, stw, twr, twi, dc):
+def _fft_parallel(t, out, group, invr, invi, sth, thr, thi, stw, twr, twi, dc):
     n = dc.shape[0]
     blocks = min(n, _PAIR_BLOCKS)
     for b in prange(blocks):  # pairs are independent: any split gives the same bits
-        _fft_pairs(t, out, n * b // blocks, n * (b + 1) // blocks, invr, invi, sth, thr, thi,
-                   stw, twr, twi, dc)
+        _fft_pairs(t, out, n * b // blocks, n * (b + 1) // blocks, group, invr, invi, sth, thr,
+                   thi, stw, twr, twi, dc)
 
 
 def _fft_solve(t4, inv_spec, workers, adjoint=False, finite_name=None):
     """:func:`_solve_spectrum` (``adjoint``: with ``conj(1 / A)``, as :func:`_adjoint_solve`) on a
     7-smooth grid by lmref's FFT; see the section's notes and :func:`ar_solve` for its
-    rounding. Pairs run on several threads from _PARALLEL_FFT_MIN reals on (the same
-    per-pair code either way, so the same bits)."""
+    rounding. Pairs run on several threads from _PARALLEL_FFT_MIN reals on, in groups on small
+    grids (the same per-pair operations either way, so the same bits)."""
     nb, nc, h, w = t4.shape
+    group = _pairs_per_group(h, w)
     t4 = np.ascontiguousarray(t4)
     invr, invi = _pair_layout_spectrum(inv_spec, (h, w), adjoint)
     out = np.empty(t4.shape)
     dc = np.empty(((nb + 1) // 2 * nc, 2))
     parallel = workers > 1 and t4.size >= _PARALLEL_FFT_MIN
-    (_fft_parallel if parallel else _fft_serial)(t4, out, invr, invi, *axis_plan(h),
+    (_fft_parallel if parallel else _fft_serial)(t4, out, group, invr, invi, *axis_plan(h),
                                                 *axis_plan(w), dc)
     if finite_name is not None:
         _finite_through(dc, t4, finite_name)

@@ -224,6 +224,29 @@ def test_own_fft_solve_pairs_share_scratch_without_leaking(rng, shape):
         assert np.array_equal(y[k:k + 2].view(np.int64), alone.view(np.int64))
 
 
+@pytest.mark.parametrize("shape", [(5, 7, 7, 7), (4, 3, 14, 6), (9, 80, 7, 7), (5, 3, 28)])
+def test_own_fft_solve_groups_of_pairs_do_not_change_the_bits(rng, monkeypatch, shape):
+    """Small grids put several pairs side by side in one transform (``_pairs_per_group``):
+    forward and backward have the bits of one pair at a time, for any group size (groups of
+    2, of 5, the default, all pairs in one), an odd batch (a last pair without partner), a
+    last short group and the parallel pair loop ((9, 80, 7, 7): above _PARALLEL_FFT_MIN)."""
+    t = rng.standard_normal(shape)
+    g = rng.standard_normal(shape)
+    a = _stable_kernels(rng, shape[1], 3, ndim=len(shape) - 2)
+    side = max(shape[2:])
+
+    def solve(columns):
+        monkeypatch.setattr(arma, "_GROUP_COLUMNS", columns)
+        y = arma.ar_solve(t, a)
+        return (y,) + tuple(arma.ar_solve_backward(g, y, a))
+
+    assert arma._pairs_per_group(7, 7) > 1  # the default groups these grids
+    alone = solve(1)
+    for columns in (2 * side, 5 * side, arma._GROUP_COLUMNS, 10**6):
+        for got, want in zip(solve(columns), alone):
+            assert np.array_equal(got.view(np.int64), want.view(np.int64))
+
+
 @pytest.mark.parametrize("shape", [(5, 4, 64, 32), (5, 4, 56, 30)])
 def test_own_fft_solve_pairs_do_not_depend_on_threads(rng, shape):
     """An odd batch above the threading threshold: serial and parallel pair loops agree (radix 2
