@@ -528,7 +528,7 @@ def _fft_serial(t, out, group, invr, invi, sth, thr, thi, stw, twr, twi, dc):
 @pjit
 def _fft_parallel(t, out, group, invr, invi, sth, thr, thi, stw, twr, twi, dc):
     n = dc.shape[0]
-    blocks = min(n, _PAIR_BLOCKS)
+    blocks = min(-(-n // group), _PAIR_BLOCKS)  # whole groups: not a pair a block
     for b in prange(blocks):  # pairs are independent: any split gives the same bits
         _fft_pairs(t, out, n * b // blocks, n * (b + 1) // blocks, group, invr, invi, sth, thr,
                    thi, stw, twr, twi, dc)
