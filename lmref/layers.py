@@ -561,44 +561,23 @@ def _max_pool_backward_parallel(planes, grad, gin, rf, rs, dh, cf, cs, dw, kw, s
 
 
 @jit
-def _window_sum(plane, r0, r1, c0, c1):
-    """Row-major sum of one window's in-frame taps, from 0.0."""
-    acc = 0.0
-    for ih in range(r0, r1):
-        for iw in range(c0, c1):
-            acc += plane[ih, iw]
-    return acc
-
-
-@jit
 def _add_tap(acc, src, step):
     """One tap of a run of windows: ``acc[t] += src[step * t]`` (vectorises)."""
     for t in range(acc.shape[0]):
         acc[t] += src[step * t]
 
 
-@jit
-def _avg_pool_row(plane, out, div, r0, r1, cf, cs, kw, sw, left, lo, hi):
-    """One output row: row-major window sums (0.0 first, as :func:`_window_sum`), then one
-    division each; a window without taps gives 0. The interior run goes tap by tap over the
-    run (SIMD), unless it is shorter than _SHORT_RUN windows: then window by window like the
-    border (the same sums and quotients; the divisors are >= 1), which spares a slice and a
-    call per tap (a (2, 3, 7, 8) input: 4.5 -> 3.1 us of kernel; the call 8.8 -> 6.8 us)."""
-    if r0 >= r1:
-        out[:] = 0.0
-        return
-    short = hi - lo < _SHORT_RUN
-    for ow in range(out.shape[0]):
-        if ow < lo or ow >= hi or short:
-            c0, c1 = cf[ow], cs[ow]
-            out[ow] = _window_sum(plane, r0, r1, c0, c1) / div[ow] if c0 < c1 else 0.0
-    if lo < hi and not short:
-        run = out[lo:hi]
-        run[:] = 0.0
-        for ih in range(r0, r1):
-            for j in range(kw):
-                _add_tap(run, plane[ih, lo * sw - left + j:], sw)
-        _divide_run(run, div[lo:hi])
+@jit_ieee
+def _avg_pool_run(planes, out, div, p, oh, r0, r1, kw, sw, left, lo, hi):
+    """Windows ``lo <= ow < hi`` (the interior run) of output row ``oh`` of plane ``p``, tap by
+    tap over all of them (SIMD): the row-major sums from 0.0 of :func:`_avg_pool_rows`, one
+    division each."""
+    run = out[p, oh, lo:hi]
+    run[:] = 0.0
+    for ih in range(r0, r1):
+        for j in range(kw):
+            _add_tap(run, planes[p, ih, lo * sw - left + j:], sw)
+    _divide_run(run, div[oh, lo:hi])
 
 
 @jit_ieee
@@ -610,13 +589,37 @@ def _divide_run(run, div):
         run[t] /= div[t]
 
 
-@jit
+@jit_ieee
 def _avg_pool_rows(planes, out, div, rf, rs, cf, cs, kw, sw, left, lo, hi, t0, t1):
+    """Output rows ``t0 <= t < t1`` of all planes (``t = plane * H_out + oh``): each window's
+    in-frame taps summed in row-major order from 0.0, then one division (the divisors are
+    >= 1, so IEEE division changes no result); a window without taps gives 0. An interior run
+    of at least _SHORT_RUN windows goes tap by tap (:func:`_avg_pool_run`); shorter ones,
+    window by window like the border (the same sums and quotients), which spares a slice and
+    a call per tap. One flat loop with the sum written out: a call per row or per window
+    (numba's ``inline="always"`` included) cost 2-3x more than a small window's sums (a
+    (2, 3, 7, 8) input: kernel 2.8 -> 1.2 us)."""
     n = out.shape[1]
+    if hi - lo < _SHORT_RUN:
+        lo = hi = 0  # no run: every window below
     for t in range(t0, t1):
         p, oh = t // n, t % n
-        _avg_pool_row(planes[p], out[p, oh], div[oh], rf[oh], rs[oh], cf, cs, kw, sw, left, lo,
-                      hi)
+        r0, r1 = rf[oh], rs[oh]
+        run = lo < hi and r0 < r1
+        for ow in range(out.shape[2]):
+            if run and lo <= ow < hi:
+                continue
+            c0, c1 = cf[ow], cs[ow]
+            if r0 < r1 and c0 < c1:
+                acc = 0.0
+                for ih in range(r0, r1):
+                    for iw in range(c0, c1):
+                        acc += planes[p, ih, iw]
+                out[p, oh, ow] = acc / div[oh, ow]
+            else:
+                out[p, oh, ow] = 0.0
+        if run:
+            _avg_pool_run(planes, out, div, p, oh, r0, r1, kw, sw, left, lo, hi)
 
 
 @pjit
