@@ -229,6 +229,30 @@ def test_avg_pool_runs_short_and_long_are_the_reference(rng, width, kw):
     assert L._SHORT_RUN == 8
 
 
+@pytest.mark.parametrize("width", [14, 15, 16, 17, 18, 40])
+@pytest.mark.parametrize("kw", [{"kernel_size": 2, "stride": 2},
+                                {"kernel_size": 3, "stride": 2, "padding": 1},
+                                {"kernel_size": (2, 4), "stride": 1, "dilation": (2, 1)},
+                                {"kernel_size": 2, "stride": 2, "dilation": 2, "padding": 1}])
+def test_max_pool_runs_short_and_long_are_the_reference(rng, width, kw):
+    """Interior runs shorter than _SHORT_RUN windows go window by window with the border,
+    longer ones tap by tap (or the unrolled 3-wide scan): both give the reference's values
+    and PyTorch's choice among ties and NaNs (runs of 3 to 37 windows here; the gradient
+    shows which element each window took)."""
+    x = np.round(rng.standard_normal((2, 3, 6, width)))  # many ties, +0.0 and -0.0 among them
+    x[0, 1] = np.where(rng.random((6, width)) < 0.5, -0.0, 0.0)  # ties told apart by the bits
+    x[0, 0, 1:3, 2:6] = np.array([0x7FF8000000000001 + k for k in range(8)],
+                                 np.uint64).view(np.float64).reshape(2, 4)  # NaN payloads
+    x[1, 1, :, ::3] = -np.inf
+    x[0, 2, 2, :] = np.inf
+    out = L.max_pool2d(x, **kw)
+    want = L._max_pool2d_reference(x, **kw)
+    np.testing.assert_array_equal(out.view(np.int64), want.view(np.int64))
+    g = rng.standard_normal(out.shape)
+    np.testing.assert_array_equal(L.max_pool2d_backward(g, x, **kw)[0],
+                                  L._max_pool2d_backward_reference(g, x, **kw)[0])
+
+
 @pytest.mark.parametrize("call,exc,match", [
     (lambda: L.max_pool2d(np.zeros((1, 1, 5, 5)), 3, padding=-1), ValueError,
      "padding must be >= 0"),
