@@ -1,5 +1,6 @@
 """lmref.temporal: ATM context spanning and arithmetic operations."""
 import math
+import warnings
 
 import numba
 import numpy as np
@@ -558,6 +559,34 @@ def test_huge_patch_size_guard_names_patch_size(call):
 # ---------------------------------------------------------------------------------------------
 
 BIG = (3, 5, T._CHUNK // 4 + 7)  # a little over 3.75 chunks: 16 blocks, the last of 105
+
+
+@pytest.mark.parametrize("op,mode", [(T.add, T._ADD), (T.subtract, T._SUB)])
+@pytest.mark.parametrize("shape", [(), (3, 5), (2, 4, 5, 5), BIG])
+def test_add_subtract_have_the_serial_kernel_bits_and_never_warn(rng, op, mode, shape):
+    """At every size (serial and parallel paths) the bits of the serial kernel, a NaN
+    operand's payload, signed zeros and inf - inf (NaN, without NumPy's RuntimeWarning)
+    included; where both operands are NaN, IEEE 754 leaves the payload open and either
+    operand's comes out (the kernel's SIMD body and its remainder loop differ there); a 0-d
+    input gives a 0-d array."""
+    a, b = rng.standard_normal(shape), rng.standard_normal(shape)
+    flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+    if a.size > 1:
+        payload = np.arange(flat_a.size, dtype=np.uint64)
+        flat_a[::3] = (payload[::3] + np.uint64(0x7FF8000000000001)).view(np.float64)
+        flat_b[::2] = (payload[::2] + np.uint64(0xFFF8000000000100)).view(np.float64)
+        flat_a[1::7], flat_b[1::7] = -0.0, 0.0
+        flat_a[5::11], flat_b[5::11] = np.inf, np.inf if mode == T._SUB else -np.inf
+    want = np.empty(a.size)
+    T._elementwise_range(flat_a, flat_b, mode, 0.0, want, 0, a.size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = op(a, b)
+    assert type(got) is np.ndarray and got.shape == shape
+    bits, a_bits, b_bits = (v.reshape(-1).view(np.int64) for v in (got, a, b))
+    both = np.isnan(flat_a) & np.isnan(flat_b)
+    np.testing.assert_array_equal(bits[~both], want.view(np.int64)[~both])
+    assert ((bits[both] == a_bits[both]) | (bits[both] == b_bits[both])).all()
 
 
 @pytest.mark.parametrize("absolute", [False, True])
