@@ -472,7 +472,7 @@ def _max_pool_parallel(planes, out, rf, rs, dh, cf, cs, dw, kw, sw, left, lo, hi
 
 @jit
 def _max_at(plane, r0, r1, c0, c1, dh, dw):
-    """Flat index in ``plane`` of the element :func:`_max_window` selects (an all -inf window:
+    """Flat index in ``plane`` of the element :func:`_max_pool_rows` selects (an all -inf window:
     its first in-frame element, as PyTorch); -1 for a window without taps."""
     if r0 >= r1 or c0 >= c1:
         return -1
@@ -492,7 +492,7 @@ def _max_pool_backward_plane(plane, grad, gin, rf, rs, dh, cf, cs, dw, kw, sw, l
     """One plane: per output row, the element each window selects, then the gradients added
     in row-major output order (the order of the window-at-a-time loop: the same sums, bitwise).
 
-    An interior window's max ``m`` comes from one scan (:func:`_max_window`'s rule); when it
+    An interior window's max ``m`` comes from one scan (:func:`_max_pool_rows`'s rule); when it
     is a number the window holds no NaN, so the rule's choice is its first tap equal to ``m``
     (an all -inf window: its first element, as PyTorch): found by a backward scan of
     independent conditional moves, not a chain of dependent compare-and-index updates.
