@@ -566,9 +566,9 @@ BIG = (3, 5, T._CHUNK // 4 + 7)  # a little over 3.75 chunks: 16 blocks, the las
 def test_add_subtract_have_the_serial_kernel_bits_and_never_warn(rng, op, mode, shape):
     """At every size (serial and parallel paths) the bits of the serial kernel, a NaN
     operand's payload, signed zeros and inf - inf (NaN, without NumPy's RuntimeWarning)
-    included; where both operands are NaN, IEEE 754 leaves the payload open and either
-    operand's comes out (the kernel's SIMD body and its remainder loop differ there); a 0-d
-    input gives a 0-d array."""
+    included; where both operands are NaN, IEEE 754 leaves the payload open, so either
+    operand's is accepted (this kernel gives the first's on this machine; NumPy's ufunc gives
+    the second's at some positions); a 0-d input gives a 0-d array."""
     a, b = rng.standard_normal(shape), rng.standard_normal(shape)
     flat_a, flat_b = a.reshape(-1), b.reshape(-1)
     if a.size > 1:
